@@ -1,0 +1,171 @@
+"""Every environment read of the function, validated once at start-up.
+
+Reading the environment in one place means a misconfigured deployment fails at boot with one
+line per problem, instead of on the first unlucky request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "gemini-2.5-flash"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one per line, so an operator fixes them in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"- {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Config:
+    project: str
+    model: str = DEFAULT_MODEL
+    temperature: float | None = None
+    max_output_tokens: int = 8192
+    allowed_origins: tuple[str, ...] = ()
+    auth_mode: str = "firebase"
+    auth_emulator: bool = False
+    deployed: bool = False
+    # Limits on what a client may send.
+    max_request_bytes: int = 256 * 1024
+    max_message_chars: int = 16_000
+    max_parts: int = 32
+    max_id_chars: int = 128
+    # How much stored conversation the model sees, newest first, in characters.
+    history_max_chars: int = 200_000
+    # Firestore documents are capped at 1 MiB; stop a reply well before that.
+    max_reply_bytes: int = 900_000
+    rate_limit_per_minute: int = 30
+    # Streaming behaviour.
+    keepalive_seconds: float = 10.0
+    checkpoint_seconds: float = 1.0
+    stall_seconds: float = 60.0
+    reply_timeout_seconds: float = 600.0
+    interrupted_after_seconds: float = 120.0
+    # Retries before the first byte of a reply reaches anyone.
+    retry_attempts: int = 4
+    retry_max_wait_seconds: float = 20.0
+    retry_initial_delay_seconds: float = 0.5
+    # Concurrency: the Gemini connection pool must hold as many streams as the instance serves.
+    max_concurrent_streams: int = 1000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build and validate; every problem is collected before raising."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        reader = _Reader(env, problems)
+
+        project = (
+            env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or env.get("GCP_PROJECT")
+        )
+        if not project:
+            problems.append("GOOGLE_CLOUD_PROJECT is not set (use a demo-* id locally)")
+
+        auth_mode = env.get("AUTH_MODE", "firebase").strip().lower()
+        if auth_mode not in ("firebase", "none"):
+            problems.append(f"AUTH_MODE must be 'firebase' or 'none', not {auth_mode!r}")
+        deployed = bool(env.get("K_SERVICE"))
+        auth_emulator = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST"))
+        if deployed and auth_emulator:
+            problems.append(
+                "FIREBASE_AUTH_EMULATOR_HOST is set on a deployed function: it would accept "
+                "unsigned tokens; remove it"
+            )
+
+        uses_vertex = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes")
+        has_key = bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"))
+        if not uses_vertex and not has_key:
+            problems.append(
+                "no Gemini credentials: set GEMINI_API_KEY, or GOOGLE_GENAI_USE_VERTEXAI=true "
+                "with GOOGLE_CLOUD_LOCATION"
+            )
+        if uses_vertex and not env.get("GOOGLE_CLOUD_LOCATION"):
+            problems.append("GOOGLE_GENAI_USE_VERTEXAI=true needs GOOGLE_CLOUD_LOCATION")
+
+        origins = tuple(
+            o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
+        )
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                problems.append(f"ALLOWED_ORIGINS entry {origin!r} must start with http(s)://")
+
+        config = cls(
+            project=project or "",
+            model=env.get("GEMINI_MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
+            temperature=reader.number("GEMINI_TEMPERATURE", None, 0.0, 2.0),
+            max_output_tokens=reader.integer("GEMINI_MAX_OUTPUT_TOKENS", 8192, 1, 65_536),
+            allowed_origins=origins,
+            auth_mode=auth_mode,
+            auth_emulator=auth_emulator,
+            deployed=deployed,
+            max_request_bytes=reader.integer("MAX_REQUEST_BYTES", 256 * 1024, 1024, 32 << 20),
+            max_message_chars=reader.integer("MAX_MESSAGE_CHARS", 16_000, 1, 1_000_000),
+            max_parts=reader.integer("MAX_PARTS", 32, 1, 1000),
+            history_max_chars=reader.integer("HISTORY_MAX_CHARS", 200_000, 1000, 4_000_000),
+            max_reply_bytes=reader.integer("MAX_REPLY_BYTES", 900_000, 1000, 1_000_000),
+            rate_limit_per_minute=reader.integer("RATE_LIMIT_PER_MINUTE", 30, 0, 100_000),
+            keepalive_seconds=reader.number("KEEPALIVE_SECONDS", 10.0, 0.05, 60.0),
+            checkpoint_seconds=reader.number("CHECKPOINT_SECONDS", 1.0, 0.05, 60.0),
+            stall_seconds=reader.number("STALL_SECONDS", 60.0, 0.1, 3600.0),
+            reply_timeout_seconds=reader.number("REPLY_TIMEOUT_SECONDS", 600.0, 1.0, 3600.0),
+            interrupted_after_seconds=reader.number(
+                "INTERRUPTED_AFTER_SECONDS", 120.0, 1.0, 86_400.0
+            ),
+            retry_attempts=reader.integer("GEMINI_RETRY_ATTEMPTS", 4, 1, 10),
+            retry_max_wait_seconds=reader.number("GEMINI_RETRY_MAX_WAIT_SECONDS", 20.0, 0.0, 300.0),
+            retry_initial_delay_seconds=reader.number(
+                "GEMINI_RETRY_INITIAL_DELAY_SECONDS", 0.5, 0.0, 60.0
+            ),
+            max_concurrent_streams=reader.integer("THREADS", 1000, 1, 10_000),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        )
+        if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+
+class _Reader:
+    """Parses numbers with ranges, recording problems instead of raising on the first."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self.env = env
+        self.problems = problems
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, not {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    def number(self, name: str, default: float | None, low: float, high: float) -> float | None:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, not {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, not {value}")
+        return value

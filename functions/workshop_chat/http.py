@@ -1,0 +1,184 @@
+"""HTTP: routes, CORS, request limits; requests become domain calls, domain errors JSON.
+
+Nothing here touches Firestore or Gemini. A chat response is held back until the reply's first
+text (or its failure) is known, so that a reply that never started gets an honest HTTP status
+instead of a 200 stream that only carries an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Request, Response
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import protocol
+from .auth import Verifier
+from .config import Config
+from .logs import trace_from_headers
+from .turn import (
+    BadRequest,
+    Chat,
+    ChatError,
+    Event,
+    Failed,
+    Finished,
+    KeepAlive,
+    MethodNotAllowed,
+    NotFound,
+    TextDelta,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+    UpstreamFailed,
+)
+
+log = logging.getLogger("workshop_chat.http")
+
+_HISTORY = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/messages/?")
+_RESUME = re.compile(r"/[^/]+/stream/?")
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
+    )
+
+
+def error_response(error: ChatError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return json_response(error.status, protocol.error_body(error.code, error.message), headers)
+
+
+class Api:
+    """The function's request handler; everything it uses is handed in."""
+
+    def __init__(self, config: Config, chat: Chat, verifier: Verifier) -> None:
+        self.config = config
+        self.chat = chat
+        self.verifier = verifier
+
+    def __call__(self, request: Request) -> Response:
+        response = self._route(request)
+        self._cors(request, response)
+        return response
+
+    def _route(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        try:
+            if request.method == "OPTIONS":
+                return Response(status=204)
+            if path in ("/", "/api/chat"):
+                self._only(request, "POST")
+                return self._post_chat(request)
+            match = _HISTORY.fullmatch(request.path)
+            if match:
+                self._only(request, "GET")
+                return self._get_history(request, match.group(1), match.group(2))
+            if path == "/healthz":
+                return json_response(200, {"status": "ok"})
+            if _RESUME.fullmatch(request.path) and request.method == "GET":
+                # useChat({resume: true}) asks on mount; replies are stored, not resumable.
+                return Response(status=204)
+            raise NotFound("not_found", "no such route")
+        except ChatError as error:
+            return error_response(error)
+
+    def _only(self, request: Request, method: str) -> None:
+        if request.method != method:
+            raise MethodNotAllowed("method_not_allowed", f"use {method}")
+
+    # Routes ---------------------------------------------------------------------------
+
+    def _post_chat(self, request: Request) -> Response:
+        uid = self.verifier.uid(request.headers.get("Authorization"))
+        body = self._json_body(request)
+        cfg = self.config
+        turn = protocol.parse_turn(
+            body,
+            max_id_chars=cfg.max_id_chars,
+            max_message_chars=cfg.max_message_chars,
+            max_parts=cfg.max_parts,
+        )
+        text_mode = request.args.get("protocol", "data") == "text"
+        trace = trace_from_headers(request.headers, cfg.project)
+        events = self.chat.run(turn, uid, trace)
+        head, rest = _first_text(events)
+        failed = head[-1] if head and isinstance(head[-1], Failed) else None
+        if failed is not None and not any(isinstance(e, TextDelta) for e in head):
+            if failed.status == 503:
+                return error_response(
+                    Unavailable("model_unavailable", failed.error_text, failed.retry_after)
+                )
+            return error_response(UpstreamFailed("model_error", failed.error_text))
+        stream = _chain(head, rest)
+        if text_mode:
+            return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)
+        return Response(protocol.encode_ui_stream(stream), 200, protocol.UI_STREAM_HEADERS)
+
+    def _get_history(self, request: Request, session_id: str, step_id: str) -> Response:
+        uid = self.verifier.uid(request.headers.get("Authorization"))
+        protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
+        protocol.check_id(step_id, "stepId", self.config.max_id_chars)
+        messages = self.chat.history(session_id, step_id, uid)
+        return json_response(200, {"messages": [protocol.ui_message(m) for m in messages]})
+
+    def _json_body(self, request: Request) -> Any:
+        if request.mimetype != "application/json":
+            raise UnsupportedMedia("unsupported_media_type", "send Content-Type: application/json")
+        request.max_content_length = self.config.max_request_bytes
+        try:
+            raw = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            raise TooLarge(
+                "body_too_large", f"the body may be at most {self.config.max_request_bytes} bytes"
+            ) from None
+        try:
+            return json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise BadRequest("invalid_json", "the body is not valid JSON") from None
+
+    # CORS -----------------------------------------------------------------------------
+
+    def _cors(self, request: Request, response: Response) -> None:
+        origin = request.headers.get("Origin")
+        allowed = self.config.allowed_origins
+        if not origin or not (origin in allowed or "*" in allowed):
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "x-vercel-ai-ui-message-stream, Retry-After"
+        )
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "3600"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _first_text(events: Iterator[Event]) -> tuple[list[Event], Iterator[Event]]:
+    """Read up to the first text or the end; keep-alives before that carry nothing."""
+    head: list[Event] = []
+    for event in events:
+        if isinstance(event, KeepAlive):
+            continue
+        head.append(event)
+        if isinstance(event, TextDelta | Finished | Failed):
+            break
+    return head, events
+
+
+def _chain(head: list[Event], rest: Iterator[Event]) -> Iterator[Event]:
+    yield from head
+    yield from rest

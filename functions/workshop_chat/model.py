@@ -1,0 +1,199 @@
+"""Gemini behind one small interface: text in, text events and a mapped finish out.
+
+Retries live here, not in the SDK, because only this module knows whether anything has been
+yielded yet: retrying after the first byte would silently restart a reply the user is reading.
+No upstream error text ever leaves this module; callers get our own exception types.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .turn import ModelDone, ModelFailed, ModelText, ModelUnavailable
+
+log = logging.getLogger("workshop_chat.model")
+
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+# Gemini's finish reasons, mapped to the values every AI SDK client accepts.
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content-filter",
+    "RECITATION": "content-filter",
+    "BLOCKLIST": "content-filter",
+    "PROHIBITED_CONTENT": "content-filter",
+    "SPII": "content-filter",
+    "IMAGE_SAFETY": "content-filter",
+    "MALFORMED_FUNCTION_CALL": "error",
+}
+
+
+def finish_reason(gemini_reason: str | None) -> str:
+    if not gemini_reason or gemini_reason == "FINISH_REASON_UNSPECIFIED":
+        return "stop"
+    return _FINISH.get(gemini_reason, "other")
+
+
+def make_client(max_connections: int, timeout_seconds: float) -> Any:
+    """One client per process; its pool must hold every concurrent stream, or they queue."""
+    import httpx2
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(
+        http_options=types.HttpOptions(
+            timeout=int(timeout_seconds * 1000),
+            client_args={
+                "limits": httpx2.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                )
+            },
+        )
+    )
+
+
+class Gemini:
+    """Streams one reply; the SDK client is injected so tests can point it at the stand-in."""
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        attempts: int = 4,
+        initial_delay: float = 0.5,
+        max_wait: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.temperature = temperature
+        self.max_output_tokens = max_output_tokens
+        self.attempts = attempts
+        self.initial_delay = initial_delay
+        self.max_wait = max_wait
+        self.sleep = sleep
+
+    def stream(
+        self, system: str, contents: list[tuple[str, str]]
+    ) -> Iterator[ModelText | ModelDone]:
+        from google.genai import errors, types
+
+        config = types.GenerateContentConfig(
+            system_instruction=system,
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+        )
+        request = [
+            types.Content(role=role, parts=[types.Part(text=text)]) for role, text in contents
+        ]
+        waited = 0.0
+        for attempt in range(1, self.attempts + 1):
+            yielded = False
+            try:
+                last: Any = None
+                for chunk in self.client.models.generate_content_stream(
+                    model=self.name, contents=request, config=config
+                ):
+                    last = chunk
+                    text = _text_of(chunk)
+                    if text:
+                        yielded = True
+                        yield ModelText(text)
+                yield _done(last, self.name)
+                return
+            except errors.APIError as exc:
+                if yielded:
+                    log.warning("gemini failed mid-stream", extra={"fields": {"code": exc.code}})
+                    raise ModelFailed("mid-stream") from None
+                retry_after = _retry_after(exc)
+                if exc.code not in RETRYABLE:
+                    log.error("gemini refused the request", extra={"fields": {"code": exc.code}})
+                    raise ModelFailed("refused") from None
+                delay = self._delay(attempt, retry_after)
+                if attempt == self.attempts or waited + delay > self.max_wait:
+                    log.warning(
+                        "gemini unavailable, giving up",
+                        extra={"fields": {"code": exc.code, "attempts": attempt}},
+                    )
+                    raise ModelUnavailable(retry_after) from None
+                log.info(
+                    "gemini unavailable, retrying",
+                    extra={"fields": {"code": exc.code, "attempt": attempt, "delay": delay}},
+                )
+                waited += delay
+                self.sleep(delay)
+            except (ModelFailed, ModelUnavailable):
+                raise
+            except Exception as exc:  # noqa: BLE001 - transport: refused, reset, cut, timeouts
+                name = type(exc).__name__
+                if yielded:
+                    log.warning("gemini stream broke", extra={"fields": {"error": name}})
+                    raise ModelFailed("transport") from None
+                delay = self._delay(attempt, None)
+                if attempt == self.attempts or waited + delay > self.max_wait:
+                    log.warning("gemini unreachable", extra={"fields": {"error": name}})
+                    raise ModelUnavailable(None) from None
+                waited += delay
+                self.sleep(delay)
+        raise ModelUnavailable(None)  # pragma: no cover - the loop always returns or raises
+
+    def _delay(self, attempt: int, retry_after: int | None) -> float:
+        if retry_after is not None:
+            return float(retry_after)
+        backoff = self.initial_delay * 2 ** (attempt - 1)
+        return backoff * (0.5 + random.random() / 2)
+
+
+def _text_of(chunk: Any) -> str:
+    candidates = chunk.candidates or []
+    if not candidates or not candidates[0].content or not candidates[0].content.parts:
+        return ""
+    # Thought summaries are not part of the answer.
+    return "".join(p.text for p in candidates[0].content.parts if p.text and not p.thought)
+
+
+def _done(last: Any, default_model: str) -> ModelDone:
+    if last is None:
+        return ModelDone("other", None, default_model)
+    usage = _usage(last.usage_metadata)
+    model = last.model_version or default_model
+    feedback = last.prompt_feedback
+    if feedback is not None and feedback.block_reason:
+        return ModelDone("content-filter", usage, model, blocked=True)
+    candidates = last.candidates or []
+    reason = candidates[0].finish_reason if candidates else None
+    mapped = finish_reason(reason.value if hasattr(reason, "value") else reason)
+    return ModelDone(mapped, usage, model, blocked=mapped == "content-filter")
+
+
+def _usage(meta: Any) -> dict[str, int] | None:
+    if meta is None:
+        return None
+    usage = {
+        "inputTokens": meta.prompt_token_count,
+        "outputTokens": meta.candidates_token_count,
+        "totalTokens": meta.total_token_count,
+    }
+    return {k: v for k, v in usage.items() if isinstance(v, int)} or None
+
+
+def _retry_after(exc: Any) -> int | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0, min(int(float(value)), 3600))
+    except ValueError:
+        return None

@@ -1,0 +1,192 @@
+"""The wire: what `useChat` sends, and the chunks it reads back.
+
+Parsing turns an untrusted body into a `Turn` or a `BadRequest`; only the new user message is
+taken from the client, because everything else in the body can be forged. Encoding knows the
+UI message stream v1 and the plain text protocol; it knows nothing of Firestore or Gemini.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .turn import (
+    BadRequest,
+    Event,
+    Failed,
+    Finished,
+    KeepAlive,
+    Message,
+    Started,
+    TextDelta,
+    Turn,
+    UserMessage,
+    iso_time,
+)
+
+# A conservative id alphabet: every AI SDK id generator (nanoid, uuid, "id-0") fits it, and it
+# keeps ids clear of Firestore's reserved forms (`/`, `.`, `..`, `__x__`).
+_ID = re.compile(r"[A-Za-z0-9_-]+(?:[.:~][A-Za-z0-9_-]+)*")
+_RESERVED = re.compile(r"__.*__")
+TRIGGERS = ("submit-message", "regenerate-message")
+
+UI_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "X-Accel-Buffering": "no",
+}
+TEXT_STREAM_HEADERS = {
+    "Content-Type": "text/plain; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def valid_id(value: object, max_chars: int) -> bool:
+    """Firestore's document id rules, narrowed to a charset no client needs to escape."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_chars
+        and _ID.fullmatch(value) is not None
+        and _RESERVED.fullmatch(value) is None
+    )
+
+
+def check_id(value: object, field: str, max_chars: int) -> str:
+    if not valid_id(value, max_chars):
+        raise BadRequest(
+            "invalid_id",
+            f"{field} must be 1-{max_chars} characters of A-Z a-z 0-9 _ - (with . : ~ inside)",
+        )
+    return value  # type: ignore[return-value]
+
+
+def parse_turn(body: Any, *, max_id_chars: int, max_message_chars: int, max_parts: int) -> Turn:
+    """Accept the `DefaultChatTransport` body, or the send-last-message form `{id, message}`."""
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    session_id = check_id(body.get("sessionId"), "sessionId", max_id_chars)
+    step_id = check_id(body.get("stepId"), "stepId", max_id_chars)
+    trigger = body.get("trigger", "submit-message")
+    if trigger not in TRIGGERS:
+        raise BadRequest("invalid_trigger", "trigger must be submit-message or regenerate-message")
+    target = body.get("messageId")
+    if target is not None:
+        target = check_id(target, "messageId", max_id_chars)
+
+    if "message" in body and "messages" not in body:
+        message = body["message"]
+    else:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("invalid_messages", "messages must be a non-empty array")
+        message = messages[-1]
+    user = parse_user_message(
+        message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
+    )
+    return Turn(session_id, step_id, user, trigger, target)
+
+
+def parse_user_message(
+    message: Any, *, max_id_chars: int, max_chars: int, max_parts: int
+) -> UserMessage:
+    """The last message must be the user's: text parts only reach the model."""
+    if not isinstance(message, dict):
+        raise BadRequest("invalid_message", "the last message must be an object")
+    if message.get("role") != "user":
+        raise BadRequest("invalid_role", "the last message must have role user")
+    message_id = check_id(message.get("id"), "message id", max_id_chars)
+    parts = message.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest("invalid_parts", "the message must have a non-empty parts array")
+    if len(parts) > max_parts:
+        raise BadRequest("too_many_parts", f"a message may have at most {max_parts} parts")
+    texts: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise BadRequest("invalid_parts", "every part must be an object with a type")
+        if part["type"] == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequest("invalid_parts", "a text part needs a string text")
+            texts.append(text)
+    text = "".join(texts)
+    if not text.strip():
+        raise BadRequest("empty_message", "the message has no text")
+    if len(text) > max_chars:
+        raise BadRequest("message_too_long", f"a message may have at most {max_chars} characters")
+    if "\x00" in text:
+        raise BadRequest("invalid_text", "the message text may not contain NUL characters")
+    return UserMessage(message_id, text)
+
+
+def _sse(chunk: dict[str, Any]) -> bytes:
+    body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+    return b"data: " + body.encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"
+
+
+def encode_ui_stream(events: Iterable[Event]) -> Iterator[bytes]:
+    """UI message stream v1: exactly the documented keys, since strict clients reject others."""
+    part_id = ""
+    text_open = False
+    for event in events:
+        if isinstance(event, TextDelta):
+            if not text_open:
+                text_open = True
+                yield _sse({"type": "text-start", "id": part_id})
+            yield _sse({"type": "text-delta", "id": part_id, "delta": event.text})
+        elif isinstance(event, Started):
+            part_id = f"{event.message_id}-text"
+            start: dict[str, Any] = {"type": "start", "messageId": event.message_id}
+            if event.metadata:
+                start["messageMetadata"] = event.metadata
+            yield _sse(start) + _sse({"type": "start-step"})
+        elif isinstance(event, KeepAlive):
+            yield PING
+        else:
+            tail = b""
+            if text_open:
+                tail += _sse({"type": "text-end", "id": part_id})
+            if isinstance(event, Failed):
+                tail += _sse({"type": "error", "errorText": event.error_text})
+            finish: dict[str, Any] = {"type": "finish", "finishReason": event.finish_reason}
+            if event.metadata:
+                finish["messageMetadata"] = event.metadata
+            yield tail + _sse({"type": "finish-step"}) + _sse(finish) + DONE
+            return
+
+
+def encode_text_stream(events: Iterable[Event]) -> Iterator[bytes]:
+    """Plain text: deltas only; a failure after the first byte can only end the body early."""
+    for event in events:
+        if isinstance(event, TextDelta):
+            yield event.text.encode()
+        elif isinstance(event, Finished | Failed):
+            return
+
+
+def ui_message(message: Message) -> dict[str, Any]:
+    """A stored message as the UIMessage `useChat` takes as its initial messages."""
+    metadata: dict[str, Any] = {"createdAt": iso_time(message.created_at), "status": message.status}
+    if message.role == "assistant":
+        for key, value in (
+            ("finishReason", message.finish_reason),
+            ("usage", message.usage),
+            ("model", message.model),
+        ):
+            if value is not None:
+                metadata[key] = value
+    parts = [{"type": "text", "text": message.text}] if message.text else []
+    return {"id": message.id, "role": message.role, "parts": parts, "metadata": metadata}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}

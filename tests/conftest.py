@@ -1,0 +1,162 @@
+"""Fixtures: the real Firestore emulator and the Gemini stand-in, fresh data for every test."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from google import genai
+from google.genai import types
+
+from tests import support
+
+os.environ.setdefault("GOOGLE_CLOUD_PROJECT", support.PROJECT)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[str]:
+    service = support.start_firestore_emulator()
+    os.environ["FIRESTORE_EMULATOR_HOST"] = service.url
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def standin_service() -> Iterator[support.Service]:
+    service = support.start_standin()
+    yield service
+    service.stop()
+
+
+class Standin:
+    """The stand-in's control API: knobs, queued faults and what it was asked."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+        return json.loads(raw) if raw.startswith(b"{") else raw
+
+    def reset(self) -> None:
+        self._call("DELETE", "/_standin/requests")
+
+    def configure(self, **knobs: Any) -> None:
+        self._call("POST", "/_standin/config", knobs)
+
+    def fail_next(self, *statuses: int, retry_after: int | None = None) -> None:
+        body: dict[str, Any] = {"statuses": list(statuses)}
+        if retry_after is not None:
+            body["retry_after"] = retry_after
+        self._call("POST", "/_standin/fail_next", body)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/_standin/requests")["requests"]
+
+    def model_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if ":streamGenerateContent" in r["path"]]
+
+
+@pytest.fixture
+def standin(standin_service: support.Service) -> Standin:
+    control = Standin(standin_service.url)
+    control.reset()
+    return control
+
+
+@pytest.fixture
+def db(emulator: str) -> Any:
+    from google.cloud import firestore
+
+    support.reset_firestore(emulator)
+    return firestore.Client(project=support.PROJECT)
+
+
+@pytest.fixture
+def genai_client(standin: Standin) -> genai.Client:
+    return genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=standin.url))
+
+
+BASE_ENV = {
+    "GOOGLE_CLOUD_PROJECT": support.PROJECT,
+    "GEMINI_API_KEY": "test-key",
+    "AUTH_MODE": "none",
+    "ALLOWED_ORIGINS": "https://workshop.example",
+    "KEEPALIVE_SECONDS": "0.2",
+    "CHECKPOINT_SECONDS": "0.2",
+    "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.01",
+    "RATE_LIMIT_PER_MINUTE": "0",
+}
+
+
+@pytest.fixture
+def make_app(db: Any, genai_client: genai.Client) -> Callable[..., Flask]:
+    """A Flask app that hands every path to the handler, as functions-framework does."""
+    from workshop_chat.config import Config
+    from workshop_chat.service import build
+
+    def make(**env: str) -> Flask:
+        config = Config.from_env({**BASE_ENV, **env})
+        api = build(config, db=db, genai_client=genai_client)
+        app = Flask("workshop-chat-test")
+        app.api = api  # type: ignore[attr-defined]
+
+        def route(path: str = "") -> Any:
+            from flask import request
+
+            return api(request)
+
+        methods = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"]
+        app.add_url_rule("/", "root", route, methods=methods)
+        app.add_url_rule("/<path:path>", "path", route, methods=methods)
+        return app
+
+    return make
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask]) -> Any:
+    return make_app().test_client()
+
+
+def chat_body(
+    text: str = "Hello",
+    message_id: str = "m1",
+    session: str = "s1",
+    step: str = "empathize",
+    **extra: Any,
+) -> dict[str, Any]:
+    """What DefaultChatTransport sends for a plain send, with sessionId/stepId in `body`."""
+    return {
+        "id": "chat-1",
+        "sessionId": session,
+        "stepId": step,
+        "trigger": "submit-message",
+        "messages": [{"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}],
+        **extra,
+    }
+
+
+def sse_chunks(body: bytes) -> list[Any]:
+    """Decode a UI message stream into its chunks ([DONE] kept as the string)."""
+    chunks: list[Any] = []
+    for event in body.decode().split("\n\n"):
+        if event.startswith("data: "):
+            payload = event[len("data: "):]
+            chunks.append(payload if payload == "[DONE]" else json.loads(payload))
+    return chunks
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")

@@ -1,0 +1,135 @@
+"""Starting and stopping the real local services the tests and the benchmark run against."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "demo-workshop-chat"
+EMULATOR_JAR = Path(
+    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[bytes]
+    url: str
+    output: list[str] = field(default_factory=list)
+
+    def drain(self) -> Service:
+        """Keep reading the process's output so that it never blocks on a full pipe."""
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for raw in self.process.stdout:
+                self.output.append(raw.decode(errors="replace").rstrip("\n"))
+
+        threading.Thread(target=read, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the whole process group: gcloud leaves its Java child listening otherwise."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def start_firestore_emulator(log: Path | None = None) -> Service:
+    port = free_port()
+    if EMULATOR_JAR.exists() and shutil.which("java"):
+        command = [
+            "java", "-cp", str(EMULATOR_JAR),
+            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+            "start", "--host=127.0.0.1", f"--port={port}",
+        ]
+    else:
+        command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    service = Service(process, f"127.0.0.1:{port}")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 60, process)
+    except Exception:
+        service.stop()
+        raise
+    return service
+
+
+def start_standin() -> Service:
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "standin" / "gemini_standin.py"), "--port", "0"],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode().strip()
+    if not line.startswith("READY "):
+        Service(process, "").stop()
+        raise RuntimeError(f"the stand-in did not start: {line!r}")
+    return Service(process, line.split(" ", 1)[1]).drain()
+
+
+def reset_firestore(host: str, project: str = PROJECT) -> None:
+    request = urllib.request.Request(
+        f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
+        method="DELETE",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def start_function(env: dict[str, str], port: int | None = None) -> Service:
+    """The function as production runs it: functions-framework under gunicorn."""
+    port = port or free_port()
+    runtime = Path(env.get("XDG_RUNTIME_DIR") or f"/tmp/workshop-chat-run-{port}")
+    runtime.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env, "PORT": str(port), "XDG_RUNTIME_DIR": str(runtime)}
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "functions-framework"),
+            "--target", "chat", "--source", str(ROOT / "functions" / "main.py"),
+            "--host", "127.0.0.1", "--port", str(port),
+        ],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT / "functions",
+    )
+    service = Service(process, f"http://127.0.0.1:{port}").drain()
+    try:
+        wait_http(f"{service.url}/healthz", 30, process)
+    except Exception:
+        service.stop()
+        raise
+    return service
