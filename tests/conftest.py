@@ -42,7 +42,9 @@ class Standin:
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, method=method,
+            self.url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -153,7 +155,7 @@ def sse_chunks(body: bytes) -> list[Any]:
     chunks: list[Any] = []
     for event in body.decode().split("\n\n"):
         if event.startswith("data: "):
-            payload = event[len("data: "):]
+            payload = event[len("data: ") :]
             chunks.append(payload if payload == "[DONE]" else json.loads(payload))
     return chunks
 

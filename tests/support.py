@@ -73,14 +73,20 @@ def start_firestore_emulator(log: Path | None = None) -> Service:
     port = free_port()
     if EMULATOR_JAR.exists() and shutil.which("java"):
         command = [
-            "java", "-cp", str(EMULATOR_JAR),
+            "java",
+            "-cp",
+            str(EMULATOR_JAR),
             "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start", "--host=127.0.0.1", f"--port={port}",
+            "start",
+            "--host=127.0.0.1",
+            f"--port={port}",
         ]
     else:
         command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     service = Service(process, f"127.0.0.1:{port}")
     try:
         wait_http(f"http://127.0.0.1:{port}/", 60, process)
@@ -93,7 +99,8 @@ def start_firestore_emulator(log: Path | None = None) -> Service:
 def start_standin() -> Service:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "standin" / "gemini_standin.py"), "--port", "0"],
-        stdout=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()
@@ -120,10 +127,19 @@ def start_function(env: dict[str, str], port: int | None = None) -> Service:
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "functions-framework"),
-            "--target", "chat", "--source", str(ROOT / "functions" / "main.py"),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--target",
+            "chat",
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
         ],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         cwd=ROOT / "functions",
     )
     service = Service(process, f"http://127.0.0.1:{port}").drain()

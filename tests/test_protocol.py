@@ -48,10 +48,14 @@ def test_send_last_message_form_is_accepted():
 
 def test_text_parts_are_joined_and_other_parts_ignored():
     message = {
-        "id": "u1", "role": "user",
-        "parts": [{"type": "step-start"}, {"type": "text", "text": "a"},
-                  {"type": "file", "mediaType": "image/png", "url": "data:,"},
-                  {"type": "text", "text": "b"}],
+        "id": "u1",
+        "role": "user",
+        "parts": [
+            {"type": "step-start"},
+            {"type": "text", "text": "a"},
+            {"type": "file", "mediaType": "image/png", "url": "data:,"},
+            {"type": "text", "text": "b"},
+        ],
     }
     assert protocol.parse_turn(body(messages=[message]), **LIMITS).user.text == "ab"
 
@@ -80,8 +84,10 @@ def test_text_parts_are_joined_and_other_parts_ignored():
         (body(messages=[{**user(), "parts": []}]), "invalid_parts"),
         (body(messages=[{**user(), "parts": [{"text": "no type"}]}]), "invalid_parts"),
         (body(messages=[{**user(), "parts": [{"type": "text", "text": 3}]}]), "invalid_parts"),
-        (body(messages=[{**user(), "parts": [{"type": "text", "text": "x"}] * 5}]),
-         "too_many_parts"),
+        (
+            body(messages=[{**user(), "parts": [{"type": "text", "text": "x"}] * 5}]),
+            "too_many_parts",
+        ),
         (body(messages=[user("   ")]), "empty_message"),
         (body(messages=[{**user(), "parts": [{"type": "step-start"}]}]), "empty_message"),
         (body(messages=[user("x" * 101)]), "message_too_long"),
@@ -94,7 +100,9 @@ def test_invalid_requests_are_rejected_with_a_code(payload, code):
     assert error.value.code == code
 
 
-@pytest.mark.parametrize("good", ["id-0", "aB3_x", "7f9c2ba4e88f827d616045507605853e", "a.b", "a:b~c"])
+@pytest.mark.parametrize(
+    "good", ["id-0", "aB3_x", "7f9c2ba4e88f827d616045507605853e", "a.b", "a:b~c"]
+)
 def test_ids_the_ai_sdk_generates_are_valid(good):
     assert protocol.valid_id(good, 128)
 
@@ -149,14 +157,18 @@ def test_text_stream_is_only_the_text():
 
 
 def test_stored_reply_becomes_a_ui_message_with_metadata():
-    message = Message("r1", "assistant", "Hi", "complete", 0.0, 0.0, "u1", "stop",
-                      {"totalTokens": 2}, "gemini-x")
+    message = Message(
+        "r1", "assistant", "Hi", "complete", 0.0, 0.0, "u1", "stop", {"totalTokens": 2}, "gemini-x"
+    )
     assert protocol.ui_message(message) == {
         "id": "r1",
         "role": "assistant",
         "parts": [{"type": "text", "text": "Hi"}],
         "metadata": {
-            "createdAt": "1970-01-01T00:00:00.000Z", "status": "complete",
-            "finishReason": "stop", "usage": {"totalTokens": 2}, "model": "gemini-x",
+            "createdAt": "1970-01-01T00:00:00.000Z",
+            "status": "complete",
+            "finishReason": "stop",
+            "usage": {"totalTokens": 2},
+            "model": "gemini-x",
         },
     }

@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# Deploy the `chat` function (Cloud Run functions, 2nd gen, HTTP) with everything it needs:
+# APIs, service accounts, Firestore, the Gemini key in Secret Manager (or Vertex AI), IAM,
+# Firestore rules and indexes, CPU kept allocated after a response. Safe to re-run.
+# Run `./deploy.sh --help` for the options.
+set -euo pipefail
+
+readonly FUNCTION=chat
+readonly SECRET=gemini-api-key
+readonly RUNTIME_SA_ID=chat-runtime
+readonly BUILD_SA_ID=chat-build
+
+usage() {
+  cat <<'EOF'
+Usage: ./deploy.sh [options]
+
+Deploys the `chat` HTTP function (Cloud Run functions, 2nd gen) from functions/.
+
+Project and region:
+  --project ID            Google Cloud project (else $GOOGLE_CLOUD_PROJECT, $CLOUDSDK_CORE_PROJECT,
+                          then `gcloud config get-value project`)
+  --region REGION         region of the function (else $REGION, default us-central1)
+Gemini access (pick one):
+  (default)               API key from Secret Manager secret `gemini-api-key`, mounted as the env
+                          var GEMINI_API_KEY
+  --set-gemini-key        create the secret or add a new version to it first; the key is read
+                          from $GEMINI_API_KEY, else from stdin (hidden prompt on a terminal)
+  --vertex                Vertex AI through the runtime service account, no key
+  --vertex-location LOC   Vertex AI location for --vertex (default global)
+Function settings:
+  --allowed-origins LIST  comma-separated browser origins allowed by CORS, e.g.
+                          https://app.example.com (else $ALLOWED_ORIGINS; warns when empty)
+  --model NAME            Gemini model (else $GEMINI_MODEL, default gemini-2.5-flash)
+  --concurrency N         requests per instance, 1-1000 (default 1000); THREADS is set to match
+  --cpu N                 vCPUs per instance: 1, 2, 4, 6 or 8 (default 2)
+  --memory SIZE           memory per instance (default 1Gi)
+  --min-instances N       instances kept running even when idle (default 0)
+  --runtime ID            Python runtime (default python313)
+  --firestore-location L  location of a new Firestore database (default: the region);
+                          ignored when the database exists. It can never be changed.
+Other:
+  --dry-run               print every command, run none (needs no gcloud, no login)
+  -h, --help              this help
+
+The function is deployed with --allow-unauthenticated: anyone may reach it at the IAM level,
+and the function itself verifies Firebase ID tokens (AUTH_MODE=firebase).
+EOF
+}
+
+die() {
+  printf 'deploy.sh: error: %s\n' "$1" >&2
+  exit "${2:-1}"
+}
+warn() { printf 'deploy.sh: warning: %s\n' "$1" >&2; }
+note() { printf '%s\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+# Options
+PROJECT=""
+REGION_OPT=""
+ALLOWED_ORIGINS_OPT="${ALLOWED_ORIGINS-}"
+MODEL="${GEMINI_MODEL:-gemini-2.5-flash}"
+CONCURRENCY=1000
+CPU=2
+MEMORY=1Gi
+MIN_INSTANCES=0
+RUNTIME=python313
+FIRESTORE_LOCATION=""
+VERTEX=0
+VERTEX_LOCATION=global
+SET_KEY=0
+DRY_RUN=0
+readonly TIMEOUT=3600s
+
+need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)" 2; }
+
+while [[ $# -gt 0 ]]; do
+  opt=$1
+  value=""
+  if [[ $opt == --*=* ]]; then
+    value=${opt#*=}
+    opt=${opt%%=*}
+    set -- "$opt" "$value" "${@:2}"
+  fi
+  case $opt in
+    -h | --help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --vertex) VERTEX=1; shift ;;
+    --set-gemini-key) SET_KEY=1; shift ;;
+    --project) need_value "$@"; PROJECT=$2; shift 2 ;;
+    --region) need_value "$@"; REGION_OPT=$2; shift 2 ;;
+    --allowed-origins) [[ $# -ge 2 ]] || die "--allowed-origins needs a value" 2
+      ALLOWED_ORIGINS_OPT=$2; shift 2 ;;
+    --model) need_value "$@"; MODEL=$2; shift 2 ;;
+    --concurrency) need_value "$@"; CONCURRENCY=$2; shift 2 ;;
+    --cpu) need_value "$@"; CPU=$2; shift 2 ;;
+    --memory) need_value "$@"; MEMORY=$2; shift 2 ;;
+    --min-instances) need_value "$@"; MIN_INSTANCES=$2; shift 2 ;;
+    --runtime) need_value "$@"; RUNTIME=$2; shift 2 ;;
+    --firestore-location) need_value "$@"; FIRESTORE_LOCATION=$2; shift 2 ;;
+    --vertex-location) need_value "$@"; VERTEX_LOCATION=$2; shift 2 ;;
+    *) die "unknown option: $opt (see --help)" 2 ;;
+  esac
+done
+
+# Take the key out of the environment before any command runs: no child process ever sees it.
+# (It stays in this shell, unexported, and is only ever piped to `gcloud secrets` on stdin.)
+KEY_FROM_ENV=${GEMINI_API_KEY-}
+unset GEMINI_API_KEY
+
+REGION=${REGION_OPT:-${REGION:-us-central1}}
+FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
+ALLOWED_ORIGINS_VALUE=$ALLOWED_ORIGINS_OPT
+
+# Checks that need no gcloud come first, so that mistakes fail before anything runs.
+if ! [[ $CONCURRENCY =~ ^[0-9]{1,4}$ ]] || ((10#$CONCURRENCY < 1 || 10#$CONCURRENCY > 1000)); then
+  die "--concurrency must be a whole number from 1 to 1000, not '$CONCURRENCY'" 2
+fi
+CONCURRENCY=$((10#$CONCURRENCY))
+# CPU always allocated and a concurrency above 1 both need at least one whole vCPU.
+[[ $CPU =~ ^(1|2|4|6|8)$ ]] || die "--cpu must be 1, 2, 4, 6 or 8, not '$CPU'" 2
+[[ $MEMORY =~ ^[1-9][0-9]*(Mi|Gi)$ ]] || die "--memory must look like 512Mi or 1Gi, not '$MEMORY'" 2
+[[ $MIN_INSTANCES =~ ^[0-9]+$ ]] || die "--min-instances must be a whole number, not '$MIN_INSTANCES'" 2
+MIN_INSTANCES=$((10#$MIN_INSTANCES))
+[[ $RUNTIME =~ ^python3[0-9]+$ ]] || die "--runtime must be a Python runtime such as python313" 2
+[[ $REGION =~ ^[a-z]+(-[a-z]+)+[0-9]+$ ]] || die "--region '$REGION' does not look like a region" 2
+[[ $FIRESTORE_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--firestore-location '$FIRESTORE_LOCATION' is not a location" 2
+[[ $VERTEX_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--vertex-location '$VERTEX_LOCATION' is not a location" 2
+[[ $MODEL =~ ^[A-Za-z0-9._/-]+$ ]] || die "--model '$MODEL' is not a model name" 2
+# gcloud splits --set-env-vars on '|' below (commas separate the origins).
+[[ $ALLOWED_ORIGINS_VALUE != *[[:space:]\|]* ]] || die "--allowed-origins: no spaces or '|'; separate origins with commas" 2
+if ((VERTEX && SET_KEY)); then die "--vertex uses no key: drop --set-gemini-key" 2; fi
+
+# ---------------------------------------------------------------------------------------------
+# Printing and running. Every command is printed as `+ cmd`, shell-quoted, before it runs; with
+# --dry-run it is only printed. The Gemini key is never an argument: it goes to gcloud on stdin.
+quote() {
+  local plain='^[A-Za-z0-9_./:=@,+%-]+$' flag='^(--[a-z0-9-]+=)(.*)$'
+  if [[ $1 =~ $plain ]]; then
+    printf '%s' "$1"
+  elif [[ $1 =~ $flag ]]; then # --flag='value': quote the value only
+    printf '%s' "${BASH_REMATCH[1]}"
+    quote "${BASH_REMATCH[2]}"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+show() { # show [--note TEXT] CMD...
+  local line="+" extra="" arg
+  if [[ $1 == --note ]]; then extra="  # $2"; shift 2; fi
+  for arg in "$@"; do line+=" $(quote "$arg")"; done
+  printf '%s%s\n' "$line" "$extra"
+}
+run() { # run [--note TEXT] CMD...
+  show "$@"
+  if [[ $1 == --note ]]; then shift 2; fi
+  ((DRY_RUN)) || "$@"
+}
+# IAM bindings for a service account created a moment ago can fail until it has propagated.
+run_retry() {
+  show "$@"
+  ((DRY_RUN)) && return 0
+  local attempt
+  for attempt in 1 2 3 4 5 6; do
+    if "$@"; then return 0; fi
+    ((attempt < 6)) || break
+    warn "retrying in 10 s (a new service account can take a moment to appear)"
+    sleep 10
+  done
+  return 1
+}
+# Runs a describe command quietly; true when the resource exists. Never true in a dry run.
+exists() {
+  show "$@"
+  ((DRY_RUN)) && return 1
+  "$@" >/dev/null 2>&1
+}
+# Pipes the key to a command's stdin; the key is neither printed nor put on a command line.
+run_with_key() {
+  show --note "key piped on stdin, not shown" "$@"
+  ((DRY_RUN)) && return 0
+  printf '%s' "$GEMINI_KEY" | "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Preflight: gcloud, login, project. Skipped by --dry-run, which needs none of them.
+if ((!DRY_RUN)); then
+  command -v gcloud >/dev/null 2>&1 \
+    || die "gcloud not found on PATH: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)"
+  account=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null || true)
+  [[ -n $account ]] || die "gcloud is not logged in: run 'gcloud auth login'"
+fi
+PROJECT=${PROJECT:-${GOOGLE_CLOUD_PROJECT:-${CLOUDSDK_CORE_PROJECT:-}}}
+if [[ -z $PROJECT ]] && ((!DRY_RUN)); then
+  PROJECT=$(gcloud config get-value project 2>/dev/null || true)
+fi
+[[ -n $PROJECT ]] || die "no project: pass --project ID or set GOOGLE_CLOUD_PROJECT"
+[[ $PROJECT =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "'$PROJECT' is not a project id" 2
+
+GEMINI_KEY=""
+if ((SET_KEY && !DRY_RUN)); then
+  if [[ -n $KEY_FROM_ENV ]]; then
+    GEMINI_KEY=$KEY_FROM_ENV
+  elif [[ -t 0 ]]; then
+    read -r -s -p "Gemini API key (input hidden): " GEMINI_KEY
+    printf '\n' >&2
+  else
+    GEMINI_KEY=$(cat)
+  fi
+  # Trim surrounding whitespace and newlines (a key has none).
+  GEMINI_KEY=${GEMINI_KEY#"${GEMINI_KEY%%[![:space:]]*}"}
+  GEMINI_KEY=${GEMINI_KEY%"${GEMINI_KEY##*[![:space:]]}"}
+  [[ -n $GEMINI_KEY ]] || die "--set-gemini-key: no key in \$GEMINI_API_KEY or on stdin"
+fi
+
+script_dir=${BASH_SOURCE[0]%/*}
+[[ $script_dir != "${BASH_SOURCE[0]}" ]] || script_dir=.
+cd "$script_dir"
+
+RUNTIME_SA="$RUNTIME_SA_ID@$PROJECT.iam.gserviceaccount.com"
+BUILD_SA="$BUILD_SA_ID@$PROJECT.iam.gserviceaccount.com"
+P=(--project="$PROJECT")
+
+if ((DRY_RUN)); then note "# Dry run: nothing below is executed."; fi
+if ((VERTEX)); then mode="Vertex AI ($VERTEX_LOCATION)"; else mode="API key (secret $SECRET)"; fi
+note "# Deploying $FUNCTION to project $PROJECT, region $REGION; Gemini via $mode."
+if [[ -z $ALLOWED_ORIGINS_VALUE ]]; then
+  warn "--allowed-origins is empty: no browser origin passes CORS (curl still works)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 1. APIs (enabling is idempotent).
+apis=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
+  artifactregistry.googleapis.com firestore.googleapis.com iam.googleapis.com)
+if ((VERTEX)); then apis+=(aiplatform.googleapis.com); else apis+=(secretmanager.googleapis.com); fi
+run gcloud services enable "${apis[@]}" "${P[@]}"
+
+# 2. Service accounts: one the function runs as, one Cloud Build builds it with. Projects made
+#    since mid-2024 no longer give the default build account enough rights to build a function.
+ensure_sa() { # ensure_sa ID EMAIL DESCRIPTION
+  if exists gcloud iam service-accounts describe "$2" "${P[@]}" --format=none; then
+    note "# service account $2 exists"
+  else
+    run --note "only if absent" gcloud iam service-accounts create "$1" "${P[@]}" --display-name="$3"
+  fi
+}
+ensure_sa "$RUNTIME_SA_ID" "$RUNTIME_SA" "workshop-chat function runtime"
+ensure_sa "$BUILD_SA_ID" "$BUILD_SA" "workshop-chat function build"
+
+grant() { # grant MEMBER_EMAIL ROLE
+  run_retry gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$1" \
+    --role="$2" --condition=None --format=none
+}
+grant "$RUNTIME_SA" roles/datastore.user
+if ((VERTEX)); then grant "$RUNTIME_SA" roles/aiplatform.user; fi
+for role in roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectAdmin; do
+  grant "$BUILD_SA" "$role"
+done
+
+# 3. The Gemini key, in Secret Manager (key mode only).
+if ((!VERTEX)); then
+  if ((DRY_RUN)); then
+    show gcloud secrets describe "$SECRET" "${P[@]}" --format=none
+    if ((SET_KEY)); then
+      show --note "if the secret is absent; key piped on stdin, not shown" gcloud secrets create \
+        "$SECRET" "${P[@]}" --replication-policy=automatic --data-file=-
+      show --note "if it exists; key piped on stdin, not shown" gcloud secrets versions add \
+        "$SECRET" "${P[@]}" --data-file=-
+    else
+      note "# (stops here if the secret is absent: re-run with --set-gemini-key)"
+    fi
+  elif exists gcloud secrets describe "$SECRET" "${P[@]}" --format=none; then
+    if ((SET_KEY)); then
+      run_with_key gcloud secrets versions add "$SECRET" "${P[@]}" --data-file=-
+    else
+      note "# secret $SECRET exists; its latest version is used"
+    fi
+  elif ((SET_KEY)); then
+    run_with_key gcloud secrets create "$SECRET" "${P[@]}" --replication-policy=automatic \
+      --data-file=-
+  else
+    die "secret $SECRET not found in $PROJECT: re-run with --set-gemini-key (key from \$GEMINI_API_KEY or stdin)"
+  fi
+  run_retry gcloud secrets add-iam-policy-binding "$SECRET" "${P[@]}" \
+    --member="serviceAccount:$RUNTIME_SA" --role=roles/secretmanager.secretAccessor \
+    --condition=None --format=none
+fi
+
+# 4. Firestore (default) database in native mode, created only when absent.
+db_type=""
+show gcloud firestore databases describe --database='(default)' "${P[@]}" --format='value(type)'
+if ((!DRY_RUN)); then
+  db_type=$(gcloud firestore databases describe --database='(default)' "${P[@]}" \
+    --format='value(type)' 2>/dev/null) || db_type=""
+fi
+if [[ -z $db_type ]]; then
+  run --note "only if absent; the location is permanent" gcloud firestore databases create \
+    --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native "${P[@]}"
+elif [[ $db_type == *DATASTORE* ]]; then
+  die "the (default) database of $PROJECT is in Datastore mode; this function needs Firestore native mode"
+else
+  note "# Firestore (default) database exists ($db_type)"
+fi
+
+# 5. The function. --allow-unauthenticated is deliberate: the function verifies Firebase ID
+#    tokens itself (AUTH_MODE=firebase), so IAM must let the browser's requests through.
+env_vars="GOOGLE_CLOUD_PROJECT=$PROJECT|GEMINI_MODEL=$MODEL|ALLOWED_ORIGINS=$ALLOWED_ORIGINS_VALUE"
+env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY"
+if ((VERTEX)); then
+  env_vars+="|GOOGLE_GENAI_USE_VERTEXAI=true|GOOGLE_CLOUD_LOCATION=$VERTEX_LOCATION"
+  credentials=(--clear-secrets)
+else
+  credentials=(--set-secrets="GEMINI_API_KEY=$SECRET:latest")
+fi
+note "# --allow-unauthenticated: the function is public at the IAM level on purpose;"
+note "# it verifies Firebase ID tokens itself (AUTH_MODE=firebase)."
+run gcloud functions deploy "$FUNCTION" --gen2 --region="$REGION" "${P[@]}" \
+  --runtime="$RUNTIME" --source=functions --entry-point="$FUNCTION" --trigger-http \
+  --allow-unauthenticated --service-account="$RUNTIME_SA" \
+  --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" \
+  --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="$TIMEOUT" \
+  --min-instances="$MIN_INSTANCES" --set-env-vars="^|^$env_vars" "${credentials[@]}" --quiet
+
+# 6. CPU stays allocated after a response (instance-based billing), so that a reply whose client
+#    left still finishes and is stored. `gcloud functions deploy` has no flag for it: set it on
+#    the function's Cloud Run service, on every run.
+run gcloud run services update "$FUNCTION" --region="$REGION" "${P[@]}" --no-cpu-throttling \
+  --quiet
+
+# 7. Firestore security rules and indexes, with the Firebase CLI (the project must have Firebase
+#    added, which Firebase Auth needs anyway). They guard direct frontend access only: the
+#    function's server SDK bypasses them.
+firebase_cmd=(firebase deploy --only "firestore:rules,firestore:indexes" --project "$PROJECT"
+  --config infra/firebase.json --non-interactive)
+rules_failed=0
+if ((DRY_RUN)) || command -v firebase >/dev/null 2>&1; then
+  if ! run "${firebase_cmd[@]}"; then
+    rules_failed=1
+    warn "deploying the Firestore rules failed (is Firebase added to $PROJECT? 'firebase login'?)"
+  fi
+else
+  firebase_line=$(show "${firebase_cmd[@]}")
+  warn "firebase CLI not found: the Firestore rules and indexes were NOT deployed. Install it"
+  warn "(npm install -g firebase-tools) and run: ${firebase_line#+ }"
+fi
+
+# 8. Where it is, and how to call it.
+url_cmd=(gcloud functions describe "$FUNCTION" --region="$REGION" "${P[@]}"
+  --format='value(serviceConfig.uri)')
+show "${url_cmd[@]}"
+if ((DRY_RUN)); then
+  url="<function URL>"
+else
+  url=$("${url_cmd[@]}")
+fi
+cat <<EOF
+
+Function URL: $url
+It is public at the IAM level (--allow-unauthenticated) on purpose: the function verifies
+Firebase ID tokens itself (AUTH_MODE=firebase). Call it with a Firebase ID token, for example:
+
+  curl -N "$url" \\
+    -H "Authorization: Bearer \$ID_TOKEN" -H 'Content-Type: application/json' \\
+    -d '{"sessionId":"s1","stepId":"empathize","id":"s1","trigger":"submit-message",
+         "messages":[{"id":"m1","role":"user","parts":[{"type":"text","text":"Hello"}]}]}'
+EOF
+if ((rules_failed)); then
+  die "the function is deployed, but the Firestore rules and indexes are not (see above)"
+fi

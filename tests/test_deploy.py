@@ -1,0 +1,689 @@
+"""deploy.sh, run against fake `gcloud` and `firebase` commands that record every call.
+
+The fakes are small Python scripts placed first on PATH. Each call appends one JSON line to a log:
+the program, its argv, whether the Gemini key was in its environment, and for `secrets` calls what
+arrived on stdin. Describe/auth/list calls answer from FAKE_* environment variables, so one test
+can play a fresh project and the next one a project where everything already exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy.sh"
+KEY = "AIzaFAKE-test-key-0123456789-never-leak"
+PROJECT = "demo-x"
+REGION = "europe-west1"
+RUNTIME_SA = f"chat-runtime@{PROJECT}.iam.gserviceaccount.com"
+BUILD_SA = f"chat-build@{PROJECT}.iam.gserviceaccount.com"
+URL = "https://chat-abc123-ew.a.run.app"
+
+FAKE = r"""
+import json, os, sys
+
+prog = os.path.basename(sys.argv[0])
+args = sys.argv[1:]
+key = os.environ["FAKE_KEY"]
+record = {
+    "prog": prog,
+    "argv": args,
+    "env_has_key": any(key in v for k, v in os.environ.items() if k != "FAKE_KEY"),
+}
+if prog == "gcloud" and args[:1] == ["secrets"]:
+    record["stdin"] = sys.stdin.read()
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(record) + "\n")
+
+def answer(text="", code=0):
+    if text:
+        print(text)
+    sys.exit(code)
+
+def not_found():
+    print("ERROR: NOT_FOUND", file=sys.stderr)
+    sys.exit(1)
+
+joined = " ".join(args)
+fail = os.environ.get("FAKE_FAIL")
+if fail and fail in f"{prog} {joined}":
+    print("ERROR: (fake) failure", file=sys.stderr)
+    sys.exit(1)
+if prog == "firebase":
+    answer()
+if args[:2] == ["auth", "list"]:
+    answer(os.environ.get("FAKE_ACCOUNT", ""))
+if args[:3] == ["config", "get-value", "project"]:
+    answer(os.environ.get("FAKE_CONFIG_PROJECT", ""))
+if args[:3] == ["iam", "service-accounts", "describe"]:
+    answer() if os.environ.get("FAKE_SA") == "present" else not_found()
+if args[:2] == ["secrets", "describe"]:
+    answer() if os.environ.get("FAKE_SECRET") == "present" else not_found()
+if args[:3] == ["firestore", "databases", "describe"]:
+    db = os.environ.get("FAKE_DB", "absent")
+    answer(db) if db != "absent" else not_found()
+if args[:2] == ["functions", "describe"]:
+    answer(os.environ.get("FAKE_URL", ""))
+answer()
+"""
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+    calls: list[dict]
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def gcloud(self, *prefix: str) -> list[list[str]]:
+        """argv of every gcloud call that starts with `prefix`."""
+        n = len(prefix)
+        return [
+            c["argv"]
+            for c in self.calls
+            if c["prog"] == "gcloud" and tuple(c["argv"][:n]) == prefix
+        ]
+
+    def one(self, *prefix: str) -> list[str]:
+        found = self.gcloud(*prefix)
+        assert len(found) == 1, f"expected one `gcloud {' '.join(prefix)}`, got {found}"
+        return found[0]
+
+
+def flags(argv: list[str]) -> dict[str, str | None]:
+    """--name=value / --name -> {name: value or None}."""
+    out: dict[str, str | None] = {}
+    for arg in argv:
+        if arg.startswith("--"):
+            name, sep, value = arg[2:].partition("=")
+            out[name] = value if sep else None
+    return out
+
+
+def env_vars(deploy_argv: list[str]) -> dict[str, str]:
+    value = flags(deploy_argv)["set-env-vars"]
+    assert value is not None and value.startswith("^|^"), value
+    return dict(item.split("=", 1) for item in value[3:].split("|"))
+
+
+def _system_bin(dest: Path) -> Path:
+    """A bin dir with only the tools deploy.sh may use: no real gcloud or firebase."""
+    dest.mkdir()
+    for tool in ("bash", "cat", "sleep", "env"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is required on PATH"
+        (dest / tool).symlink_to(found)
+    return dest
+
+
+@pytest.fixture
+def deploy(tmp_path: Path) -> Callable[..., Result]:
+    fake_bin = tmp_path / "fakebin"
+    fake_bin.mkdir()
+    system_bin = _system_bin(tmp_path / "sysbin")
+    log = tmp_path / "calls.jsonl"
+    for prog in ("gcloud", "firebase"):
+        path = fake_bin / prog
+        path.write_text(f"#!{sys.executable}\n{FAKE}")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+    def run(
+        *args: str,
+        stdin: str = "",
+        gcloud: bool = True,
+        firebase: bool = True,
+        **fake: str,
+    ) -> Result:
+        for prog, present in (("gcloud", gcloud), ("firebase", firebase)):
+            target = fake_bin / prog
+            hidden = fake_bin / f".{prog}"
+            if present and hidden.exists():
+                hidden.rename(target)
+            if not present and target.exists():
+                target.rename(hidden)
+        env = {
+            "PATH": f"{fake_bin}:{system_bin}",
+            "HOME": str(tmp_path),
+            "FAKE_LOG": str(log),
+            "FAKE_KEY": KEY,
+            "FAKE_ACCOUNT": "dev@example.com",
+            "FAKE_URL": URL,
+        }
+        env.update({k: v for k, v in fake.items() if k.isupper()})
+        if log.exists():
+            log.unlink()
+        proc = subprocess.run(
+            [str(system_bin / "bash"), str(DEPLOY), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return Result(proc.returncode, proc.stdout, proc.stderr, calls)
+
+    return run
+
+
+BASE = ("--project", PROJECT, "--region", REGION, "--allowed-origins", "https://app.example.com")
+FRESH = {"FAKE_DB": "absent", "FAKE_SECRET": "absent", "FAKE_SA": "absent"}
+EXISTING = {"FAKE_DB": "FIRESTORE_NATIVE", "FAKE_SECRET": "present", "FAKE_SA": "present"}
+
+
+def assert_common_deploy(result: Result) -> list[str]:
+    """The flags every variant of the deploy must carry; returns the deploy argv."""
+    argv = result.one("functions", "deploy")
+    assert argv[2] == "chat"
+    f = flags(argv)
+    assert "gen2" in f and "trigger-http" in f and "allow-unauthenticated" in f
+    assert f["region"] == REGION and f["project"] == PROJECT
+    assert f["runtime"] in ("python312", "python313")
+    assert f["source"] == "functions" and f["entry-point"] == "chat"
+    assert f["timeout"] == "3600s"
+    assert f["cpu"] == "2" and f["memory"] == "1Gi"
+    assert f["concurrency"] == "1000" and env_vars(argv)["THREADS"] == "1000"
+    assert f["service-account"] == RUNTIME_SA
+    assert f["build-service-account"] == f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
+    assert f["min-instances"] == "0"
+    env = env_vars(argv)
+    assert env["GOOGLE_CLOUD_PROJECT"] == PROJECT
+    assert env["GEMINI_MODEL"] == "gemini-2.5-flash"
+    assert env["AUTH_MODE"] == "firebase"
+    assert env["ALLOWED_ORIGINS"] == "https://app.example.com"
+    # CPU stays allocated after the response: set on the function's Cloud Run service, after it.
+    update = result.one("run", "services", "update")
+    assert update[3] == "chat" and "--no-cpu-throttling" in update
+    assert flags(update)["region"] == REGION and flags(update)["project"] == PROJECT
+    order = [c["argv"][:2] for c in result.calls if c["prog"] == "gcloud"]
+    assert order.index(["functions", "deploy"]) < order.index(["run", "services"])
+    # The IAM-level openness is stated, with the reason.
+    assert "--allow-unauthenticated" in result.stdout
+    assert "verifies Firebase ID tokens itself" in result.stdout
+    assert URL in result.stdout and "curl -N" in result.stdout
+    return argv
+
+
+def project_roles(result: Result) -> set[tuple[str, str]]:
+    return {
+        (flags(a)["member"], flags(a)["role"])
+        for a in result.gcloud("projects", "add-iam-policy-binding")
+    }
+
+
+def test_key_variant_on_a_fresh_project(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--set-gemini-key", GEMINI_API_KEY=KEY, **FRESH)
+    assert r.code == 0, r.output
+    argv = assert_common_deploy(r)
+    assert flags(argv)["set-secrets"] == "GEMINI_API_KEY=gemini-api-key:latest"
+    env = env_vars(argv)
+    assert "GOOGLE_GENAI_USE_VERTEXAI" not in env and "GEMINI_API_KEY" not in env
+
+    enabled = set(r.one("services", "enable")[2:])
+    for api in (
+        "cloudfunctions",
+        "run",
+        "cloudbuild",
+        "artifactregistry",
+        "firestore",
+        "secretmanager",
+    ):
+        assert f"{api}.googleapis.com" in enabled
+    assert "aiplatform.googleapis.com" not in enabled
+
+    created = r.one("firestore", "databases", "create")
+    assert flags(created)["type"] == "firestore-native"
+    assert flags(created)["location"] == REGION
+    assert flags(created)["database"] == "(default)"
+    assert len(r.gcloud("iam", "service-accounts", "create")) == 2
+
+    secret = r.one("secrets", "create")
+    assert secret[2] == "gemini-api-key" and flags(secret)["data-file"] == "-"
+    assert not r.gcloud("secrets", "versions", "add")
+    access = r.one("secrets", "add-iam-policy-binding")
+    assert flags(access)["member"] == f"serviceAccount:{RUNTIME_SA}"
+    assert flags(access)["role"] == "roles/secretmanager.secretAccessor"
+
+    roles = project_roles(r)
+    assert (f"serviceAccount:{RUNTIME_SA}", "roles/datastore.user") in roles
+    assert not any(role == "roles/aiplatform.user" for _, role in roles)
+
+    rules = [c["argv"] for c in r.calls if c["prog"] == "firebase"]
+    assert rules == [
+        [
+            "deploy",
+            "--only",
+            "firestore:rules,firestore:indexes",
+            "--project",
+            PROJECT,
+            "--config",
+            "infra/firebase.json",
+            "--non-interactive",
+        ]
+    ]
+
+
+@pytest.mark.parametrize("source", ["env", "stdin"])
+@pytest.mark.parametrize("secret", ["absent", "present"])
+def test_key_goes_only_to_secret_manager_stdin(
+    deploy: Callable[..., Result], source: str, secret: str
+) -> None:
+    fake = {"FAKE_DB": "FIRESTORE_NATIVE", "FAKE_SA": "present", "FAKE_SECRET": secret}
+    if source == "env":
+        r = deploy(*BASE, "--set-gemini-key", GEMINI_API_KEY=KEY, **fake)
+    else:
+        r = deploy(*BASE, "--set-gemini-key", stdin=KEY + "\n", **fake)
+    assert r.code == 0, r.output
+    write_cmds = (["secrets", "create"], ["secrets", "versions"])
+    writes = [c for c in r.calls if c["argv"][:2] in write_cmds]
+    assert len(writes) == 1
+    assert writes[0]["argv"][:2] == write_cmds[0 if secret == "absent" else 1]
+    assert writes[0]["stdin"] == KEY  # exactly the key, trailing newline trimmed
+    for call in r.calls:
+        assert not any(KEY in a for a in call["argv"]), call["argv"]
+        assert not call["env_has_key"], f"the key leaked into the environment of {call['argv']}"
+    assert KEY not in r.output
+
+
+def test_vertex_variant(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--vertex", GEMINI_API_KEY=KEY, **FRESH)
+    assert r.code == 0, r.output
+    argv = assert_common_deploy(r)
+    f = flags(argv)
+    assert "set-secrets" not in f and "clear-secrets" in f
+    env = env_vars(argv)
+    assert env["GOOGLE_GENAI_USE_VERTEXAI"] == "true"
+    assert env["GOOGLE_CLOUD_LOCATION"] == "global"
+    assert "GEMINI_API_KEY" not in env
+    assert "aiplatform.googleapis.com" in r.one("services", "enable")
+    assert (f"serviceAccount:{RUNTIME_SA}", "roles/aiplatform.user") in project_roles(r)
+    assert not r.gcloud("secrets"), "Vertex AI needs no secret"
+    assert KEY not in r.output and not any(KEY in a for c in r.calls for a in c["argv"])
+
+
+def test_vertex_location_option(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--vertex", "--vertex-location", "europe-west4", **EXISTING)
+    assert r.code == 0, r.output
+    assert env_vars(r.one("functions", "deploy"))["GOOGLE_CLOUD_LOCATION"] == "europe-west4"
+
+
+def test_rerun_creates_nothing_that_exists(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, **EXISTING)
+    assert r.code == 0, r.output
+    assert_common_deploy(r)
+    assert not [c for c in r.calls if "create" in c["argv"][:4]], "nothing may be created again"
+    assert not r.gcloud("secrets", "versions", "add"), "the key is only written on request"
+    # Re-running still re-applies the idempotent parts.
+    assert r.gcloud("secrets", "add-iam-policy-binding")
+    assert r.gcloud("run", "services", "update")
+
+
+def test_rerun_with_new_key_adds_a_version(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--set-gemini-key", GEMINI_API_KEY=KEY, **EXISTING)
+    assert r.code == 0, r.output
+    assert not r.gcloud("secrets", "create")
+    added = r.one("secrets", "versions", "add")
+    assert added[3] == "gemini-api-key" and flags(added)["data-file"] == "-"
+
+
+def test_missing_secret_without_key_fails_before_deploying(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, FAKE_DB="FIRESTORE_NATIVE", FAKE_SA="present", FAKE_SECRET="absent")
+    assert r.code != 0
+    assert "--set-gemini-key" in r.stderr and "gemini-api-key" in r.stderr
+    assert not r.gcloud("functions", "deploy")
+
+
+def test_datastore_mode_database_is_refused(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, FAKE_DB="DATASTORE_MODE", FAKE_SECRET="present", FAKE_SA="present")
+    assert r.code != 0 and "Datastore mode" in r.stderr
+    assert not r.gcloud("firestore", "databases", "create")
+    assert not r.gcloud("functions", "deploy")
+
+
+@pytest.mark.parametrize("concurrency", ["1", "80", "1000"])
+def test_threads_match_concurrency(deploy: Callable[..., Result], concurrency: str) -> None:
+    r = deploy(*BASE, "--concurrency", concurrency, **EXISTING)
+    assert r.code == 0, r.output
+    argv = r.one("functions", "deploy")
+    assert flags(argv)["concurrency"] == concurrency
+    assert env_vars(argv)["THREADS"] == concurrency
+
+
+def test_settings_options(deploy: Callable[..., Result]) -> None:
+    r = deploy(
+        *BASE,
+        "--cpu=4",
+        "--memory",
+        "2Gi",
+        "--min-instances",
+        "2",
+        "--model",
+        "gemini-2.5-pro",
+        "--runtime",
+        "python312",
+        **EXISTING,
+    )
+    assert r.code == 0, r.output
+    argv = r.one("functions", "deploy")
+    f = flags(argv)
+    assert (f["cpu"], f["memory"], f["min-instances"], f["runtime"]) == (
+        "4",
+        "2Gi",
+        "2",
+        "python312",
+    )
+    assert env_vars(argv)["GEMINI_MODEL"] == "gemini-2.5-pro"
+
+
+def test_several_origins_survive_gclouds_comma_splitting(deploy: Callable[..., Result]) -> None:
+    origins = "https://app.example.com,http://localhost:5173"
+    r = deploy("--project", PROJECT, "--region", REGION, "--allowed-origins", origins, **EXISTING)
+    assert r.code == 0, r.output
+    assert env_vars(r.one("functions", "deploy"))["ALLOWED_ORIGINS"] == origins
+    assert "allowed-origins is empty" not in r.stderr
+
+
+def test_empty_origins_warn(deploy: Callable[..., Result]) -> None:
+    r = deploy("--project", PROJECT, "--region", REGION, **EXISTING)
+    assert r.code == 0, r.output
+    assert "--allowed-origins is empty" in r.stderr
+
+
+def test_firestore_location_option(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--firestore-location", "eur3", **{**EXISTING, "FAKE_DB": "absent"})
+    assert r.code == 0, r.output
+    assert flags(r.one("firestore", "databases", "create"))["location"] == "eur3"
+
+
+def test_project_and_region_from_environment(deploy: Callable[..., Result]) -> None:
+    r = deploy(
+        "--allowed-origins",
+        "https://a.example",
+        GOOGLE_CLOUD_PROJECT="demo-env",
+        REGION="asia-northeast1",
+        **EXISTING,
+    )
+    assert r.code == 0, r.output
+    f = flags(r.one("functions", "deploy"))
+    assert (f["project"], f["region"]) == ("demo-env", "asia-northeast1")
+
+
+def test_project_from_gcloud_config(deploy: Callable[..., Result]) -> None:
+    r = deploy("--region", REGION, FAKE_CONFIG_PROJECT="demo-config", **EXISTING)
+    assert r.code == 0, r.output
+    assert flags(r.one("functions", "deploy"))["project"] == "demo-config"
+
+
+@pytest.mark.parametrize("gcloud_installed", [True, False])
+@pytest.mark.parametrize("variant", [(), ("--set-gemini-key",), ("--vertex",)])
+def test_dry_run_prints_every_command_and_runs_none(
+    deploy: Callable[..., Result], gcloud_installed: bool, variant: tuple[str, ...]
+) -> None:
+    r = deploy(
+        "--dry-run",
+        "--project",
+        "demo-x",
+        "--region",
+        REGION,
+        *variant,
+        gcloud=gcloud_installed,
+        firebase=gcloud_installed,
+        FAKE_ACCOUNT="",
+        GEMINI_API_KEY=KEY,
+    )
+    assert r.code == 0, r.output
+    assert r.calls == [], "a dry run must not call anything"
+    printed = [line[2:] for line in r.stdout.splitlines() if line.startswith("+ ")]
+    expected = [
+        "gcloud services enable",
+        "gcloud iam service-accounts create chat-runtime",
+        "gcloud iam service-accounts create chat-build",
+        "gcloud projects add-iam-policy-binding demo-x",
+        "gcloud firestore databases describe",
+        "gcloud firestore databases create",
+        "gcloud functions deploy chat --gen2 --region=europe-west1 --project=demo-x",
+        "gcloud run services update chat --region=europe-west1 --project=demo-x "
+        "--no-cpu-throttling",
+        "firebase deploy --only firestore:rules,firestore:indexes --project demo-x",
+        "gcloud functions describe chat",
+    ]
+    if "--vertex" not in variant:
+        expected += [
+            "gcloud secrets describe gemini-api-key",
+            "gcloud secrets add-iam-policy-binding gemini-api-key",
+        ]
+    if "--set-gemini-key" in variant:
+        expected += ["gcloud secrets create gemini-api-key", "gcloud secrets versions add"]
+    for start in expected:
+        assert any(line.startswith(start) for line in printed), f"not printed: {start}"
+    deploy_line = next(line for line in printed if line.startswith("gcloud functions deploy"))
+    assert "--allow-unauthenticated" in deploy_line and "--timeout=3600s" in deploy_line
+    assert KEY not in r.output
+
+
+def test_dry_run_lines_are_shell_words(deploy: Callable[..., Result]) -> None:
+    """Each printed command can be pasted into a shell: it splits back into the same words."""
+    import shlex
+
+    origins = "https://app.example.com,http://localhost:5173"
+    r = deploy("--dry-run", "--project", "demo-x", "--region", REGION, "--allowed-origins", origins)
+    assert r.code == 0, r.output
+    deploy_line = next(
+        line for line in r.stdout.splitlines() if line.startswith("+ gcloud functions deploy")
+    )
+    words = shlex.split(deploy_line[2:], comments=True)
+    assert env_vars(words)["ALLOWED_ORIGINS"] == origins
+    db_line = next(
+        line
+        for line in r.stdout.splitlines()
+        if line.startswith("+ gcloud firestore databases create")
+    )
+    assert "--database=(default)" in shlex.split(db_line[2:], comments=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("gcloud-missing", "gcloud not found"),
+        ("not-logged-in", "not logged in"),
+        ("project-unset", "no project"),
+    ],
+)
+def test_early_failures(deploy: Callable[..., Result], case: str, message: str) -> None:
+    args: tuple[str, ...] = ("--region", REGION)
+    kwargs: dict[str, object] = dict(EXISTING)
+    if case == "gcloud-missing":
+        args += ("--project", PROJECT)
+        kwargs["gcloud"] = False
+    elif case == "not-logged-in":
+        args += ("--project", PROJECT)
+        kwargs["FAKE_ACCOUNT"] = ""
+    r = deploy(*args, **kwargs)  # type: ignore[arg-type]
+    assert r.code != 0
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    mutating = [
+        c for c in r.calls if c["argv"][:2] not in (["auth", "list"], ["config", "get-value"])
+    ]
+    assert mutating == [], "nothing may run before the preflight passes"
+
+
+def test_project_unset_in_dry_run(deploy: Callable[..., Result]) -> None:
+    r = deploy("--dry-run", "--region", REGION, gcloud=False)
+    assert r.code != 0 and "no project" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("--concurrency", "0"),
+        ("--concurrency", "1001"),
+        ("--concurrency", "many"),
+        ("--cpu", "0.5"),
+        ("--memory", "lots"),
+        ("--min-instances", "-1"),
+        ("--bogus",),
+        ("--vertex", "--set-gemini-key"),
+        ("--project",),
+    ],
+)
+def test_bad_options_fail_before_any_call(
+    deploy: Callable[..., Result], bad: tuple[str, ...]
+) -> None:
+    args = ("--region", REGION, *bad) if bad == ("--project",) else (*BASE, *bad)
+    r = deploy(*args, **EXISTING)
+    assert r.code != 0
+    assert r.stderr.startswith("deploy.sh: error:"), r.stderr
+    assert r.calls == []
+
+
+def test_firebase_missing_explains_and_still_deploys(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, firebase=False, **EXISTING)
+    assert r.code == 0, r.output
+    assert r.gcloud("functions", "deploy")
+    assert "firebase CLI not found" in r.stderr
+    assert "firebase deploy --only firestore:rules,firestore:indexes" in r.stderr
+
+
+def test_failed_rules_deploy_is_an_error(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, FAKE_FAIL="firebase deploy", **EXISTING)
+    assert r.code != 0
+    assert URL in r.stdout, "the URL is still printed"
+    assert "Firestore rules" in r.stderr
+
+
+def test_a_failing_gcloud_step_stops_the_script(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, FAKE_FAIL="functions deploy", **EXISTING)
+    assert r.code != 0
+    assert not r.gcloud("run", "services", "update")
+
+
+def test_help(deploy: Callable[..., Result]) -> None:
+    r = deploy("--help", gcloud=False)
+    assert r.code == 0
+    for word in (
+        "--project",
+        "--region",
+        "--vertex",
+        "--set-gemini-key",
+        "--allowed-origins",
+        "--concurrency",
+        "--cpu",
+        "--memory",
+        "--min-instances",
+        "--dry-run",
+    ):
+        assert word in r.stdout
+    assert r.calls == []
+
+
+def test_deploy_script_is_executable_bash_with_strict_mode() -> None:
+    assert os.access(DEPLOY, os.X_OK)
+    lines = DEPLOY.read_text().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in lines
+
+
+def test_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is required (apt-get install -y shellcheck)"
+    proc = subprocess.run([shellcheck, str(DEPLOY)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- infra files and the upload list ---------------------------------------------------------
+
+
+def test_firebase_json() -> None:
+    config = json.loads((REPO / "infra" / "firebase.json").read_text())
+    assert config["firestore"] == {"rules": "firestore.rules", "indexes": "firestore.indexes.json"}
+    emulators = config["emulators"]
+    assert emulators["firestore"]["port"] == 8085
+    assert emulators["auth"]["port"] == 9099
+    assert emulators["ui"]["enabled"] is False
+    rewrite = config["hosting"]["rewrites"][0]
+    assert rewrite["source"] == "/api/chat" and rewrite["run"]["serviceId"] == "chat"
+
+
+def test_firestore_indexes_json() -> None:
+    indexes = json.loads((REPO / "infra" / "firestore.indexes.json").read_text())
+    assert indexes == {"indexes": [], "fieldOverrides": []}
+
+
+def _uploaded(source: Path) -> set[str]:
+    gcloud = shutil.which("gcloud")
+    assert gcloud, "the Google Cloud CLI is required (it also runs the Firestore emulator)"
+    env = {
+        **os.environ,
+        "CLOUDSDK_CONFIG": str(source.parent / ".gcloud-config"),
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "true",
+    }
+    proc = subprocess.run(
+        [gcloud, "meta", "list-files-for-upload", str(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+
+
+def test_gcloudignore_uploads_only_the_function_source(tmp_path: Path) -> None:
+    """gcloud's own matcher, on a tree with every kind of clutter."""
+    src = tmp_path / "functions"
+    keep = [
+        "main.py",
+        "requirements.txt",
+        "workshop_chat/__init__.py",
+        "workshop_chat/config.py",
+        "workshop_chat/prompts/generic.md",
+        "workshop_chat/prompts/test.md",
+        "workshop_chat/sub/mod.py",
+    ]
+    drop = [
+        ".env",
+        "notes.md",
+        "local.log",
+        "tests/test_x.py",
+        ".venv/lib/x.py",
+        "venv/bin/python",
+        "__pycache__/main.cpython-313.pyc",
+        "workshop_chat/__pycache__/config.cpython-313.pyc",
+        "workshop_chat/.env",
+        "workshop_chat/test_config.py",
+        ".pytest_cache/v/x",
+        "workshop_chat/.DS_Store",
+        "other_pkg/x.py",
+    ]
+    for name in keep + drop:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text("x")
+    shutil.copy(REPO / "functions" / ".gcloudignore", src / ".gcloudignore")
+    assert _uploaded(src) == set(keep)
+
+
+def test_gcloudignore_on_the_real_source() -> None:
+    uploaded = _uploaded(REPO / "functions")
+    assert "requirements.txt" in uploaded
+    assert any(name.startswith("workshop_chat/prompts/") for name in uploaded)
+    allowed = {"main.py", "requirements.txt"}
+    for name in uploaded:
+        assert name in allowed or name.startswith("workshop_chat/"), name
+        assert "__pycache__" not in name and not name.endswith(".pyc"), name
