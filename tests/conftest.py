@@ -162,3 +162,17 @@ def sse_chunks(body: bytes) -> list[Any]:
 
 def text_of(chunks: list[Any]) -> str:
     return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
+
+
+@pytest.fixture(scope="module")
+def live_function(emulator: str, standin_service: support.Service) -> Iterator[support.Service]:
+    """The function as production runs it (functions-framework, gunicorn) on a free port."""
+    env = {
+        **BASE_ENV,
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "GOOGLE_GEMINI_BASE_URL": standin_service.url,
+        "THREADS": "64",
+    }
+    service = support.start_function(env)
+    yield service
+    service.stop()

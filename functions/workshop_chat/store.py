@@ -22,8 +22,6 @@ from google.cloud import firestore
 from .turn import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
 
 # Fail fast: a user waiting on a stream is better served by a clear 503 than a minute of retries.
-_RETRY = Retry(initial=0.05, maximum=0.5, multiplier=2.0, timeout=5.0)
-_TIMEOUT = 5.0
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001
 
@@ -123,8 +121,12 @@ class _Cache:
 class FirestoreStore:
     """The only module that knows Firestore. The client is injected (emulator in tests)."""
 
-    def __init__(self, db: firestore.Client) -> None:
+    def __init__(self, db: firestore.Client, timeout: float = 5.0) -> None:
+        # Fail fast: a user waiting on a stream is better served by a clear 503 than by a
+        # minute of client-side retries.
         self.db = db
+        self.timeout = timeout
+        self._retry = Retry(initial=0.05, maximum=0.5, multiplier=2.0, timeout=timeout)
         self.cache = _Cache()
         self._owners: dict[str, str] = {}
         self.reads = 0  # counted for the benchmark: document reads issued by this process
@@ -155,7 +157,7 @@ class FirestoreStore:
         owner = self._owners.get(session_id)
         try:
             if owner is None:
-                session, step = self.db.get_all([session_ref, step_ref], timeout=_TIMEOUT)
+                session, step = self.db.get_all([session_ref, step_ref], timeout=self.timeout)
                 self.reads += 2
                 if session.reference.path != session_ref.path:
                     session, step = step, session
@@ -163,9 +165,9 @@ class FirestoreStore:
                 if owner:
                     self._remember_owner(session_id, owner)
             else:
-                step = step_ref.get(retry=_RETRY, timeout=_TIMEOUT)
+                step = step_ref.get(retry=self._retry, timeout=self.timeout)
                 self.reads += 1
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         if owner is not None and owner != uid:
             raise NotFound("not_found", "no such session")
@@ -182,8 +184,8 @@ class FirestoreStore:
     def _load(self, session_id: str, step_id: str) -> list[Message]:
         query = self._messages(session_id, step_id).order_by("createdAt")
         try:
-            docs = list(query.stream(retry=_RETRY, timeout=_TIMEOUT))
-        except gexc.GoogleAPICallError as exc:
+            docs = list(query.stream(retry=self._retry, timeout=self.timeout))
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += max(1, len(docs))
         return [_message(d.id, d.to_dict() or {}) for d in docs]
@@ -193,9 +195,9 @@ class FirestoreStore:
             doc = (
                 self._messages(session_id, step_id)
                 .document(reply_id)
-                .get(retry=_RETRY, timeout=_TIMEOUT)
+                .get(retry=self._retry, timeout=self.timeout)
             )
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += 1
         return _message(doc.id, doc.to_dict() or {}) if doc.exists else None
@@ -238,12 +240,14 @@ class FirestoreStore:
             messages.document(reply_id), self._reply_doc(user.id, reply_id, reply_at, generation)
         )
         try:
-            results = batch.commit(retry=_RETRY, timeout=_TIMEOUT)
-        except gexc.Conflict:  # AlreadyExists: a twin request won, or the session is new twice
+            results = batch.commit(retry=self._retry, timeout=self.timeout)
+        except (gexc.Conflict, gexc.NotFound):
+            # AlreadyExists: a twin request won, or the session was new twice. NotFound: what
+            # this instance remembered was deleted meanwhile. Either way: look again.
             self.cache.drop(key)
             self._owners.pop(c.session_id, None)
             return None
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         new = [
             Message(user.id, "user", user.text, "complete", now, now),
@@ -315,11 +319,12 @@ class FirestoreStore:
             if not won:
                 self.cache.drop(key)
                 return None
-            snap = reply_ref.get(retry=_RETRY, timeout=_TIMEOUT)
-        except gexc.Conflict:
+            snap = reply_ref.get(retry=self._retry, timeout=self.timeout)
+        except (gexc.Conflict, gexc.NotFound):
             self.cache.drop(key)
+            self._owners.pop(c.session_id, None)
             return None
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
@@ -407,7 +412,7 @@ class FirestoreStore:
 
         try:
             return take(self.db.transaction())
-        except gexc.GoogleAPICallError as exc:
+        except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
 
 
@@ -442,12 +447,12 @@ class _Claim:
                 result = self.ref.update(
                     {"parts": _parts(text), "updatedAt": now},
                     option=option,
-                    retry=_RETRY,
-                    timeout=_TIMEOUT,
+                    retry=self.store._retry,
+                    timeout=self.store.timeout,
                 )
             except (gexc.FailedPrecondition, gexc.NotFound) as exc:
                 raise LostClaim() from exc
-            except gexc.GoogleAPICallError as exc:
+            except gexc.GoogleAPIError as exc:
                 raise StoreUnavailable() from exc
             self.update_time = result.update_time
 
@@ -480,10 +485,10 @@ class _Claim:
             )
             batch.update(self.ref.parent.parent, {"revision": revision, "updatedAt": now})
             try:
-                batch.commit(retry=_RETRY, timeout=_TIMEOUT)
+                batch.commit(retry=self.store._retry, timeout=self.store.timeout)
             except (gexc.FailedPrecondition, gexc.NotFound) as exc:
                 raise LostClaim() from exc
-            except gexc.GoogleAPICallError as exc:
+            except gexc.GoogleAPIError as exc:
                 raise StoreUnavailable() from exc
             self.settled = True
 
