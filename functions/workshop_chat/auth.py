@@ -7,6 +7,8 @@ verifying a token only needs the project id and the public certificates.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any, Protocol
 
 from .turn import Unauthorized, Unavailable
@@ -14,6 +16,10 @@ from .turn import Unauthorized, Unavailable
 log = logging.getLogger("workshop_chat.auth")
 
 LOCAL_UID = "local-user"
+# The uid names the caller's `rateLimits/{uid}` document, so it must be a valid document id.
+# Firebase's own uids always are; only a hand-made custom token (or an unsigned emulator
+# token) could carry `/`, `.`, `..` or `__x__`.
+_RESERVED_ID = re.compile(r"__.*__|\.|\.\.", re.DOTALL)
 
 
 class Verifier(Protocol):
@@ -39,6 +45,12 @@ class FirebaseAuth:
             def get_credential(self) -> Any:
                 return AnonymousCredentials()
 
+        if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
+            # firebase-admin then skips the signature check: fine on a laptop, never elsewhere.
+            log.warning(
+                "FIREBASE_AUTH_EMULATOR_HOST is set: unsigned ID tokens are accepted. "
+                "Local development only."
+            )
         name = f"workshop-chat-{project}"
         try:
             self.app = firebase_admin.get_app(name)
@@ -63,7 +75,21 @@ class FirebaseAuth:
             raise Unauthorized("token_expired", "the ID token has expired; refresh it") from exc
         except (ValueError, auth.InvalidIdTokenError) as exc:
             raise Unauthorized("invalid_token", "the ID token is not valid") from exc
+        except Exception as exc:  # noqa: BLE001 - a token that crashes the verifier is invalid
+            log.warning("ID token check failed", extra={"fields": {"error": type(exc).__name__}})
+            raise Unauthorized("invalid_token", "the ID token is not valid") from None
         uid = claims.get("uid") or claims.get("sub")
-        if not isinstance(uid, str) or not uid:
-            raise Unauthorized("invalid_token", "the ID token has no user")
+        if not isinstance(uid, str) or not usable_uid(uid):
+            raise Unauthorized("invalid_token", "the ID token has no usable user id")
         return uid
+
+
+def usable_uid(uid: str) -> bool:
+    """Non-empty, at most 128 characters (Firebase's limit), and a valid Firestore document id."""
+    if not 0 < len(uid) <= 128 or "/" in uid or _RESERVED_ID.fullmatch(uid):
+        return False
+    try:
+        uid.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -68,10 +68,16 @@ class Config:
         if not project:
             problems.append("GOOGLE_CLOUD_PROJECT is not set (use a demo-* id locally)")
 
-        auth_mode = env.get("AUTH_MODE", "firebase").strip().lower()
+        # Unset or empty means firebase: a blank value in a template must not open the door.
+        auth_mode = (env.get("AUTH_MODE") or "").strip().lower() or "firebase"
         if auth_mode not in ("firebase", "none"):
             problems.append(f"AUTH_MODE must be 'firebase' or 'none', not {auth_mode!r}")
         deployed = bool(env.get("K_SERVICE"))
+        if deployed and auth_mode == "none":
+            problems.append(
+                "AUTH_MODE=none on a deployed function would let anyone read any session; "
+                "it is for local experiments only"
+            )
         auth_emulator = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST"))
         if deployed and auth_emulator:
             problems.append(
@@ -106,7 +112,8 @@ class Config:
             auth_emulator=auth_emulator,
             deployed=deployed,
             max_request_bytes=reader.integer("MAX_REQUEST_BYTES", 256 * 1024, 1024, 32 << 20),
-            max_message_chars=reader.integer("MAX_MESSAGE_CHARS", 16_000, 1, 1_000_000),
+            # 200,000 characters of 4-byte UTF-8 still fit one 1 MiB Firestore document.
+            max_message_chars=reader.integer("MAX_MESSAGE_CHARS", 16_000, 1, 200_000),
             max_parts=reader.integer("MAX_PARTS", 32, 1, 1000),
             history_max_chars=reader.integer("HISTORY_MAX_CHARS", 200_000, 1000, 4_000_000),
             max_reply_bytes=reader.integer("MAX_REPLY_BYTES", 900_000, 1000, 1_000_000),

@@ -121,6 +121,10 @@ def parse_user_message(
         raise BadRequest("message_too_long", f"a message may have at most {max_chars} characters")
     if "\x00" in text:
         raise BadRequest("invalid_text", "the message text may not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape ("\\ud800") that Firestore refuses
+        raise BadRequest("invalid_text", "the message text is not valid Unicode") from None
     return UserMessage(message_id, text)
 
 

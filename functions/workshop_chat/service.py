@@ -6,10 +6,10 @@ else receives them, so tests build the same graph around the emulator and the st
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 from .auth import FirebaseAuth, NoAuth, Verifier
@@ -88,20 +88,45 @@ def build_from_env() -> Api:
 
 
 def _checkpoint_on_sigterm(chat: Chat) -> None:
-    """Cloud Run sends SIGTERM ~10 s before the kill: save what replies in flight have so far."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-    except ValueError:  # not the main thread
-        return
+    """Cloud Run sends SIGTERM ~10 s before the kill: save what replies in flight have so far.
 
-    def on_term(signum: int, frame: Any) -> None:
+    functions-framework builds the app in gunicorn's master, and each worker then installs its
+    own SIGTERM handler, so a handler set here would never run in the process that streams.
+    Wrapping the workers' handler is the one hook gunicorn offers for this. Without gunicorn
+    (the Flask dev server), a plain signal handler does the same.
+    """
+
+    def checkpoint() -> None:
         saved = chat.checkpoint_all()
         log.warning("SIGTERM: replies in flight checkpointed", extra={"fields": {"count": saved}})
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
 
-    with contextlib.suppress(ValueError):
+    try:
+        from gunicorn.workers.base import Worker
+        from gunicorn.workers.gthread import ThreadWorker
+    except ImportError:  # pragma: no cover - gunicorn ships with functions-framework
+        workers: tuple[type, ...] = ()
+    else:
+        workers = (Worker, ThreadWorker)
+    for worker in workers:
+        graceful_exit = worker.__dict__.get("handle_exit")
+        if graceful_exit is None or getattr(graceful_exit, "_checkpoints", False):
+            continue
+
+        def handle_exit(self: Any, signum: int, frame: Any, _exit: Any = graceful_exit) -> None:
+            threading.Thread(target=checkpoint, name="sigterm-checkpoint").start()
+            _exit(self, signum, frame)
+
+        handle_exit._checkpoints = True  # type: ignore[attr-defined]
+        worker.handle_exit = handle_exit  # type: ignore[attr-defined]
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            checkpoint()
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise SystemExit(0)
+
         signal.signal(signal.SIGTERM, on_term)

@@ -24,6 +24,7 @@ from .turn import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
 # Fail fast: a user waiting on a stream is better served by a clear 503 than a minute of retries.
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001
+_RATE_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 def _ts(value: float) -> datetime:
@@ -157,7 +158,9 @@ class FirestoreStore:
         owner = self._owners.get(session_id)
         try:
             if owner is None:
-                session, step = self.db.get_all([session_ref, step_ref], timeout=self.timeout)
+                session, step = self.db.get_all(
+                    [session_ref, step_ref], retry=self._retry, timeout=self.timeout
+                )
                 self.reads += 2
                 if session.reference.path != session_ref.path:
                     session, step = step, session
@@ -295,7 +298,7 @@ class FirestoreStore:
 
         @firestore.transactional
         def claim(tx: Any) -> bool:
-            snap = reply_ref.get(transaction=tx)
+            snap = reply_ref.get(transaction=tx, retry=self._retry, timeout=self.timeout)
             current = snap.to_dict().get("generation") if snap.exists else None
             expected = seen.generation if seen else None
             if current != expected:
@@ -399,7 +402,7 @@ class FirestoreStore:
 
         @firestore.transactional
         def take(tx: Any) -> int | None:
-            snap = ref.get(transaction=tx)
+            snap = ref.get(transaction=tx, retry=self._retry, timeout=self.timeout)
             data = snap.to_dict() if snap.exists else {}
             start = float(data.get("windowStart", 0.0))
             count = int(data.get("count", 0))
@@ -410,10 +413,17 @@ class FirestoreStore:
             tx.set(ref, {"windowStart": start, "count": count + 1, "expireAt": _ts(start + 120.0)})
             return None
 
+        # Concurrent transactions on one document abort each other: a burst of 10 parallel
+        # requests from one user exhausted the 5 attempts. Serialize them within this process
+        # (striped locks, so memory stays flat); across instances contention stays rare.
+        lock = _RATE_LOCKS[hash(uid) % len(_RATE_LOCKS)]
         try:
-            return take(self.db.transaction())
+            with lock:
+                return take(self.db.transaction())
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        except ValueError:  # "failed to commit in 5 attempts": a burst, so over the limit
+            return 1
 
 
 class _Claim:

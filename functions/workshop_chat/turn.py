@@ -571,7 +571,14 @@ class Chat:
                     first_token = time.monotonic() - started
                 encoded = len(item.text.encode())
                 if size + encoded > self.max_reply_bytes:
+                    # Keep what still fits (whole characters), so the reply ends at the limit.
+                    room = self.max_reply_bytes - size
+                    head = item.text.encode()[:room].decode("utf-8", "ignore")
                     finish_reason = "length"
+                    if head:
+                        parts.append(head)
+                        if not generation.publish(TextDelta(head)):
+                            return
                     break
                 size += encoded
                 parts.append(item.text)
