@@ -149,3 +149,102 @@ def start_function(env: dict[str, str], port: int | None = None) -> Service:
         service.stop()
         raise
     return service
+
+
+DEMO = ROOT / "demo"
+
+
+def start_auth_emulator(
+    workdir: Path, project: str = PROJECT, port: int | None = None, timeout: float = 180
+) -> Service:
+    """The Firebase Auth emulator from demo/'s firebase-tools; it issues unsigned ID tokens.
+
+    Every port it opens (auth, hub, logging) is a free one and its hub locator and debug log go
+    to `workdir`, so it runs beside dev.sh's. Start-up is CPU-bound (~8-45 s on 2 cores).
+    """
+    import json
+
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "emulators": {
+            "singleProjectMode": True,
+            "auth": {"host": "127.0.0.1", "port": port},
+            "hub": {"host": "127.0.0.1", "port": free_port()},
+            "logging": {"host": "127.0.0.1", "port": free_port()},
+            "ui": {"enabled": False},
+        }
+    }
+    (workdir / "firebase.json").write_text(json.dumps(config, indent=2))
+    command = [
+        str(DEMO / "node_modules" / ".bin" / "firebase"),
+        "emulators:start",
+        "--only",
+        "auth",
+        "--project",
+        project,
+        "--config",
+        str(workdir / "firebase.json"),
+    ]
+    env = {**os.environ, "TMPDIR": str(workdir), "NO_UPDATE_NOTIFIER": "1"}
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    service = Service(process, f"127.0.0.1:{port}").drain()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout, process)
+    except RuntimeError as exc:
+        service.stop()
+        output = "\n".join(service.output[-30:])
+        raise RuntimeError(f"the Auth emulator did not start ({exc}):\n{output}") from None
+    return service
+
+
+def build_demo(out_dir: Path, env: dict[str, str]) -> None:
+    """`vite build` of demo/ into `out_dir`, with VITE_* settings baked in from `env`."""
+    vite = DEMO / "node_modules" / ".bin" / "vite"
+    result = subprocess.run(
+        [str(vite), "build", "--outDir", str(out_dir), "--emptyOutDir", "--logLevel", "warn"],
+        cwd=DEMO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"vite build failed:\n{result.stdout}\n{result.stderr}")
+
+
+def start_demo(out_dir: Path, port: int | None = None) -> Service:
+    """`vite preview` serving a `build_demo` output on 127.0.0.1."""
+    port = port or free_port()
+    vite = DEMO / "node_modules" / ".bin" / "vite"
+    process = subprocess.Popen(
+        [
+            str(vite),
+            "preview",
+            "--outDir",
+            str(out_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--strictPort",
+        ],
+        cwd=DEMO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    service = Service(process, f"http://127.0.0.1:{port}").drain()
+    try:
+        wait_http(service.url + "/", 30, process)
+    except Exception:
+        service.stop()
+        raise
+    return service

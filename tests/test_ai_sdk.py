@@ -14,7 +14,7 @@ READER = support.ROOT / "tests" / "js" / "read-stream.mjs"
 
 def read_with_ai_sdk(package: str, url: str, **options) -> list[dict]:
     if not (support.ROOT / "tests" / "js" / "node_modules" / package).exists():
-        pytest.fail(f"npm packages missing: run ./test.sh (it runs npm ci in tests/js)")
+        pytest.fail("npm packages missing: run ./test.sh (it runs npm ci in tests/js)")
     done = subprocess.run(
         ["node", str(READER), package, url, json.dumps(options)],
         capture_output=True,
