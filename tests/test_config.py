@@ -1,0 +1,59 @@
+"""Configuration: defaults, ranges, and one clear line per problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from workshop_chat.config import Config, ConfigError
+
+MINIMAL = {"GOOGLE_CLOUD_PROJECT": "demo-x", "GEMINI_API_KEY": "k"}
+
+
+def test_defaults_are_production_safe():
+    config = Config.from_env(MINIMAL)
+    assert config.auth_mode == "firebase"
+    assert config.model == "gemini-2.5-flash"
+    assert config.allowed_origins == ()
+    assert config.max_reply_bytes < 1024 * 1024
+    assert config.rate_limit_per_minute > 0
+
+
+def test_vertex_ai_needs_no_key_but_a_location():
+    env = {
+        "GOOGLE_CLOUD_PROJECT": "p",
+        "GOOGLE_GENAI_USE_VERTEXAI": "true",
+        "GOOGLE_CLOUD_LOCATION": "global",
+    }
+    assert Config.from_env(env).project == "p"
+
+
+def test_every_problem_is_reported_at_once_one_line_each():
+    with pytest.raises(ConfigError) as error:
+        Config.from_env(
+            {
+                "AUTH_MODE": "maybe",
+                "THREADS": "many",
+                "GEMINI_TEMPERATURE": "9",
+                "ALLOWED_ORIGINS": "example.com",
+                "K_SERVICE": "chat",
+                "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+            }
+        )
+    problems = error.value.problems
+    assert len(problems) == 7
+    for fragment in (
+        "GOOGLE_CLOUD_PROJECT",
+        "AUTH_MODE",
+        "THREADS",
+        "GEMINI_TEMPERATURE",
+        "ALLOWED_ORIGINS",
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "GEMINI_API_KEY",
+    ):
+        assert sum(fragment in p for p in problems) == 1, fragment
+    assert all("\n" not in p for p in problems)
+
+
+def test_origins_are_normalised():
+    config = Config.from_env({**MINIMAL, "ALLOWED_ORIGINS": " https://a.example/ ,http://b:5173"})
+    assert config.allowed_origins == ("https://a.example", "http://b:5173")

@@ -1,0 +1,142 @@
+"""Gemini through the real google-genai client and the stand-in: retries, finishes, faults."""
+
+from __future__ import annotations
+
+import pytest
+
+from workshop_chat.model import Gemini, finish_reason
+from workshop_chat.turn import ModelDone, ModelFailed, ModelText, ModelUnavailable
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def gemini(genai_client, sleeps) -> Gemini:
+    return Gemini(
+        genai_client,
+        "gemini-test",
+        attempts=3,
+        initial_delay=0.01,
+        max_wait=10,
+        sleep=sleeps.append,
+    )
+
+
+def run(gemini: Gemini, text: str = "Hi") -> tuple[str, ModelDone]:
+    items = list(gemini.stream("be brief", [("user", text)]))
+    assert isinstance(items[-1], ModelDone)
+    assert all(isinstance(i, ModelText) for i in items[:-1])
+    return "".join(i.text for i in items[:-1]), items[-1]
+
+
+def test_a_reply_streams_text_then_the_mapped_finish_with_usage(gemini, standin):
+    text, done = run(gemini, "Hello")
+    assert text == "Echo: Hello"
+    assert done == ModelDone(
+        "stop", {"inputTokens": 2, "outputTokens": 3, "totalTokens": 5}, "gemini-test"
+    )
+    body = standin.model_requests()[0]["body"]
+    assert body["systemInstruction"]["parts"] == [{"text": "be brief"}]
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "Hello"}]}]
+
+
+def test_429_then_200_is_retried_once_with_backoff(gemini, standin, sleeps):
+    standin.fail_next(429)
+    assert run(gemini)[0] == "Echo: Hi"
+    assert len(standin.model_requests()) == 2
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= 0.01
+
+
+def test_retry_after_sets_the_wait(gemini, standin, sleeps):
+    standin.fail_next(503, 500, retry_after=2)
+    assert run(gemini)[0] == "Echo: Hi"
+    assert sleeps == [2.0, 2.0]
+
+
+def test_attempts_are_bounded(gemini, standin, sleeps):
+    standin.fail_next(500, 500, 500, 500)
+    with pytest.raises(ModelUnavailable):
+        run(gemini)
+    assert len(standin.model_requests()) == 3
+    assert len(sleeps) == 2
+
+
+def test_total_wait_is_bounded_and_the_retry_after_is_passed_on(gemini, standin, sleeps):
+    standin.fail_next(429, retry_after=60)
+    with pytest.raises(ModelUnavailable) as error:
+        run(gemini)
+    assert error.value.retry_after == 60
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_client_errors_are_not_retried(gemini, standin, sleeps, status):
+    standin.fail_next(status)
+    with pytest.raises(ModelFailed):
+        run(gemini)
+    assert len(standin.model_requests()) == 1
+
+
+def test_a_cut_after_text_raises_after_yielding_it_and_is_not_retried(gemini, standin):
+    items = []
+    with pytest.raises(ModelFailed):
+        for item in gemini.stream("s", [("user", "abcdef [[standin chunks=4 cut_after=2]]")]):
+            items.append(item)
+    assert [i.text for i in items] == ["Ech", "o: "]
+    assert len(standin.model_requests()) == 1
+
+
+def test_unreachable_gemini_is_unavailable(sleeps):
+    from google import genai
+    from google.genai import types
+
+    from tests.support import free_port
+
+    client = genai.Client(
+        api_key="k", http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{free_port()}")
+    )
+    with pytest.raises(ModelUnavailable):
+        list(Gemini(client, "m", attempts=2, sleep=sleeps.append).stream("s", [("user", "x")]))
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize(
+    ("knobs", "expected"),
+    [
+        ("block=prompt", ("", "content-filter", True)),
+        ("block=reply chunks=3", ("Echo: a", "content-filter", True)),
+        ("finish=MAX_TOKENS", ("Echo: abc", "length", False)),
+        ("finish=OTHER", ("Echo: abc", "other", False)),
+    ],
+)
+def test_blocks_and_limits_map_to_ai_sdk_finish_reasons(gemini, knobs, expected):
+    text, done = run(gemini, f"abc [[standin {knobs}]]")
+    assert expected[0].startswith(text)
+    assert (done.finish_reason, done.blocked) == expected[1:]
+
+
+@pytest.mark.parametrize(
+    ("gemini_reason", "ai_sdk"),
+    [
+        (None, "stop"),
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content-filter"),
+        ("RECITATION", "content-filter"),
+        ("PROHIBITED_CONTENT", "content-filter"),
+        ("MALFORMED_FUNCTION_CALL", "error"),
+        ("LANGUAGE", "other"),
+    ],
+)
+def test_finish_reason_mapping(gemini_reason, ai_sdk):
+    assert finish_reason(gemini_reason) == ai_sdk
+
+
+def test_temperature_and_max_output_tokens_reach_gemini(genai_client, standin):
+    gemini = Gemini(genai_client, "m", temperature=0.3, max_output_tokens=77)
+    list(gemini.stream("s", [("user", "x")]))
+    config = standin.model_requests()[0]["body"]["generationConfig"]
+    assert config == {"temperature": 0.3, "maxOutputTokens": 77}
