@@ -127,10 +127,14 @@ class FirestoreStore:
         # minute of client-side retries.
         self.db = db
         self.timeout = timeout
-        self._retry = Retry(initial=0.05, maximum=0.5, multiplier=2.0, timeout=timeout)
         self.cache = _Cache()
         self._owners: dict[str, str] = {}
         self.reads = 0  # counted for the benchmark: document reads issued by this process
+
+    @property
+    def _retry(self) -> Retry:
+        """Retries of UNAVAILABLE and the like, all within one `timeout`."""
+        return Retry(initial=0.05, maximum=0.5, multiplier=2.0, timeout=self.timeout)
 
     def _remember_owner(self, session_id: str, uid: str) -> None:
         """Owners never change, so they are cached; the bound keeps memory flat."""
