@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs ruff and every test against real local services
-# (the Firestore emulator and the Gemini stand-in are started by the test fixtures).
+# (the Firestore and Auth emulators, the Gemini stand-in and the function are started by the
+# test fixtures, on free ports, and stopped at the end).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -8,7 +9,9 @@ cd "$(dirname "$0")"
 . scripts/lib.sh
 ensure_venv
 ensure_npm tests/js          # the ai package and the Firestore rules tests
+ensure_npm demo              # the demo page, the Auth emulator (firebase-tools)
 ensure_apt shellcheck shellcheck
+ensure_apt chromium chromium # the browser test drives Debian's Chromium, never a download
 
 echo "== ruff"
 .venv/bin/ruff check .

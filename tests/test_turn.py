@@ -313,6 +313,8 @@ def test_exhausted_retries_give_a_clean_503_and_keep_the_user_message(make_app, 
     assert len(standin.model_requests()) == 3
     assert doc(db, "m1")["parts"][0]["text"] == "busy"
     assert doc(db, "m1~reply")["status"] == "error"
+    history = client.get("/sessions/s1/steps/empathize/messages").get_json()["messages"]
+    assert [m["id"] for m in history] == ["m1"]
 
 
 def test_a_long_retry_after_is_passed_to_the_client_instead_of_waited(make_app, standin):
@@ -426,9 +428,10 @@ def app_on(own_emulator, genai_client, **env):
         else:
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
     api = build(Config.from_env({**BASE_ENV, **env}), db=db, genai_client=genai_client)
-    db.document("warm/up").get()  # a cold emulator's first answer can take seconds
+    db.document("warm/up").set({})  # a cold emulator's first answers can take seconds
     api.chat.store.timeout = 1.0
     app = Flask("own")
+    app.api = api
     app.add_url_rule("/", "root", lambda: api(request), methods=["POST"])
     return app.test_client(), db
 
@@ -444,11 +447,20 @@ def test_storage_down_gives_503_and_the_model_is_not_called(own_emulator, genai_
 
 def test_a_failed_final_write_is_retried(own_emulator, genai_client, standin):
     client, db = app_on(own_emulator, genai_client, CHECKPOINT_SECONDS="60")
-    response = client.post("/", json=chat_body("freeze [[standin chunks=2 delay_ms=400]]"))
-    os.killpg(own_emulator.process.pid, signal.SIGSTOP)
-    threading.Timer(1.5, os.killpg, (own_emulator.process.pid, signal.SIGCONT)).start()
-    assert text_of(sse_chunks(response.data)) == "Echo: freeze", response.data
-    assert sse_chunks(response.data)[-2]["finishReason"] == "stop"
+    client.application.api.chat.store.timeout = 2.0
+    response = client.post("/", json=chat_body("freeze [[standin chunks=2 delay_ms=300]]"))
+    os.killpg(own_emulator.process.pid, signal.SIGSTOP)  # longer than one write may take
+    thaw = threading.Timer(3.0, os.killpg, (own_emulator.process.pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        started = time.monotonic()
+        chunks = sse_chunks(response.data)
+        assert time.monotonic() - started > 2.0
+    finally:
+        thaw.join()
+        os.killpg(own_emulator.process.pid, signal.SIGCONT)
+    assert text_of(chunks) == "Echo: freeze"
+    assert chunks[-2]["finishReason"] == "stop"
     assert doc(db, "m1~reply")["status"] == "complete"
 
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Request, Response
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import protocol
 from .auth import Verifier
@@ -133,13 +132,16 @@ class Api:
     def _json_body(self, request: Request) -> Any:
         if request.mimetype != "application/json":
             raise UnsupportedMedia("unsupported_media_type", "send Content-Type: application/json")
-        request.max_content_length = self.config.max_request_bytes
-        try:
-            raw = request.get_data(cache=True)
-        except RequestEntityTooLarge:
-            raise TooLarge(
-                "body_too_large", f"the body may be at most {self.config.max_request_bytes} bytes"
-            ) from None
+        limit = self.config.max_request_bytes
+        too_large = TooLarge("body_too_large", f"the body may be at most {limit} bytes")
+        # Not `request.max_content_length`: functions-framework drains the body after every
+        # non-streamed response with get_data(), which would then raise again and turn this
+        # 413 into a 500. Reading at most limit + 1 bytes bounds chunked bodies as well.
+        if (request.content_length or 0) > limit:
+            raise too_large
+        raw = _read_at_most(request.stream, limit + 1)
+        if len(raw) > limit:
+            raise too_large
         try:
             return json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
@@ -161,6 +163,19 @@ class Api:
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Max-Age"] = "3600"
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    """Read until the end of the body or `size` bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = stream.read(min(left, 64 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _reject_constant(name: str) -> Any:

@@ -377,6 +377,9 @@ class Chat:
         return [
             replace(m, status="interrupted") if self._is_interrupted(m) else m
             for m in conversation.messages
+            # A reply that failed before saying anything is not a message: the live client
+            # never showed it, and an empty assistant turn breaks clients that replay history.
+            if not (m.role == "assistant" and m.status == "error" and not m.text)
         ]
 
     def _try(

@@ -1,0 +1,315 @@
+import { useChat } from "@ai-sdk/react";
+import { DefaultChatTransport } from "ai";
+import { useEffect, useMemo, useRef, useState } from "react";
+import { describeError, fetchHistory } from "./api.js";
+import { authEnabled, authHeaders, currentUser } from "./auth.js";
+import { CHAT_URL, STEPS } from "./config.js";
+
+function randomSessionId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return `s-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** Session and step live in the URL (?session=...&step=...), so a reload keeps them. */
+function readLocation() {
+  const query = new URLSearchParams(window.location.search);
+  const session = query.get("session")?.trim() || randomSessionId();
+  const step = STEPS.includes(query.get("step")) ? query.get("step") : STEPS[0];
+  return { session, step };
+}
+
+function writeLocation({ session, step }) {
+  const url = new URL(window.location.href);
+  url.searchParams.set("session", session);
+  url.searchParams.set("step", step);
+  window.history.replaceState(null, "", url);
+}
+
+export default function App() {
+  const [place, setPlace] = useState(readLocation);
+  const [draftSession, setDraftSession] = useState(place.session);
+  const [history, setHistory] = useState({ key: null, messages: [], error: null });
+  const [user, setUser] = useState(null);
+  const key = `${place.session}/${place.step}`;
+
+  useEffect(() => writeLocation(place), [place]);
+
+  useEffect(() => {
+    if (!authEnabled) return;
+    currentUser().then(setUser, () => {});
+  }, []);
+
+  // Load the stored history of the chosen step; the chat mounts once it is here.
+  useEffect(() => {
+    const controller = new AbortController();
+    setHistory({ key: null, messages: [], error: null });
+    fetchHistory(place.session, place.step, controller.signal).then(
+      (messages) => setHistory({ key, messages, error: null }),
+      (error) => {
+        if (!controller.signal.aborted) setHistory({ key, messages: [], error });
+      },
+    );
+    return () => controller.abort();
+  }, [key, place.session, place.step]);
+
+  const openSession = (event) => {
+    event.preventDefault();
+    const session = draftSession.trim();
+    if (session && session !== place.session) setPlace({ ...place, session });
+  };
+  const newSession = () => {
+    const session = randomSessionId();
+    setDraftSession(session);
+    setPlace({ ...place, session });
+  };
+
+  return (
+    <div className="page">
+      <header className="header">
+        <h1>Workshop chat</h1>
+        <span className="auth" data-testid="auth-status">
+          {authEnabled
+            ? user
+              ? `signed in anonymously · ${user.uid.slice(0, 8)}…`
+              : "signing in…"
+            : "no sign-in"}
+        </span>
+      </header>
+
+      <form className="session" onSubmit={openSession}>
+        <label htmlFor="session">Session</label>
+        <input
+          id="session"
+          data-testid="session-input"
+          value={draftSession}
+          onChange={(event) => setDraftSession(event.target.value)}
+          spellCheck={false}
+        />
+        <button type="submit" data-testid="session-open">
+          Open
+        </button>
+        <button type="button" data-testid="session-new" onClick={newSession}>
+          New
+        </button>
+      </form>
+
+      <nav className="steps" aria-label="Design thinking step">
+        {STEPS.map((step) => (
+          <button
+            key={step}
+            type="button"
+            data-testid={`step-${step}`}
+            aria-pressed={step === place.step}
+            className={step === place.step ? "step current" : "step"}
+            onClick={() => setPlace({ ...place, step })}
+          >
+            {step}
+          </button>
+        ))}
+      </nav>
+
+      {history.key === key ? (
+        <ChatPanel
+          key={key}
+          session={place.session}
+          step={place.step}
+          initialMessages={history.messages}
+          historyError={history.error}
+        />
+      ) : (
+        <p className="loading" data-testid="history-loading">
+          Loading the conversation…
+        </p>
+      )}
+
+      <footer className="footer">
+        Function: <code>{CHAT_URL}</code>
+      </footer>
+    </div>
+  );
+}
+
+function ChatPanel({ session, step, initialMessages, historyError }) {
+  const transport = useMemo(
+    () =>
+      new DefaultChatTransport({
+        api: `${CHAT_URL}/`,
+        body: { sessionId: session, stepId: step },
+        headers: authHeaders, // called per request, so the ID token is always fresh
+      }),
+    [session, step],
+  );
+  const { messages, setMessages, sendMessage, regenerate, stop, status, error, clearError } =
+    useChat({ id: `${session}/${step}`, messages: initialMessages, transport });
+  const [input, setInput] = useState("");
+  const [loadError, setLoadError] = useState(historyError);
+  const bottom = useRef(null);
+  const busy = status === "submitted" || status === "streaming";
+  const last = messages.at(-1);
+  const lastAssistantId = last?.role === "assistant" ? last.id : null;
+
+  useEffect(() => {
+    bottom.current?.scrollIntoView?.({ block: "end" });
+  }, [messages]);
+
+  // A reply still being written on the server (e.g. after Stop and a reload): poll until it settles.
+  const pending = !busy && last?.role === "assistant" && last.metadata?.status === "streaming";
+  useEffect(() => {
+    if (!pending) return;
+    const controller = new AbortController();
+    const timer = setInterval(() => {
+      fetchHistory(session, step, controller.signal).then(
+        (fresh) => setMessages(fresh),
+        () => {},
+      );
+    }, 1000);
+    return () => {
+      clearInterval(timer);
+      controller.abort();
+    };
+  }, [pending, session, step, setMessages]);
+
+  const send = (event) => {
+    event.preventDefault();
+    const text = input.trim();
+    if (!text || busy) return;
+    setInput("");
+    setLoadError(null);
+    sendMessage({ text });
+  };
+
+  const shownError = error ?? loadError;
+
+  return (
+    <main className="chat" data-testid="chat" data-status={status}>
+      <ol className="messages" data-testid="messages">
+        {messages.length === 0 && (
+          <li className="empty" data-testid="empty">
+            No messages in <b>{step}</b> yet. Say hello.
+          </li>
+        )}
+        {messages.map((message) => (
+          <li
+            key={message.id}
+            className={`message ${message.role}`}
+            data-testid="message"
+            data-role={message.role}
+            data-message-id={message.id}
+          >
+            <div className="bubble">
+              <div className="text" data-testid="message-text">
+                {textOf(message)}
+              </div>
+              {!textOf(message) && message.role === "assistant" && !busy && (
+                <div className="placeholder">
+                  {message.metadata?.status === "streaming"
+                    ? "The reply is still being written…"
+                    : "No reply was stored. Regenerate it, or send the message again."}
+                </div>
+              )}
+              <MessageFooter
+                message={message}
+                streaming={busy && message.id === last?.id && message.role === "assistant"}
+              />
+            </div>
+            {message.id === lastAssistantId && !busy && !pending && (
+              <button
+                type="button"
+                className="link"
+                data-testid="regenerate"
+                onClick={() => {
+                  clearError();
+                  regenerate({ messageId: message.id });
+                }}
+              >
+                ↻ Regenerate
+              </button>
+            )}
+          </li>
+        ))}
+        <li ref={bottom} aria-hidden="true" />
+      </ol>
+
+      {shownError && (
+        <div className="error" role="alert" data-testid="error">
+          <span data-testid="error-text">{describeError(shownError)}</span>
+          {error && last?.role === "user" && (
+            <button
+              type="button"
+              className="link"
+              data-testid="retry"
+              onClick={() => {
+                clearError();
+                regenerate(); // answers the last user message again (no messageId)
+              }}
+            >
+              Retry
+            </button>
+          )}
+          <button
+            type="button"
+            className="link"
+            onClick={() => {
+              clearError();
+              setLoadError(null);
+            }}
+          >
+            Dismiss
+          </button>
+        </div>
+      )}
+
+      <form className="composer" onSubmit={send}>
+        <textarea
+          data-testid="message-input"
+          value={input}
+          placeholder={`Message (${step})… Enter sends, Shift+Enter breaks the line`}
+          rows={2}
+          onChange={(event) => setInput(event.target.value)}
+          onKeyDown={(event) => {
+            if (event.key === "Enter" && !event.shiftKey && !event.nativeEvent.isComposing) {
+              send(event);
+            }
+          }}
+        />
+        {busy ? (
+          <button type="button" className="stop" data-testid="stop" onClick={() => stop()}>
+            Stop
+          </button>
+        ) : (
+          <button type="submit" data-testid="send" disabled={!input.trim()}>
+            Send
+          </button>
+        )}
+      </form>
+      <p className="status" data-testid="chat-status">
+        {status === "submitted" ? "Waiting for the reply…" : status === "streaming" ? "Replying…" : ""}
+      </p>
+    </main>
+  );
+}
+
+function textOf(message) {
+  return message.parts
+    .filter((part) => part.type === "text")
+    .map((part) => part.text)
+    .join("");
+}
+
+function MessageFooter({ message, streaming }) {
+  const meta = message.metadata ?? {};
+  const bits = [];
+  if (meta.createdAt) {
+    bits.push(new Date(meta.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  }
+  if (message.role === "assistant" && meta.model) bits.push(meta.model);
+  if (streaming) bits.push("writing…");
+  else if (meta.status === "streaming") bits.push("still being written…");
+  else if (meta.status && meta.status !== "complete") bits.push(meta.status);
+  if (bits.length === 0) return null;
+  return (
+    <div className="meta" data-testid="message-meta">
+      {bits.join(" · ")}
+    </div>
+  );
+}

@@ -1,0 +1,32 @@
+import { authHeaders } from "./auth.js";
+import { CHAT_URL } from "./config.js";
+
+export function historyUrl(sessionId, stepId) {
+  const session = encodeURIComponent(sessionId);
+  const step = encodeURIComponent(stepId);
+  return `${CHAT_URL}/sessions/${session}/steps/${step}/messages`;
+}
+
+/** The stored messages of one step, oldest first; a session the server does not know is empty. */
+export async function fetchHistory(sessionId, stepId, signal) {
+  const response = await fetch(historyUrl(sessionId, stepId), {
+    headers: await authHeaders(),
+    signal,
+  });
+  if (response.status === 404) return [];
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).messages;
+}
+
+/** The function's errors are `{"error":{"code","message"}}`; anything else is shown as it is. */
+export function describeError(error) {
+  const raw = error?.message ?? String(error);
+  try {
+    const body = JSON.parse(raw);
+    if (body?.error?.message) return `${body.error.message} (${body.error.code})`;
+  } catch {
+    // not JSON: an in-stream error text or a network failure
+  }
+  return raw;
+}

@@ -1,0 +1,454 @@
+"""End to end in a real Chromium: the demo page, useChat, the function, Firestore and sign-in.
+
+The module starts its own stack on free ports: the Firebase Auth emulator (anonymous sign-in, so
+every request carries a real, if unsigned, ID token), the function under gunicorn with
+AUTH_MODE=firebase, and the demo page built with `vite build` and served by `vite preview`; the
+Firestore emulator and the Gemini stand-in come from conftest. The stand-in is steered through
+directives in the message text, exactly as a person trying the page would.
+
+Needs Debian's Chromium (`ensure_apt chromium chromium`), the Python `playwright` package and the
+demo's npm packages (`ensure_npm demo`); without them the tests fail, they never skip.
+Set UPDATE_SCREENSHOT=1 to rewrite docs/screenshot.png (it is written anyway when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import support
+
+pytestmark = pytest.mark.timeout(420)
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = support.ROOT / "docs" / "screenshot.png"
+TIMEOUT_MS = 20_000
+
+# What the page shows: the chat's useChat status, its messages and the last assistant reply.
+ASSISTANT_TEXTS = "[data-testid=message][data-role=assistant] [data-testid=message-text]"
+
+# Samples the last assistant reply in the page every few ms until the chat is ready again, and
+# returns every distinct length seen: proof that the reply was drawn piece by piece.
+SAMPLE_REPLY_JS = """
+async (selector) => {
+  const lengths = [];
+  let busy = false;
+  const deadline = Date.now() + 30000;
+  while (Date.now() < deadline) {
+    const status = document.querySelector("[data-testid=chat]")?.dataset.status;
+    busy = busy || status === "submitted" || status === "streaming";
+    const replies = document.querySelectorAll(selector);
+    const last = replies[replies.length - 1];
+    if (last && lengths[lengths.length - 1] !== last.textContent.length) {
+      lengths.push(last.textContent.length);
+    }
+    if (busy && status !== "submitted" && status !== "streaming") break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return lengths;
+}
+"""
+
+
+def _require_tools() -> None:
+    """Fail, never skip, when the browser or the packages are missing: CI must install them."""
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` "
+            "(test.sh: ensure_apt chromium chromium); never `playwright install`",
+            pytrace=False,
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail(
+            "the Python package playwright is missing: pip install -r requirements.txt",
+            pytrace=False,
+        )
+    bins = support.DEMO / "node_modules" / ".bin"
+    missing = [name for name in ("vite", "firebase") if not (bins / name).exists()]
+    if missing or not shutil.which("node"):
+        pytest.fail(
+            f"demo/ npm packages are missing ({', '.join(missing) or 'node'}): "
+            "`npm ci --prefix demo` (test.sh: ensure_npm demo)",
+            pytrace=False,
+        )
+
+
+@dataclass
+class Stack:
+    demo_url: str
+    function_url: str
+    standin_url: str
+    function: support.Service
+
+
+@pytest.fixture(scope="module")
+def stack(
+    emulator: str, standin_service: support.Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    _require_tools()
+    tmp = tmp_path_factory.mktemp("browser")
+    auth_port, function_port, demo_port = (support.free_port() for _ in range(3))
+    function_url = f"http://127.0.0.1:{function_port}"
+    services: list[support.Service] = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            # The Auth emulator takes tens of seconds of CPU to start: build the page meanwhile.
+            auth = pool.submit(support.start_auth_emulator, tmp / "auth", port=auth_port)
+            build = pool.submit(
+                support.build_demo,
+                tmp / "dist",
+                {
+                    "VITE_CHAT_URL": function_url,
+                    "VITE_FIREBASE_PROJECT": support.PROJECT,
+                    "VITE_AUTH_EMULATOR_URL": f"http://127.0.0.1:{auth_port}",
+                },
+            )
+            build.result()
+            services.append(support.start_demo(tmp / "dist", port=demo_port))
+            services.append(auth.result())
+        function = support.start_function(
+            {
+                "GOOGLE_CLOUD_PROJECT": support.PROJECT,
+                "FIRESTORE_EMULATOR_HOST": emulator,
+                "GEMINI_API_KEY": "standin",
+                "GOOGLE_GEMINI_BASE_URL": standin_service.url,
+                "AUTH_MODE": "firebase",
+                "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{auth_port}",
+                "ALLOWED_ORIGINS": f"http://127.0.0.1:{demo_port}",
+                "THREADS": "32",
+                "RATE_LIMIT_PER_MINUTE": "0",
+                "GEMINI_RETRY_ATTEMPTS": "2",
+                "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.05",
+                "XDG_RUNTIME_DIR": str(tmp / "gunicorn"),
+            },
+            port=function_port,
+        )
+        services.append(function)
+        yield Stack(f"http://127.0.0.1:{demo_port}", function_url, standin_service.url, function)
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_context(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 860, "height": 760},
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser_context: Any, stack: Stack) -> Iterator[Any]:
+    """A fresh tab; an uncaught exception in the page fails the test."""
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+    # The function never crashed a request in the meantime.
+    assert not [line for line in stack.function.output if "Traceback" in line], "\n".join(
+        stack.function.output[-40:]
+    )
+
+
+# --- Helpers --------------------------------------------------------------------------------
+
+
+def open_chat(page: Any, stack: Stack, session: str, step: str = "empathize") -> None:
+    page.goto(f"{stack.demo_url}/?session={session}&step={step}")
+    wait_loaded(page)
+
+
+def wait_loaded(page: Any) -> None:
+    page.get_by_test_id("chat").wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=auth-status]')"
+        "?.textContent.startsWith('signed in')"
+    )
+
+
+def send(page: Any, text: str) -> None:
+    page.get_by_test_id("message-input").fill(text)
+    page.get_by_test_id("send").click()
+
+
+def wait_ready(page: Any, timeout: float = TIMEOUT_MS) -> str:
+    """Wait until useChat has settled; returns its status (`ready` or `error`)."""
+    page.wait_for_function(
+        "() => ['ready', 'error'].includes("
+        "document.querySelector('[data-testid=chat]')?.dataset.status)",
+        timeout=timeout,
+    )
+    return page.get_by_test_id("chat").get_attribute("data-status")
+
+
+def messages(page: Any) -> list[dict[str, str]]:
+    return page.eval_on_selector_all(
+        "[data-testid=message]",
+        """items => items.map(item => ({
+            id: item.dataset.messageId,
+            role: item.dataset.role,
+            text: item.querySelector('[data-testid=message-text]').textContent,
+        }))""",
+    )
+
+
+def reload_and_capture_token(page: Any) -> str:
+    """Reload the page; returns the bearer token its history GET carried (it must carry one)."""
+    with page.expect_request(
+        lambda request: request.method == "GET" and request.url.endswith("/messages")
+    ) as captured:
+        page.reload()
+    wait_loaded(page)
+    authorization = captured.value.all_headers().get("authorization", "")
+    assert authorization.startswith("Bearer "), "the history GET carries no ID token"
+    return authorization
+
+
+def stored(stack: Stack, session: str, step: str, authorization: str) -> list[dict[str, Any]]:
+    """The step's messages as the function's GET returns them."""
+    request = urllib.request.Request(
+        f"{stack.function_url}/sessions/{session}/steps/{step}/messages",
+        headers={"Authorization": authorization},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["messages"]
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return "".join(p.get("text", "") for p in message["parts"] if p["type"] == "text")
+
+
+def model_requests_with(stack: Stack, marker: str) -> int:
+    """How many model calls the stand-in got whose last user text contains `marker`."""
+    with urllib.request.urlopen(f"{stack.standin_url}/_standin/requests", timeout=10) as response:
+        recorded = json.loads(response.read())["requests"]
+    count = 0
+    for item in recorded:
+        body = item.get("body")
+        if ":streamGenerateContent" not in item["path"] or not isinstance(body, dict):
+            continue
+        users = [c for c in body.get("contents", []) if c.get("role") == "user"]
+        if users and marker in json.dumps(users[-1]):
+            count += 1
+    return count
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def new_session() -> str:
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+# --- Tests ----------------------------------------------------------------------------------
+
+
+def test_reply_streams_in_and_history_survives_reload(page: Any, stack: Stack) -> None:
+    session = new_session()
+    open_chat(page, stack, session, "ideate")
+    assert page.get_by_test_id("empty").is_visible()
+
+    with page.expect_request(lambda r: r.method == "POST" and r.url.startswith(stack.function_url)):
+        send(
+            page,
+            "How might we help new students find a study group? [[standin chunks=8 delay_ms=300]]",
+        )
+    lengths = page.evaluate(SAMPLE_REPLY_JS, ASSISTANT_TEXTS)
+    assert wait_ready(page) == "ready"
+    expected = "Echo: How might we help new students find a study group?"
+    assert lengths[-1] == len(expected)
+    partial = [n for n in lengths if 0 < n < len(expected)]
+    assert len(set(partial)) >= 3, f"the reply did not grow in steps: lengths seen {lengths}"
+
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    assert shown[1]["text"] == expected
+    # useChat took over the server's id from the `start` chunk.
+    assert shown[1]["id"] == f"{shown[0]['id']}~reply"
+    assert page.get_by_test_id("message-meta").last.inner_text().endswith("gemini-2.5-flash")
+
+    # The session and step are in the URL, so a reload shows the stored history.
+    reload_and_capture_token(page)
+    assert messages(page) == shown
+    assert page.get_by_test_id("step-ideate").get_attribute("aria-pressed") == "true"
+
+    # Another step has its own (empty) history; coming back loads this one again.
+    page.get_by_test_id("step-define").click()
+    page.get_by_test_id("empty").wait_for()
+    assert "step=define" in page.url
+    page.get_by_test_id("step-ideate").click()
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page) == shown
+
+
+def test_regenerate_replaces_the_reply_in_place(page: Any, stack: Stack) -> None:
+    session = new_session()
+    marker = f"regen-{uuid.uuid4().hex[:6]}"
+    open_chat(page, stack, session, "define")
+    send(page, f"Define the problem {marker} [[standin chunks=4 delay_ms=150]]")
+    assert wait_ready(page) == "ready"
+    before = messages(page)
+    assert [m["role"] for m in before] == ["user", "assistant"]
+
+    page.get_by_test_id("regenerate").click()
+    eventually(lambda: model_requests_with(stack, marker) == 2, what="the regenerate request")
+    assert wait_ready(page) == "ready"
+    page.wait_for_function(
+        "([selector, text]) => [...document.querySelectorAll(selector)]"
+        ".some(e => e.textContent === text)",
+        arg=[ASSISTANT_TEXTS, before[1]["text"]],
+    )
+    after = messages(page)
+    assert after == before, "regenerate must replace the reply under the same id"
+
+    authorization = reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page) == before
+    rows = stored(stack, session, "define", authorization)
+    assert [m["role"] for m in rows] == ["user", "assistant"], rows
+    assert rows[1]["id"] == before[1]["id"]
+    assert rows[1]["metadata"]["status"] == "complete"
+    assert text_of(rows[1]) == before[1]["text"]
+
+
+def test_stop_keeps_the_full_reply_on_the_server(page: Any, stack: Stack) -> None:
+    session = new_session()
+    open_chat(page, stack, session, "prototype")
+    send(page, "Write a long one [[standin words=300 delay_ms=120 chunks=60]]")
+    full = "Echo: Write a long one" + "".join(f" w{i}" for i in range(1, 301))
+
+    page.wait_for_function(
+        "(selector) => [...document.querySelectorAll(selector)]"
+        ".some(e => e.textContent.length > 40)",
+        arg=ASSISTANT_TEXTS,
+    )
+    page.get_by_test_id("stop").click()
+    assert wait_ready(page) == "ready"
+    page.get_by_test_id("send").wait_for()
+    partial = messages(page)[-1]
+    assert partial["role"] == "assistant"
+    assert 0 < len(partial["text"]) < len(full), "Stop did not stop the reply mid-way"
+    time.sleep(0.5)
+    assert messages(page)[-1]["text"] == partial["text"], "the reply kept growing after Stop"
+
+    # The function kept generating: poll its GET until the reply is complete.
+    authorization = reload_and_capture_token(page)
+
+    def complete() -> dict[str, Any] | None:
+        rows = stored(stack, session, "prototype", authorization)
+        reply = rows[-1] if rows and rows[-1]["role"] == "assistant" else None
+        return reply if reply and reply["metadata"]["status"] == "complete" else None
+
+    reply = eventually(complete, timeout=30, what="the stored reply to complete")
+    assert reply["id"] == partial["id"]
+    assert text_of(reply) == full
+
+    # A reload now shows the whole reply.
+    reload_and_capture_token(page)
+    page.wait_for_function(
+        "([selector, n]) => [...document.querySelectorAll(selector)]"
+        ".some(e => e.textContent.length === n)",
+        arg=[ASSISTANT_TEXTS, len(full)],
+    )
+    assert [m["text"] for m in messages(page)][-1] == full
+
+
+def test_upstream_fault_shows_an_error_and_retry_recovers(page: Any, stack: Stack) -> None:
+    # `times` counts per set of knobs across the stand-in's life: start from a clean count.
+    urllib.request.urlopen(
+        urllib.request.Request(f"{stack.standin_url}/_standin/requests", method="DELETE"),
+        timeout=10,
+    ).close()
+    session = new_session()
+    open_chat(page, stack, session, "test")
+    # Two upstream 500s: both of the function's attempts fail, so it answers 503 JSON.
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.startswith(stack.function_url)
+    ) as answer:
+        send(page, "Break please [[standin status=500 times=2]]")
+    assert answer.value.status == 503
+    assert wait_ready(page) == "error"
+    error = page.get_by_test_id("error")
+    error.wait_for()
+    assert "busy right now" in error.inner_text()
+    assert "model_unavailable" in error.inner_text()
+    # The user's message stays; no assistant reply appears.
+    assert [m["role"] for m in messages(page)] == ["user"]
+
+    # The upstream has recovered: Retry answers the same message again.
+    page.get_by_test_id("retry").click()
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert wait_ready(page) == "ready"
+    assert not error.is_visible()
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    assert shown[1]["text"] == "Echo: Break please"
+    reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page) == shown
+
+
+def test_screenshot_of_a_conversation(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A tidy conversation for docs/screenshot.png (also checks two turns in one step)."""
+    open_chat(page, stack, f"team-blue-{uuid.uuid4().hex[:4]}", "ideate")
+    for text in (
+        "How might we help first-year students find a study group?",
+        "Give me three wild ideas for the first week of term.",
+    ):
+        send(page, text)
+        assert wait_ready(page) == "ready"
+    page.get_by_test_id("message-input").fill("Which idea is the easiest to prototype?")
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]
+    assert shown[3]["text"] == "Echo: Give me three wild ideas for the first week of term."
+    # The committed screenshot is rewritten only on request, so a test run leaves git clean.
+    target = SCREENSHOT
+    if SCREENSHOT.exists() and not os.environ.get("UPDATE_SCREENSHOT"):
+        target = tmp_path / SCREENSHOT.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 860, "height": 660})
+    page.screenshot(path=str(target))
