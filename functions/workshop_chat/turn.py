@@ -263,15 +263,14 @@ class Generation:
     """The events of one reply, kept so that a late listener (a re-send) replays them all."""
 
     reply_id: str
-    claim: Claim | None = None
+    claim: Claim
     events: list[Event] = field(default_factory=list)
     done: bool = False
     last_activity: float = field(default_factory=time.monotonic)
-    stalled: bool = False
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def publish(self, event: Event) -> bool:
-        """Append an event; False once the generation is closed (stalled or finished)."""
+        """Append an event; False once the reply has ended (finished, failed or replaced)."""
         with self.cond:
             if self.done:
                 return False
@@ -548,7 +547,6 @@ class Chat:
         trace: str | None,
     ) -> None:
         claim = generation.claim
-        assert claim is not None
         started = time.monotonic()
         first_token: float | None = None
         parts: list[str] = []
@@ -642,7 +640,6 @@ class Chat:
     ) -> None:
         """Write the reply's final state, then tell listeners: they never see an unsaved end."""
         claim = generation.claim
-        assert claim is not None
         meta = self._metadata(claim.created_at, model, usage)
         saved: bool | None = None
         for attempt in range(4):
@@ -729,7 +726,7 @@ class Chat:
         """On SIGTERM: store the text of every reply in flight; they show as interrupted later."""
         count = 0
         for _, generation in self._snapshot():
-            if generation.claim is None or generation.done:
+            if generation.done:
                 continue
             try:
                 generation.claim.checkpoint(generation.text())
