@@ -706,6 +706,18 @@ class Chat:
                     # The worker is stuck in a read it cannot be pulled out of: settle the
                     # reply here; the worker finds it closed when the read returns.
                     generation.last_activity = now
+                    log.warning(
+                        "gemini went silent: reply ended as an error",
+                        extra={
+                            "fields": {
+                                "sessionId": key[0],
+                                "stepId": key[1],
+                                "replyId": generation.reply_id,
+                                "status": "error",
+                                "stallSeconds": self.stall_seconds,
+                            }
+                        },
+                    )
                     self._pool.submit(
                         self._settle,
                         key,
