@@ -302,6 +302,11 @@ else
   note "# Firestore (default) database exists ($db_type)"
 fi
 
+# Rate-limit counters carry expireAt: a TTL policy deletes them, so they never pile up.
+# Setting the same policy again is harmless (re-runs), and a failure here is not fatal.
+run gcloud firestore fields ttls update expireAt --collection-group=rateLimits --enable-ttl \
+  --async "${P[@]}" --quiet || warn "could not set the TTL on rateLimits.expireAt; set it later"
+
 # 5. The function. --allow-unauthenticated is deliberate: the function verifies Firebase ID
 #    tokens itself (AUTH_MODE=firebase), so IAM must let the browser's requests through.
 env_vars="GOOGLE_CLOUD_PROJECT=$PROJECT|GEMINI_MODEL=$MODEL|ALLOWED_ORIGINS=$ALLOWED_ORIGINS_VALUE"

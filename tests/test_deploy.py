@@ -456,6 +456,7 @@ def test_dry_run_prints_every_command_and_runs_none(
         "gcloud projects add-iam-policy-binding demo-x",
         "gcloud firestore databases describe",
         "gcloud firestore databases create",
+        "gcloud firestore fields ttls update expireAt --collection-group=rateLimits --enable-ttl",
         "gcloud functions deploy chat --gen2 --region=europe-west1 --project=demo-x",
         "gcloud run services update chat --region=europe-west1 --project=demo-x "
         "--no-cpu-throttling",
