@@ -170,15 +170,19 @@ def text_of(chunks: list[Any]) -> str:
     return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
 
 
+def function_env(emulator: str, standin: support.Service, **extra: str) -> dict[str, str]:
+    """The environment of a function process wired to the test emulator and stand-in."""
+    return {
+        **BASE_ENV,
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "GOOGLE_GEMINI_BASE_URL": standin.url,
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def live_function(emulator: str, standin_service: support.Service) -> Iterator[support.Service]:
     """The function as production runs it (functions-framework, gunicorn) on a free port."""
-    env = {
-        **BASE_ENV,
-        "FIRESTORE_EMULATOR_HOST": emulator,
-        "GOOGLE_GEMINI_BASE_URL": standin_service.url,
-        "THREADS": "64",
-    }
-    service = support.start_function(env)
+    service = support.start_function(function_env(emulator, standin_service, THREADS="64"))
     yield service
     service.stop()

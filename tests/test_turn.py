@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.conftest import chat_body, function_env, sse_chunks, text_of
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
 
@@ -111,15 +111,9 @@ def test_a_reply_stuck_in_streaming_shows_as_interrupted_with_its_partial_text(
     emulator, standin_service, db
 ):
     """Kill the instance mid-reply: the checkpoint survives and history calls it interrupted."""
-    env = {
-        "GOOGLE_CLOUD_PROJECT": support.PROJECT,
-        "GEMINI_API_KEY": "k",
-        "AUTH_MODE": "none",
-        "FIRESTORE_EMULATOR_HOST": emulator,
-        "GOOGLE_GEMINI_BASE_URL": standin_service.url,
-        "CHECKPOINT_SECONDS": "0.1",
-        "INTERRUPTED_AFTER_SECONDS": "1",
-    }
+    env = function_env(
+        emulator, standin_service, CHECKPOINT_SECONDS="0.1", INTERRUPTED_AFTER_SECONDS="1"
+    )
     function = support.start_function(env)
     try:
         sock = post_raw(function.url, chat_body("doomed [[standin chunks=30 delay_ms=100]]"))
@@ -146,14 +140,8 @@ def test_a_reply_stuck_in_streaming_shows_as_interrupted_with_its_partial_text(
 
 
 def test_sigterm_checkpoints_replies_in_flight(emulator, standin_service, db):
-    env = {
-        "GOOGLE_CLOUD_PROJECT": support.PROJECT,
-        "GEMINI_API_KEY": "k",
-        "AUTH_MODE": "none",
-        "FIRESTORE_EMULATOR_HOST": emulator,
-        "GOOGLE_GEMINI_BASE_URL": standin_service.url,
-        "CHECKPOINT_SECONDS": "60",  # only the SIGTERM handler can have written the text
-    }
+    # With checkpoints a minute apart, only the SIGTERM handler can have written the text.
+    env = function_env(emulator, standin_service, CHECKPOINT_SECONDS="60")
     function = support.start_function(env)
     try:
         sock = post_raw(
