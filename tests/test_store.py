@@ -113,3 +113,16 @@ def test_the_rate_limit_counts_per_user_per_minute(store):
     assert store.take_turn_token("alice", 2, NOW + 1) == 59
     assert store.take_turn_token("bob", 2, NOW + 1) is None
     assert store.take_turn_token("alice", 2, NOW + 61) is None
+
+
+def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, db):
+    """The client retries a commit that timed out: the retry then fails its precondition on
+    our own write. The claim is in that state when its update time is older than the doc's."""
+    claim = begin_new(store)
+    stale = claim.update_time
+    claim.checkpoint("partial")
+    claim.update_time = stale
+    claim.checkpoint("more")  # no LostClaim: the document is still this generation's
+    claim.finish("done", "complete", "stop", None, "m")
+    reply = db.document("sessions/s1/steps/define/messages/u1~reply").get().to_dict()
+    assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")

@@ -274,7 +274,13 @@ class FirestoreStore:
         if not c.step_exists:
             self.cache.put(key, revision, new)
         return _Claim(
-            self, key, messages.document(reply_id), results[-1].update_time, reply_at, revision
+            self,
+            key,
+            messages.document(reply_id),
+            results[-1].update_time,
+            reply_at,
+            revision,
+            generation,
         )
 
     def _begin_again(
@@ -353,7 +359,7 @@ class FirestoreStore:
             return sorted([*kept, reply], key=lambda m: m.created_at)
 
         self.cache.advance(key, c.revision, revision, change)
-        return _Claim(self, key, reply_ref, snap.update_time, reply_at, revision)
+        return _Claim(self, key, reply_ref, snap.update_time, reply_at, revision, generation)
 
     def _reply_doc(
         self, user_id: str, reply_id: str, created_at: float, generation: str
@@ -441,6 +447,7 @@ class _Claim:
         update_time: Any,
         created_at: float,
         revision: str,
+        generation: str,
     ) -> None:
         self.store = store
         self.key = key
@@ -448,8 +455,25 @@ class _Claim:
         self.update_time = update_time
         self.created_at = created_at
         self.revision = revision
+        self.generation = generation
         self.settled = False
         self._lock = threading.Lock()
+
+    def _recover(self) -> dict[str, Any]:
+        """After a failed precondition: still ours, or taken over?
+
+        The client retries a commit that timed out, and when the first attempt had landed the
+        retry fails its precondition on our own write. The generation tells the two apart.
+        """
+        try:
+            snap = self.ref.get(retry=self.store._retry, timeout=self.store.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        data = snap.to_dict() if snap.exists else None
+        if data is None or data.get("generation") != self.generation:
+            raise LostClaim()
+        self.update_time = snap.update_time
+        return data
 
     def checkpoint(self, text: str) -> None:
         now = datetime.now(UTC)
@@ -464,8 +488,11 @@ class _Claim:
                     retry=self.store._retry,
                     timeout=self.store.timeout,
                 )
-            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            except gexc.NotFound as exc:
                 raise LostClaim() from exc
+            except gexc.FailedPrecondition:
+                self._recover()  # our own retried write landed: carry on from it
+                return
             except gexc.GoogleAPIError as exc:
                 raise StoreUnavailable() from exc
             self.update_time = result.update_time
@@ -484,26 +511,34 @@ class _Claim:
                 return
             now = datetime.now(UTC)
             revision = uuid.uuid4().hex
-            batch = db.batch()
-            batch.update(
-                self.ref,
-                {
-                    "parts": _parts(text),
-                    "status": status,
-                    "finishReason": finish_reason,
-                    "usage": usage,
-                    "model": model,
-                    "updatedAt": now,
-                },
-                option=db.write_option(last_update_time=self.update_time),
-            )
-            batch.update(self.ref.parent.parent, {"revision": revision, "updatedAt": now})
-            try:
-                batch.commit(retry=self.store._retry, timeout=self.store.timeout)
-            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-                raise LostClaim() from exc
-            except gexc.GoogleAPIError as exc:
-                raise StoreUnavailable() from exc
+            final = {
+                "parts": _parts(text),
+                "status": status,
+                "finishReason": finish_reason,
+                "usage": usage,
+                "model": model,
+            }
+            for attempt in range(2):
+                batch = db.batch()
+                batch.update(
+                    self.ref,
+                    {**final, "updatedAt": now},
+                    option=db.write_option(last_update_time=self.update_time),
+                )
+                batch.update(self.ref.parent.parent, {"revision": revision, "updatedAt": now})
+                try:
+                    batch.commit(retry=self.store._retry, timeout=self.store.timeout)
+                    break
+                except gexc.NotFound as exc:
+                    raise LostClaim() from exc
+                except gexc.FailedPrecondition as exc:
+                    stored = self._recover()
+                    if all(stored.get(k) == v for k, v in final.items()):
+                        break  # a retried commit of this very write had landed
+                    if attempt:
+                        raise LostClaim() from exc
+                except gexc.GoogleAPIError as exc:
+                    raise StoreUnavailable() from exc
             self.settled = True
 
         reply_id = self.ref.id
