@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmarks the chat function as production runs it (functions-framework -> gunicorn, one
+# worker) against the Firestore emulator and the Gemini stand-in, and prints the tables.
+#
+#   ./bench.sh            full run (~6-7 minutes): 100/500/1000 concurrent 30 s streams
+#   ./bench.sh --quick    small counts (~2-3 minutes), for development
+#   ./bench.sh --out DIR  keep logs, results.json and report.md in DIR (default: a new /tmp dir)
+#   other options go to `python -m bench` (--only PHASES, --levels N,N, --env NAME=VALUE; --help)
+#
+# Everything it starts runs in process groups that are stopped on exit, Ctrl-C included.
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=scripts/lib.sh disable=SC1091
+. scripts/lib.sh
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+
+args=()
+out=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) args+=(--quick); shift ;;
+    --out)
+      [ $# -ge 2 ] || { usage >&2; exit 2; }
+      out=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+ensure_venv
+
+# A thousand streams hold ~4000 sockets across the function, stand-in and client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+  echo "warning: ulimit -n is $(ulimit -n); 1000 streams need about 4500 descriptors" >&2
+fi
+
+run_dir=${out:-$(mktemp -d "${TMPDIR:-/tmp}/workshop-chat-bench.XXXXXX")}
+mkdir -p "$run_dir"
+run_dir=$(cd "$run_dir" && pwd)
+# bench/services.py appends the process group of every service it starts here.
+export BENCH_PGID_FILE="$run_dir/pgids"
+: >"$BENCH_PGID_FILE"
+
+# shellcheck disable=SC2317 # runs from the EXIT trap
+cleanup() {
+  local status=$? pgid groups
+  # Every group at once (the driver's and each service's), then wait, then SIGKILL.
+  groups=("${CHILD_GROUPS[@]}")
+  mapfile -t -O "${#groups[@]}" groups <"$BENCH_PGID_FILE"
+  for pgid in "${groups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
+  for pgid in "${groups[@]}"; do
+    for _ in $(seq 50); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+  done
+  CHILD_GROUPS=()
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_group .venv/bin/python -m bench "${args[@]}" --out "$run_dir"
+status=0
+wait "${CHILD_GROUPS[0]}" || status=$?
+echo "logs, results.json and report.md: $run_dir" >&2
+exit "$status"
