@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tests.support import firestore_emulator_command
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-workshop-chat"
-EMULATOR_JAR = Path(
-    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
-)
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -113,18 +111,7 @@ def wait_http(url: str, timeout: float, service: Service) -> None:
 
 def start_firestore_emulator(run_dir: Path) -> Service:
     port = free_port()
-    if EMULATOR_JAR.exists() and shutil.which("java"):
-        command = [
-            "java",
-            "-cp",
-            str(EMULATOR_JAR),
-            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ]
-    else:
-        command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
+    command = firestore_emulator_command(port)
     log = run_dir / "firestore.log"
     service = Service("firestore", spawn("firestore", command, log), f"127.0.0.1:{port}", log)
     try:
