@@ -31,7 +31,8 @@ Function settings:
   --allowed-origins LIST  comma-separated browser origins allowed by CORS, e.g.
                           https://app.example.com (else $ALLOWED_ORIGINS; warns when empty)
   --model NAME            Gemini model (else $GEMINI_MODEL, default gemini-2.5-flash)
-  --concurrency N         requests per instance, 1-1000 (default 1000); THREADS is set to match
+  --concurrency N         requests per instance, 1-1000 (default 250: what one worker was
+                          measured to stream without error; see README); THREADS matches
   --cpu N                 vCPUs per instance: 1, 2, 4, 6 or 8 (default 2)
   --memory SIZE           memory per instance (default 1Gi)
   --min-instances N       instances kept running even when idle (default 0)
@@ -60,7 +61,7 @@ PROJECT=""
 REGION_OPT=""
 ALLOWED_ORIGINS_OPT="${ALLOWED_ORIGINS-}"
 MODEL="${GEMINI_MODEL:-gemini-2.5-flash}"
-CONCURRENCY=1000
+CONCURRENCY=250
 CPU=2
 MEMORY=1Gi
 MIN_INSTANCES=0

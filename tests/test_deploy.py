@@ -197,7 +197,7 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert f["source"] == "functions" and f["entry-point"] == "chat"
     assert f["timeout"] == "3600s"
     assert f["cpu"] == "2" and f["memory"] == "1Gi"
-    assert f["concurrency"] == "1000" and env_vars(argv)["THREADS"] == "1000"
+    assert f["concurrency"] == "250" and env_vars(argv)["THREADS"] == "250"
     assert f["service-account"] == RUNTIME_SA
     assert f["build-service-account"] == f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
     assert f["min-instances"] == "0"
