@@ -173,6 +173,19 @@ def test_a_resend_during_generation_joins_it_instead_of_starting_another(client,
     assert ids(db) == ["m1", "m1~reply"]
 
 
+def test_a_resend_to_another_instance_follows_the_generation_there(make_app, db, standin):
+    first, second = make_app().test_client(), make_app().test_client()
+    body = chat_body("elsewhere [[standin chunks=8 delay_ms=150]]")
+    original = first.post("/", json=body)  # generating on the first instance
+    follower = second.post("/", json=body)
+    followed = sse_chunks(follower.data)
+    assert text_of(followed) == "Echo: elsewhere" == text_of(sse_chunks(original.data))
+    assert followed[0]["messageId"] == "m1~reply"
+    assert followed[-2]["finishReason"] == "stop"
+    assert len(standin.model_requests()) == 1
+    assert ids(db) == ["m1", "m1~reply"]
+
+
 def test_twenty_identical_posts_at_once_give_one_user_message_one_reply_one_model_call(
     live_function, db, standin
 ):

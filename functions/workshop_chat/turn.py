@@ -454,11 +454,14 @@ class Chat:
     def _follow(self, key: tuple[str, str], reply: Message) -> Iterator[Event]:
         """Another instance is generating: relay its checkpoints until the reply settles."""
         yield Started(reply.id, self._metadata(reply.created_at, reply.model))
-        sent = 0
+        sent = ""
         while True:
-            if len(reply.text) > sent:
-                yield TextDelta(reply.text[sent:])
-                sent = len(reply.text)
+            if not reply.text.startswith(sent):  # regenerated meanwhile: not what we relayed
+                yield Failed(REPLACED_TEXT)
+                return
+            if len(reply.text) > len(sent):
+                yield TextDelta(reply.text[len(sent) :])
+                sent = reply.text
             if reply.status != "streaming":
                 yield self._ending(reply)
                 return
