@@ -45,16 +45,10 @@ export BENCH_PGID_FILE="$run_dir/pgids"
 
 # shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
-  local status=$? pgid groups
-  # Every group at once (the driver's and each service's), then wait, then SIGKILL.
-  groups=("${CHILD_GROUPS[@]}")
-  mapfile -t -O "${#groups[@]}" groups <"$BENCH_PGID_FILE"
-  for pgid in "${groups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-  for pgid in "${groups[@]}"; do
-    for _ in $(seq 50); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-  done
-  CHILD_GROUPS=()
+  local status=$?
+  # The groups of the services bench/services.py started join the driver's; stop_all ends all.
+  [ -f "$BENCH_PGID_FILE" ] && mapfile -t -O "${#CHILD_GROUPS[@]}" CHILD_GROUPS <"$BENCH_PGID_FILE"
+  stop_all
   exit "$status"
 }
 trap cleanup EXIT
