@@ -13,6 +13,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-workshop-chat"
@@ -84,20 +85,30 @@ def firestore_emulator_command(port: int) -> list[str]:
     return ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
 
 
-def start_firestore_emulator(log: Path | None = None) -> Service:
-    port = free_port()
-    command = firestore_emulator_command(port)
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+def _start(command: list[str], url: str, ready: str, timeout: float, **popen: Any) -> Service:
+    """Spawn in a process group of its own, keep reading its output, and wait until `ready`
+    answers; a service that never does is stopped, and what it said is shown."""
     process = subprocess.Popen(
-        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **popen,
     )
-    service = Service(process, f"127.0.0.1:{port}")
+    service = Service(process, url).drain()
     try:
-        wait_http(f"http://127.0.0.1:{port}/", 60, process)
-    except Exception:
+        wait_http(ready, timeout, process)
+    except RuntimeError as exc:
         service.stop()
-        raise
+        output = "\n".join(service.output[-30:])
+        raise RuntimeError(f"{Path(command[0]).name} did not start ({exc}):\n{output}") from None
     return service
+
+
+def start_firestore_emulator() -> Service:
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    return _start(firestore_emulator_command(port), host, f"http://{host}/", 60)
 
 
 def start_standin() -> Service:
@@ -128,31 +139,19 @@ def start_function(env: dict[str, str], port: int | None = None) -> Service:
     runtime = Path(env.get("XDG_RUNTIME_DIR") or f"/tmp/workshop-chat-run-{port}")
     runtime.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env, "PORT": str(port), "XDG_RUNTIME_DIR": str(runtime)}
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "functions-framework"),
-            "--target",
-            "chat",
-            "--source",
-            str(ROOT / "functions" / "main.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=ROOT / "functions",
-    )
-    service = Service(process, f"http://127.0.0.1:{port}").drain()
-    try:
-        wait_http(f"{service.url}/healthz", 30, process)
-    except Exception:
-        service.stop()
-        raise
-    return service
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--target",
+        "chat",
+        "--source",
+        str(ROOT / "functions" / "main.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return _start(command, url, f"{url}/healthz", 30, env=full_env, cwd=ROOT / "functions")
 
 
 DEMO = ROOT / "demo"
@@ -191,22 +190,8 @@ def start_auth_emulator(
         str(workdir / "firebase.json"),
     ]
     env = {**os.environ, "TMPDIR": str(workdir), "NO_UPDATE_NOTIFIER": "1"}
-    process = subprocess.Popen(
-        command,
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    service = Service(process, f"127.0.0.1:{port}").drain()
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", timeout, process)
-    except RuntimeError as exc:
-        service.stop()
-        output = "\n".join(service.output[-30:])
-        raise RuntimeError(f"the Auth emulator did not start ({exc}):\n{output}") from None
-    return service
+    host = f"127.0.0.1:{port}"
+    return _start(command, host, f"http://{host}/", timeout, cwd=workdir, env=env)
 
 
 def build_demo(out_dir: Path, env: dict[str, str]) -> None:
@@ -228,27 +213,16 @@ def start_demo(out_dir: Path, port: int | None = None) -> Service:
     """`vite preview` serving a `build_demo` output on 127.0.0.1."""
     port = port or free_port()
     vite = DEMO / "node_modules" / ".bin" / "vite"
-    process = subprocess.Popen(
-        [
-            str(vite),
-            "preview",
-            "--outDir",
-            str(out_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--strictPort",
-        ],
-        cwd=DEMO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    service = Service(process, f"http://127.0.0.1:{port}").drain()
-    try:
-        wait_http(service.url + "/", 30, process)
-    except Exception:
-        service.stop()
-        raise
-    return service
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(vite),
+        "preview",
+        "--outDir",
+        str(out_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--strictPort",
+    ]
+    return _start(command, url, url + "/", 30, cwd=DEMO)
