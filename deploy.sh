@@ -311,7 +311,7 @@ run gcloud firestore fields ttls update expireAt --collection-group=rateLimits -
 # 5. The function. --allow-unauthenticated is deliberate: the function verifies Firebase ID
 #    tokens itself (AUTH_MODE=firebase), so IAM must let the browser's requests through.
 env_vars="GOOGLE_CLOUD_PROJECT=$PROJECT|GEMINI_MODEL=$MODEL|ALLOWED_ORIGINS=$ALLOWED_ORIGINS_VALUE"
-env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY"
+env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY|WORKERS=$CPU"
 if ((VERTEX)); then
   env_vars+="|GOOGLE_GENAI_USE_VERTEXAI=true|GOOGLE_CLOUD_LOCATION=$VERTEX_LOCATION"
   credentials=(--clear-secrets)

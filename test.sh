@@ -17,5 +17,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
-echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+echo "== unit tests (no processes)"
+.venv/bin/python -m pytest tests/unit "$@"
+
+echo "== integration tests (emulators, stand-in, AI SDK readers, Chromium)"
+exec .venv/bin/python -m pytest --ignore=tests/unit "$@"

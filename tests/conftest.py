@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from google import genai
-from google.genai import types
 
 from tests import support
 
@@ -88,9 +87,9 @@ def db(emulator: str) -> Any:
 @pytest.fixture(scope="session")
 def genai_client(standin_service: support.Service) -> genai.Client:
     """One client for the session: building one costs ~0.3 s, and it holds no test state."""
-    return genai.Client(
-        api_key="test-key", http_options=types.HttpOptions(base_url=standin_service.url)
-    )
+    from workshop_chat.model import make_client
+
+    return make_client(100, api_key="test-key", base_url=standin_service.url)
 
 
 BASE_ENV = {

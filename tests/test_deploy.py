@@ -198,6 +198,8 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert f["timeout"] == "3600s"
     assert f["cpu"] == "2" and f["memory"] == "1Gi"
     assert f["concurrency"] == "250" and env_vars(argv)["THREADS"] == "250"
+    # One gunicorn worker per vCPU: claims live in Firestore, so workers need not share.
+    assert env_vars(argv)["WORKERS"] == f["cpu"]
     assert f["service-account"] == RUNTIME_SA
     assert f["build-service-account"] == f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
     assert f["min-instances"] == "0"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_chat.model import Gemini, finish_reason
-from workshop_chat.turn import ModelDone, ModelFailed, ModelText, ModelUnavailable
+from workshop_chat.domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
+from workshop_chat.model import Gemini, Retries, collect, finish_reason
 
 
 @pytest.fixture
@@ -15,18 +15,14 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def gemini(genai_client, sleeps) -> Gemini:
-    return Gemini(
-        genai_client,
-        "gemini-test",
-        attempts=3,
-        initial_delay=0.01,
-        max_wait=10,
-        sleep=sleeps.append,
-    )
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return Gemini(genai_client, "gemini-test", retries=Retries(3, 0.01, 10), sleep=sleep)
 
 
 def run(gemini: Gemini, text: str = "Hi") -> tuple[str, ModelDone]:
-    items = list(gemini.stream("be brief", [("user", text)]))
+    items = collect(gemini, "be brief", [("user", text)])
     assert isinstance(items[-1], ModelDone)
     assert all(isinstance(i, ModelText) for i in items[:-1])
     return "".join(i.text for i in items[:-1]), items[-1]
@@ -83,23 +79,22 @@ def test_client_errors_are_not_retried(gemini, standin, sleeps, status):
 def test_a_cut_after_text_raises_after_yielding_it_and_is_not_retried(gemini, standin):
     items = []
     with pytest.raises(ModelFailed):
-        for item in gemini.stream("s", [("user", "abcdef [[standin chunks=4 cut_after=2]]")]):
-            items.append(item)
+        collect(gemini, "s", [("user", "abcdef [[standin chunks=4 cut_after=2]]")], items)
     assert [i.text for i in items] == ["Ech", "o: "]
     assert len(standin.model_requests()) == 1
 
 
 def test_unreachable_gemini_is_unavailable(sleeps):
-    from google import genai
-    from google.genai import types
-
     from tests.support import free_port
+    from workshop_chat.model import make_client
 
-    client = genai.Client(
-        api_key="k", http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{free_port()}")
-    )
+    client = make_client(2, api_key="k", base_url=f"http://127.0.0.1:{free_port()}")
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
     with pytest.raises(ModelUnavailable):
-        list(Gemini(client, "m", attempts=2, sleep=sleeps.append).stream("s", [("user", "x")]))
+        collect(Gemini(client, "m", retries=Retries(2), sleep=sleep), "s", [("user", "x")])
     assert len(sleeps) == 1
 
 
@@ -137,6 +132,6 @@ def test_finish_reason_mapping(gemini_reason, ai_sdk):
 
 def test_temperature_and_max_output_tokens_reach_gemini(genai_client, standin):
     gemini = Gemini(genai_client, "m", temperature=0.3, max_output_tokens=77)
-    list(gemini.stream("s", [("user", "x")]))
+    collect(gemini, "s", [("user", "x")])
     config = standin.model_requests()[0]["body"]["generationConfig"]
     assert config == {"temperature": 0.3, "maxOutputTokens": 77}

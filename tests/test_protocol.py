@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workshop_chat import protocol
-from workshop_chat.turn import (
+from workshop_chat.domain import (
     BadRequest,
     Failed,
     Finished,

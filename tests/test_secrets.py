@@ -17,14 +17,10 @@ import urllib.request
 from typing import Any
 
 import pytest
-from google import genai
-from google.genai import types
 
 from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
-from workshop_chat.logs import JsonFormatter
-from workshop_chat.model import Gemini
-from workshop_chat.turn import (
+from workshop_chat.domain import (
     BLOCKED_TEXT,
     BUSY_TEXT,
     CUT_TEXT,
@@ -32,6 +28,8 @@ from workshop_chat.turn import (
     ModelFailed,
     ModelUnavailable,
 )
+from workshop_chat.logs import JsonFormatter
+from workshop_chat.model import Gemini, Retries, collect, make_client
 
 SECRET = "AIza-test-SECRET-1234"
 PRIVATE = "PRIVATE-USER-TEXT-7f3a"
@@ -195,10 +193,10 @@ def records():
 def test_the_adapter_raises_our_own_errors_without_upstream_text(
     standin, records, contents, raised
 ):
-    client = genai.Client(api_key=SECRET, http_options=types.HttpOptions(base_url=standin.url))
-    model = Gemini(client, "gemini-2.5-flash", attempts=2, initial_delay=0.0, sleep=lambda s: None)
+    client = make_client(2, api_key=SECRET, base_url=standin.url)
+    model = Gemini(client, "gemini-2.5-flash", retries=Retries(2, 0.0))
     with pytest.raises(raised) as caught:
-        list(model.stream("system", contents))
+        collect(model, "system", contents)
     error = caught.value
     assert error.__cause__ is None and error.__suppress_context__
     assert leaks(str(error)) == [] and leaks(repr(error)) == []

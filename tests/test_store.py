@@ -1,13 +1,15 @@
-"""Firestore adapter on the emulator: create-if-absent, the history cache, claims, ownership."""
+"""Firestore adapter on the emulator: claims, the precondition-validated cache, batched writes."""
 
 from __future__ import annotations
 
 import pytest
 
+from workshop_chat.checkpoints import ReplyWrite
+from workshop_chat.domain import Ending, NotFound, UserMessage
 from workshop_chat.store import FirestoreStore
-from workshop_chat.turn import LostClaim, NotFound, UserMessage
 
 NOW = 1_800_000_000.0
+REPLY = "sessions/s1/steps/define/messages/u1~reply"
 
 
 @pytest.fixture
@@ -22,12 +24,17 @@ def begin_new(
     return store.begin(conversation, UserMessage(mid, text), f"{mid}~reply", "new", now, None)
 
 
+def finish(store: FirestoreStore, claim, text: str = "Echo") -> str:
+    (outcome,) = store.write_replies([ReplyWrite(claim, text, Ending("complete", "stop"))])
+    return outcome
+
+
 def test_a_new_turn_creates_session_step_user_message_and_claimed_reply(store, db):
     claim = begin_new(store)
     assert claim is not None
     session = db.document("sessions/s1").get().to_dict()
     assert session["ownerUid"] == "alice"
-    reply = db.document("sessions/s1/steps/define/messages/u1~reply").get().to_dict()
+    reply = db.document(REPLY).get().to_dict()
     assert (reply["status"], reply["replyTo"], reply["parts"]) == ("streaming", "u1", [])
     assert claim.created_at == NOW + 0.001
 
@@ -38,37 +45,34 @@ def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
     twin = FirestoreStore(db)
     conversation = twin.open("s1", "define", "alice")
     conversation.messages = []  # what a racing request saw before the winner's write
-    assert (
-        twin.begin(conversation, UserMessage("u1", "Hi"), "u1~reply", "new", NOW + 5, None) is None
-    )
+    twin_user = UserMessage("u1", "Hi")
+    assert twin.begin(conversation, twin_user, "u1~reply", "new", NOW + 5, None) is None
     assert db.document("sessions/s1/steps/define/messages/u1").get().update_time == before
 
 
-def test_history_is_served_from_memory_while_the_step_revision_matches(store, db):
-    claim = begin_new(store)
-    claim.finish("Echo", "complete", "stop", None, "m")
+def test_a_warm_turn_reads_nothing_and_a_stale_copy_is_caught_by_the_precondition(store, db):
+    assert finish(store, begin_new(store)) == "wrote"
     store.reads = 0
     conversation = store.open("s1", "define", "alice")
-    assert [m.id for m in conversation.messages] == ["u1", "u1~reply"]
-    assert conversation.messages[1].text == "Echo"
-    assert store.reads == 1  # the step document only
-
-
-def test_a_write_by_another_instance_invalidates_the_cached_history(store, db):
-    begin_new(store).finish("Echo", "complete", "stop", None, "m")
-    store.open("s1", "define", "alice")
+    assert [m.text for m in conversation.messages] == ["Hi", "Echo"]
+    assert store.reads == 0
+    # Another instance writes the step: our next claim fails its precondition, writes
+    # nothing, and the history is read again.
     other = FirestoreStore(db)
-    begin_new(other, "Again", "u2", now=NOW + 10).finish("Echo 2", "complete", "stop", None, "m")
-    conversation = store.open("s1", "define", "alice")
-    assert [m.text for m in conversation.messages] == ["Hi", "Echo", "Again", "Echo 2"]
+    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
+    stale = store.begin(conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None)
+    assert stale is None
+    assert not db.document("sessions/s1/steps/define/messages/u3").get().exists
+    fresh = store.open("s1", "define", "alice")
+    assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
 
 
 def test_reads_per_turn_do_not_grow_with_history(store):
     for i in range(30):
-        begin_new(store, f"m{i}", f"u{i}", now=NOW + i).finish("ok", "complete", "stop", None, "m")
+        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") == "wrote"
     store.reads = 0
     store.open("s1", "define", "alice")
-    assert store.reads == 1
+    assert store.reads == 0
 
 
 def test_another_user_gets_not_found(store):
@@ -81,31 +85,73 @@ def test_another_user_gets_not_found(store):
 
 def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
     claim = begin_new(store)
-    claim.checkpoint("partial")
-    conversation = store.open("s1", "define", "alice")
+    assert store.write_replies([ReplyWrite(claim, "partial")]) == ["wrote"]
+    conversation = store.open("s1", "define", "alice", fresh=True)
     seen = conversation.get("u1~reply")
     newer = store.begin(
         conversation, UserMessage("u1", "Hi"), "u1~reply", "regenerate", NOW + 1, seen
     )
     assert newer is not None
-    with pytest.raises(LostClaim):
-        claim.checkpoint("more")
-    with pytest.raises(LostClaim):
-        claim.finish("done", "complete", "stop", None, "m")
-    newer.finish("new", "complete", "stop", None, "m")
-    reply = db.document("sessions/s1/steps/define/messages/u1~reply").get().to_dict()
-    assert reply["parts"] == [{"type": "text", "text": "new"}]
+    assert store.write_replies([ReplyWrite(claim, "more")]) == ["lost"]
+    assert finish(store, claim, "done") == "lost"
+    assert finish(store, newer, "new") == "wrote"
+    assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "new"}]
 
 
 def test_two_regenerates_from_the_same_state_claim_once(store):
-    begin_new(store).finish("Echo", "complete", "stop", None, "m")
-    conversation = store.open("s1", "define", "alice")
+    finish(store, begin_new(store))
+    conversation = store.open("s1", "define", "alice", fresh=True)
     seen = conversation.get("u1~reply")
     user = UserMessage("u1", "Hi")
     first = store.begin(conversation, user, "u1~reply", "regenerate", NOW + 1, seen)
     second = store.begin(conversation, user, "u1~reply", "regenerate", NOW + 2, seen)
     assert first is not None
     assert second is None
+
+
+def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(store, db):
+    claims = [begin_new(store, f"t{i}", f"u{i}", now=NOW + i) for i in range(5)]
+    stale = claims[2]
+    stale.update_time = claims[0].update_time  # as if another write had landed meanwhile
+    db.document("sessions/s1/steps/define/messages/u2~reply").update({"generation": "other"})
+    outcomes = store.write_replies([ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)])
+    assert outcomes == ["wrote", "wrote", "lost", "wrote", "wrote"]
+    texts = [
+        db.document(f"sessions/s1/steps/define/messages/u{i}~reply").get().to_dict()["parts"]
+        for i in range(5)
+    ]
+    assert texts[2] == [] and texts[4] == [{"type": "text", "text": "text 4"}]
+
+
+def test_a_lease_renewal_writes_no_text_and_a_lapsed_lease_reads_as_lapsed(db):
+    store = FirestoreStore(db, lease_seconds=1.0)
+    claim = begin_new(store)
+    assert store.write_replies([ReplyWrite(claim, "some")]) == ["wrote"]
+    assert store.write_replies([ReplyWrite(claim, None)]) == ["wrote"]
+    assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "some"}]
+    assert not store.reply("s1", "define", "u1~reply").lapsed
+    import time
+
+    time.sleep(1.2)
+    assert store.reply("s1", "define", "u1~reply").lapsed
+
+
+def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
+    store = FirestoreStore(db, lease_seconds=0.2)
+    claim = begin_new(store)
+    import time
+
+    time.sleep(0.3)
+    conversation = store.open("s1", "define", "alice", fresh=True)
+    seen = store.reply("s1", "define", "u1~reply")
+    assert seen.lapsed
+    assert store.write_replies([ReplyWrite(claim, None)]) == ["wrote"]  # it was only slow
+    user = UserMessage("u1", "Hi")
+    assert store.begin(conversation, user, "u1~reply", "resume", NOW + 1, seen) is None
+    time.sleep(0.3)
+    seen = store.reply("s1", "define", "u1~reply")
+    taken = store.begin(conversation, user, "u1~reply", "resume", NOW + 1, seen)
+    assert taken is not None and taken.generation != claim.generation
 
 
 def test_the_rate_limit_counts_per_user_per_minute(store):
@@ -117,12 +163,12 @@ def test_the_rate_limit_counts_per_user_per_minute(store):
 
 def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, db):
     """The client retries a commit that timed out: the retry then fails its precondition on
-    our own write. The claim is in that state when its update time is older than the doc's."""
+    our own write. The generation tells that apart from a takeover."""
     claim = begin_new(store)
     stale = claim.update_time
-    claim.checkpoint("partial")
+    assert store.write_replies([ReplyWrite(claim, "partial")]) == ["wrote"]
     claim.update_time = stale
-    claim.checkpoint("more")  # no LostClaim: the document is still this generation's
-    claim.finish("done", "complete", "stop", None, "m")
-    reply = db.document("sessions/s1/steps/define/messages/u1~reply").get().to_dict()
+    assert store.write_replies([ReplyWrite(claim, "more")]) == ["unstored"]  # ours: try again
+    assert finish(store, claim, "done") == "wrote"
+    reply = db.document(REPLY).get().to_dict()
     assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Protocol
 
-from .turn import Unauthorized, Unavailable
+from .domain import Unauthorized, Unavailable
 
 log = logging.getLogger("workshop_chat.auth")
 

@@ -46,7 +46,9 @@ class Config:
     checkpoint_seconds: float = 1.0
     stall_seconds: float = 60.0
     reply_timeout_seconds: float = 600.0
-    interrupted_after_seconds: float = 120.0
+    # A generation renews its claim about four times per lease; a lease not renewed for this
+    # long means its instance died, and the reply may be taken over.
+    lease_seconds: float = 8.0
     # Retries before the first byte of a reply reaches anyone.
     retry_attempts: int = 4
     retry_max_wait_seconds: float = 20.0
@@ -122,9 +124,7 @@ class Config:
             checkpoint_seconds=reader.number("CHECKPOINT_SECONDS", 1.0, 0.05, 60.0),
             stall_seconds=reader.number("STALL_SECONDS", 60.0, 0.1, 3600.0),
             reply_timeout_seconds=reader.number("REPLY_TIMEOUT_SECONDS", 600.0, 1.0, 3600.0),
-            interrupted_after_seconds=reader.number(
-                "INTERRUPTED_AFTER_SECONDS", 120.0, 1.0, 86_400.0
-            ),
+            lease_seconds=reader.number("LEASE_SECONDS", 8.0, 1.0, 600.0),
             retry_attempts=reader.integer("GEMINI_RETRY_ATTEMPTS", 4, 1, 10),
             retry_max_wait_seconds=reader.number("GEMINI_RETRY_MAX_WAIT_SECONDS", 20.0, 0.0, 300.0),
             retry_initial_delay_seconds=reader.number(

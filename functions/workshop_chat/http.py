@@ -15,13 +15,11 @@ from typing import Any
 
 from flask import Request, Response
 
-from . import protocol
+from . import domain, protocol
 from .auth import Verifier
 from .config import Config
-from .logs import trace_from_headers
-from .turn import (
+from .domain import (
     BadRequest,
-    Chat,
     ChatError,
     Event,
     Failed,
@@ -31,10 +29,10 @@ from .turn import (
     NotFound,
     TextDelta,
     TooLarge,
-    Unavailable,
     UnsupportedMedia,
-    UpstreamFailed,
 )
+from .logs import trace_from_headers
+from .turn import Chat
 
 log = logging.getLogger("workshop_chat.http")
 
@@ -51,9 +49,38 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
+# Every domain error's HTTP status: the one mapping, for every route.
+STATUS: dict[type[ChatError], int] = {
+    domain.BadRequest: 400,
+    domain.Unauthorized: 401,
+    domain.NotFound: 404,
+    domain.MethodNotAllowed: 405,
+    domain.Conflict: 409,
+    domain.TooLarge: 413,
+    domain.UnsupportedMedia: 415,
+    domain.RateLimited: 429,
+    domain.UpstreamFailed: 502,
+    domain.Unavailable: 503,
+}
+
+# A reply that failed before its first text, by cause: an honest status, not a 200 stream.
+_BEFORE_TEXT: dict[str, tuple[type[ChatError], str]] = {
+    "model_unavailable": (domain.Unavailable, "model_unavailable"),
+    "storage": (domain.Unavailable, "storage_unavailable"),
+    "replaced": (domain.Conflict, "replaced"),
+    "model_error": (domain.UpstreamFailed, "model_error"),
+}
+
+
 def error_response(error: ChatError) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    return json_response(error.status, protocol.error_body(error.code, error.message), headers)
+    status = STATUS.get(type(error), 400)
+    return json_response(status, protocol.error_body(error.code, error.message), headers)
+
+
+def failure_error(failed: Failed) -> ChatError:
+    kind, code = _BEFORE_TEXT.get(failed.cause, _BEFORE_TEXT["model_error"])
+    return kind(code, failed.error_text, failed.retry_after)
 
 
 class Api:
@@ -89,6 +116,11 @@ class Api:
             raise NotFound("not_found", "no such route")
         except ChatError as error:
             return error_response(error)
+        except domain.StoreUnavailable:
+            return error_response(domain.Unavailable("storage_unavailable", "try again"))
+        except Exception:
+            log.error("request failed unexpectedly", exc_info=True)
+            return json_response(500, protocol.error_body("internal", "something went wrong"))
 
     def _only(self, request: Request, method: str) -> None:
         if request.method != method:
@@ -112,11 +144,7 @@ class Api:
         head, rest = _first_text(events)
         failed = head[-1] if head and isinstance(head[-1], Failed) else None
         if failed is not None and not any(isinstance(e, TextDelta) for e in head):
-            if failed.status == 503:
-                return error_response(
-                    Unavailable("model_unavailable", failed.error_text, failed.retry_after)
-                )
-            return error_response(UpstreamFailed("model_error", failed.error_text))
+            return error_response(failure_error(failed))
         stream = _chain(head, rest)
         if text_mode:
             return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)

@@ -7,13 +7,14 @@ No upstream error text ever leaves this module; callers get our own exception ty
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .turn import ModelDone, ModelFailed, ModelText, ModelUnavailable
+from .domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
 
 log = logging.getLogger("workshop_chat.model")
 
@@ -39,22 +40,41 @@ def finish_reason(gemini_reason: str | None) -> str:
     return _FINISH.get(gemini_reason, "other")
 
 
-def make_client(max_connections: int, timeout_seconds: float) -> Any:
-    """One client per process; its pool must hold every concurrent stream, or they queue."""
+def make_client(max_connections: int, **options: Any) -> Any:
+    """One client per process; its pool must hold every concurrent stream, or they queue.
+
+    The async transport is named, not left to the SDK: it would pick aiohttp wherever that
+    happens to be installed, so tests and production would read streams differently. No read
+    timeout: the reply's read deadline and total limit are enforced by the generation itself
+    (`reply.drive`), in the same place that decides how the reply ends. `options` (api_key,
+    base_url) are for tests; deployed, the SDK reads its own environment variables.
+    """
     import httpx2
     from google import genai
     from google.genai import types
 
-    return genai.Client(
-        http_options=types.HttpOptions(
-            timeout=int(timeout_seconds * 1000),
-            client_args={
-                "limits": httpx2.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
-                )
-            },
-        )
+    limits = httpx2.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    timeout = httpx2.Timeout(None, connect=10.0)
+    base_url = options.pop("base_url", None)
+    return genai.Client(
+        **options,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            client_args={"limits": limits, "timeout": timeout},
+            httpx_async_client=httpx2.AsyncClient(limits=limits, timeout=timeout),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Retries before the first byte of a reply reaches anyone."""
+
+    attempts: int = 4
+    initial_delay: float = 0.5
+    max_wait: float = 20.0
 
 
 class Gemini:
@@ -67,23 +87,19 @@ class Gemini:
         *,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
-        attempts: int = 4,
-        initial_delay: float = 0.5,
-        max_wait: float = 20.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retries: Retries = Retries(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client = client
         self.name = name
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
-        self.attempts = attempts
-        self.initial_delay = initial_delay
-        self.max_wait = max_wait
+        self.retries = retries
         self.sleep = sleep
 
-    def stream(
+    async def stream(
         self, system: str, contents: list[tuple[str, str]]
-    ) -> Iterator[ModelText | ModelDone]:
+    ) -> AsyncIterator[ModelText | ModelDone]:
         from google.genai import errors, types
 
         # google-genai converts every message of `contents` through pydantic on every call:
@@ -99,13 +115,15 @@ class Gemini:
             http_options=types.HttpOptions(extra_body={"contents": request}),
         )
         waited = 0.0
-        for attempt in range(1, self.attempts + 1):
+        attempts = self.retries.attempts
+        for attempt in range(1, attempts + 1):
             yielded = False
             try:
                 last: Any = None
-                for chunk in self.client.models.generate_content_stream(
+                response = await self.client.aio.models.generate_content_stream(
                     model=self.name, contents=request[-1:], config=config
-                ):
+                )
+                async for chunk in response:
                     last = chunk
                     text = _text_of(chunk)
                     if text:
@@ -122,7 +140,7 @@ class Gemini:
                     log.error("gemini refused the request", extra={"fields": {"code": exc.code}})
                     raise ModelFailed("refused") from None
                 delay = self._delay(attempt, retry_after)
-                if attempt == self.attempts or waited + delay > self.max_wait:
+                if attempt == attempts or waited + delay > self.retries.max_wait:
                     log.warning(
                         "gemini unavailable, giving up",
                         extra={"fields": {"code": exc.code, "attempts": attempt}},
@@ -133,27 +151,46 @@ class Gemini:
                     extra={"fields": {"code": exc.code, "attempt": attempt, "delay": delay}},
                 )
                 waited += delay
-                self.sleep(delay)
+                await self.sleep(delay)
             except (ModelFailed, ModelUnavailable):
                 raise
-            except Exception as exc:  # noqa: BLE001 - transport: refused, reset, cut, timeouts
+            except Exception as exc:  # noqa: BLE001 - transport: refused, reset, cut
                 name = type(exc).__name__
                 if yielded:
                     log.warning("gemini stream broke", extra={"fields": {"error": name}})
                     raise ModelFailed("transport") from None
                 delay = self._delay(attempt, None)
-                if attempt == self.attempts or waited + delay > self.max_wait:
+                if attempt == attempts or waited + delay > self.retries.max_wait:
                     log.warning("gemini unreachable", extra={"fields": {"error": name}})
                     raise ModelUnavailable(None) from None
                 waited += delay
-                self.sleep(delay)
+                await self.sleep(delay)
         raise ModelUnavailable(None)  # pragma: no cover - the loop always returns or raises
 
     def _delay(self, attempt: int, retry_after: int | None) -> float:
         if retry_after is not None:
             return float(retry_after)
-        backoff = self.initial_delay * 2 ** (attempt - 1)
+        backoff = self.retries.initial_delay * 2 ** (attempt - 1)
         return backoff * (0.5 + random.random() / 2)
+
+
+def collect(
+    model: Gemini,
+    system: str,
+    contents: list[tuple[str, str]],
+    into: list[ModelText | ModelDone] | None = None,
+) -> list[ModelText | ModelDone]:
+    """Read a whole reply from a thread, through the process loop (tools and tests)."""
+    from . import aio
+
+    items: list[ModelText | ModelDone] = [] if into is None else into
+
+    async def read() -> None:
+        async for item in model.stream(system, contents):
+            items.append(item)
+
+    aio.run(read())
+    return items
 
 
 def _text_of(chunk: Any) -> str:

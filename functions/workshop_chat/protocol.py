@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .turn import (
+from .domain import (
     BadRequest,
     Event,
     Failed,

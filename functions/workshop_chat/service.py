@@ -14,17 +14,19 @@ import threading
 from typing import Any
 
 from .auth import FirebaseAuth, NoAuth, Verifier
+from .checkpoints import Cadence, Checkpointer
 from .config import Config, ConfigError
 from .http import Api
 from .logs import setup
 from .prompts import system_prompt
-from .turn import Chat
+from .reply import Limits
+from .turn import Chat, Settings
 
 log = logging.getLogger("workshop_chat")
 
 
 def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
-    from .model import Gemini, make_client
+    from .model import Gemini, Retries, make_client
     from .store import FirestoreStore
 
     if db is None:
@@ -32,28 +34,28 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
 
         db = firestore.Client(project=config.project)
     if genai_client is None:
-        genai_client = make_client(config.max_concurrent_streams, config.reply_timeout_seconds)
+        genai_client = make_client(config.max_concurrent_streams)
     model = Gemini(
         genai_client,
         config.model,
         temperature=config.temperature,
         max_output_tokens=config.max_output_tokens,
-        attempts=config.retry_attempts,
-        initial_delay=config.retry_initial_delay_seconds,
-        max_wait=config.retry_max_wait_seconds,
+        retries=Retries(
+            config.retry_attempts,
+            config.retry_initial_delay_seconds,
+            config.retry_max_wait_seconds,
+        ),
     )
-    chat = Chat(
-        FirestoreStore(db),
-        model,
-        system_prompt,
+    store = FirestoreStore(db, lease_seconds=config.lease_seconds)
+    checkpointer = Checkpointer(store, Cadence(config.checkpoint_seconds, config.lease_seconds))
+    settings = Settings(
         history_max_chars=config.history_max_chars,
-        max_reply_bytes=config.max_reply_bytes,
         rate_limit_per_minute=config.rate_limit_per_minute,
         keepalive_seconds=config.keepalive_seconds,
-        checkpoint_seconds=config.checkpoint_seconds,
-        stall_seconds=config.stall_seconds,
-        interrupted_after_seconds=config.interrupted_after_seconds,
+        follow_seconds=config.checkpoint_seconds,
+        limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
     )
+    chat = Chat(store, model, system_prompt, checkpointer, settings)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
     return Api(config, chat, verifier)
 

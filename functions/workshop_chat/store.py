@@ -1,30 +1,41 @@
-"""Firestore: where messages live and how a reply is claimed, checkpointed and finished.
+"""Firestore: where messages live, and how a reply is claimed, checkpointed and finished.
 
 Layout: sessions/{sessionId}/steps/{stepId}/messages/{messageId}. Every write that changes a
-step's history also writes a fresh `revision` token on the step document, so an instance can
-keep the history in memory and prove it current with one small read instead of re-reading a
-history that grows with every turn.
+step's history also writes the step document, so the step's update time is the history's
+version. An instance keeps histories in memory with the version it knows, and its next write
+to the step carries that version as a precondition: the warm path reads nothing, and a failed
+precondition means someone else wrote, so the history is read again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import firestore
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
-from .turn import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
+from .checkpoints import ReplyWrite
+from .domain import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
+from .reply import LOST, UNSTORED, WROTE
 
-# Fail fast: a user waiting on a stream is better served by a clear 503 than a minute of retries.
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001
 _RATE_LOCKS = tuple(threading.Lock() for _ in range(64))
+# Writes to a step's document from this process go one at a time, each conditional on the
+# version the last one left: this process's own claims and finals then never fail each other's
+# preconditions. Striped, so memory stays flat.
+_STEP_LOCKS = tuple(threading.Lock() for _ in range(64))
+_OK, _NOT_FOUND, _FAILED_PRECONDITION = 0, 5, 9
+_MAX_BATCH = 500  # BatchWrite's limit
 
 
 def _ts(value: float) -> datetime:
@@ -43,36 +54,20 @@ def _text(parts: Any) -> str:
     )
 
 
-def _message(doc_id: str, data: dict[str, Any]) -> Message:
-    return Message(
-        id=doc_id,
-        role=data.get("role", "user"),
-        text=_text(data.get("parts")),
-        status=data.get("status", "complete"),
-        created_at=_seconds(data.get("createdAt")),
-        updated_at=_seconds(data.get("updatedAt")),
-        reply_to=data.get("replyTo"),
-        finish_reason=data.get("finishReason"),
-        usage=data.get("usage"),
-        model=data.get("model"),
-        generation=data.get("generation"),
-    )
-
-
 def _parts(text: str) -> list[dict[str, str]]:
     return [{"type": "text", "text": text}] if text else []
 
 
 @dataclass
 class Conversation:
-    """One step's history as of `revision`, oldest first."""
+    """One step's history as of `version` (the step document's update time), oldest first."""
 
     session_id: str
     step_id: str
     uid: str
     session_exists: bool
     step_exists: bool
-    revision: str | None
+    version: datetime | None
     messages: list[Message] = field(default_factory=list)
 
     def get(self, message_id: str) -> Message | None:
@@ -82,34 +77,48 @@ class Conversation:
         return None
 
 
+History = tuple[datetime, list[Message]]
+
+
 class _Cache:
-    """Histories by (session, step), bounded; valid only while the step's revision matches."""
+    """Histories by (session, step), bounded; each valid at the step version it records."""
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], tuple[str, list[Message]]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], History] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str], revision: str | None) -> list[Message] | None:
+    def get(self, key: tuple[str, str]) -> History | None:
         with self._lock:
             item = self._items.get(key)
-            if item is None or revision is None or item[0] != revision:
-                return None
-            self._items.move_to_end(key)
-            return list(item[1])
+            if item is not None:
+                self._items.move_to_end(key)
+                return item[0], list(item[1])
+            return None
 
-    def put(self, key: tuple[str, str], revision: str, messages: list[Message]) -> None:
+    def put(self, key: tuple[str, str], version: datetime, messages: list[Message]) -> None:
         with self._lock:
-            self._items[key] = (revision, list(messages))
+            self._items[key] = (version, list(messages))
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
-    def advance(self, key: tuple[str, str], old: str | None, new: str, change: Any) -> None:
-        """Apply our own write to the cached history, if the cache saw the state we wrote over."""
+    def version(self, key: tuple[str, str]) -> datetime | None:
         with self._lock:
             item = self._items.get(key)
-            if item is None or item[0] != old:
+            return item[0] if item else None
+
+    def advance(
+        self,
+        key: tuple[str, str],
+        old: datetime | None,
+        new: datetime,
+        change: Callable[[list[Message]], list[Message]],
+    ) -> None:
+        """Apply our own write, made with `old` as its precondition, to the cached history."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or old is None or item[0] != old:
                 self._items.pop(key, None)
                 return
             self._items[key] = (new, change(list(item[1])))
@@ -119,17 +128,31 @@ class _Cache:
             self._items.pop(key, None)
 
 
+@dataclass
+class Claim:
+    """A reply this process generates; its writes are conditional on its last known write."""
+
+    key: tuple[str, str]
+    ref: Any
+    update_time: Any
+    created_at: float
+    generation: str
+
+
 class FirestoreStore:
     """The only module that knows Firestore. The client is injected (emulator in tests)."""
 
-    def __init__(self, db: firestore.Client, timeout: float = 5.0) -> None:
+    def __init__(
+        self, db: firestore.Client, lease_seconds: float = 8.0, timeout: float = 5.0
+    ) -> None:
+        self.db = db
+        self.lease_seconds = lease_seconds
         # Fail fast: a user waiting on a stream is better served by a clear 503 than by a
         # minute of client-side retries.
-        self.db = db
         self.timeout = timeout
         self.cache = _Cache()
         self._owners: dict[str, str] = {}
-        self.reads = 0  # counted for the benchmark: document reads issued by this process
+        self.reads = 0  # document reads issued by this process (tests, benchmark)
 
     @property
     def _retry(self) -> Retry:
@@ -142,7 +165,13 @@ class FirestoreStore:
             self._owners.clear()
         self._owners[session_id] = uid
 
-    # Paths ---------------------------------------------------------------------------
+    def step_lock(self, key: tuple[str, str]) -> threading.Lock:
+        """Held from reading a step's cached history to committing a claim on it."""
+        return _STEP_LOCKS[hash(key) % len(_STEP_LOCKS)]
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.cache.drop(key)
+        self._owners.pop(key[0], None)
 
     def _session(self, session_id: str) -> Any:
         return self.db.collection("sessions").document(session_id)
@@ -153,39 +182,63 @@ class FirestoreStore:
     def _messages(self, session_id: str, step_id: str) -> Any:
         return self._step(session_id, step_id).collection("messages")
 
+    def _message(self, snap: Any) -> Message:
+        data = snap.to_dict() or {}
+        status = data.get("status", "complete")
+        lapsed = False
+        if status == "streaming" and snap.read_time and snap.update_time:
+            # Server times on both sides: no instance's clock decides whether a lease lapsed.
+            age = (snap.read_time - snap.update_time).total_seconds()
+            lapsed = age > self.lease_seconds
+        return Message(
+            id=snap.id,
+            role=data.get("role", "user"),
+            text=_text(data.get("parts")),
+            status=status,
+            created_at=_seconds(data.get("createdAt")),
+            updated_at=_seconds(data.get("updatedAt")),
+            reply_to=data.get("replyTo"),
+            finish_reason=data.get("finishReason"),
+            usage=data.get("usage"),
+            model=data.get("model"),
+            generation=data.get("generation"),
+            lapsed=lapsed,
+            version=snap.update_time,
+        )
+
     # Reads ---------------------------------------------------------------------------
 
     def open(self, session_id: str, step_id: str, uid: str, fresh: bool = False) -> Conversation:
-        """Check ownership and return the step's history, from memory when it is current."""
+        """Check ownership and return the step's history: from memory when this instance
+        knows it (no read at all), else read and remembered."""
         key = (session_id, step_id)
-        session_ref, step_ref = self._session(session_id), self._step(session_id, step_id)
         owner = self._owners.get(session_id)
+        cached = None if fresh or owner is None else self.cache.get(key)
+        if cached is not None:
+            if owner != uid:
+                raise NotFound("not_found", "no such session")
+            return Conversation(session_id, step_id, uid, True, True, cached[0], cached[1])
+        session_ref, step_ref = self._session(session_id), self._step(session_id, step_id)
         try:
-            if owner is None:
-                session, step = self.db.get_all(
-                    [session_ref, step_ref], retry=self._retry, timeout=self.timeout
-                )
-                self.reads += 2
-                if session.reference.path != session_ref.path:
-                    session, step = step, session
-                owner = (session.to_dict() or {}).get("ownerUid") if session.exists else None
-                if owner:
-                    self._remember_owner(session_id, owner)
-            else:
-                step = step_ref.get(retry=self._retry, timeout=self.timeout)
-                self.reads += 1
+            session, step = self.db.get_all(
+                [session_ref, step_ref], retry=self._retry, timeout=self.timeout
+            )
+            self.reads += 2
+            if session.reference.path != session_ref.path:
+                session, step = step, session
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        owner = (session.to_dict() or {}).get("ownerUid") if session.exists else None
         if owner is not None and owner != uid:
             raise NotFound("not_found", "no such session")
-        revision = (step.to_dict() or {}).get("revision") if step.exists else None
-        messages = None if fresh else self.cache.get(key, revision)
-        if messages is None:
-            messages = self._load(session_id, step_id) if step.exists else []
-            if revision:
-                self.cache.put(key, revision, messages)
+        if owner:
+            self._remember_owner(session_id, owner)
+        messages = self._load(session_id, step_id) if step.exists else []
+        version = step.update_time if step.exists else None
+        if version is not None and owner:
+            self.cache.put(key, version, messages)
         return Conversation(
-            session_id, step_id, uid, owner is not None, step.exists, revision, messages
+            session_id, step_id, uid, owner is not None, step.exists, version, messages
         )
 
     def _load(self, session_id: str, step_id: str) -> list[Message]:
@@ -195,11 +248,11 @@ class FirestoreStore:
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += max(1, len(docs))
-        return [_message(d.id, d.to_dict() or {}) for d in docs]
+        return [self._message(d) for d in docs]
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:
         try:
-            doc = (
+            snap = (
                 self._messages(session_id, step_id)
                 .document(reply_id)
                 .get(retry=self._retry, timeout=self.timeout)
@@ -207,7 +260,7 @@ class FirestoreStore:
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += 1
-        return _message(doc.id, doc.to_dict() or {}) if doc.exists else None
+        return self._message(snap) if snap.exists else None
 
     # The claim ------------------------------------------------------------------------
 
@@ -219,43 +272,52 @@ class FirestoreStore:
         mode: str,
         now: float,
         seen_reply: Message | None,
-    ) -> _Claim | None:
+    ) -> Claim | None:
+        """Store the user message and claim the reply; None when a racing write won.
+
+        `mode` is new (both created), edit (user updated, later messages deleted),
+        regenerate (later messages deleted) or resume (reply missing, failed or lapsed).
+        Outside `new`, the claim holds only if the reply is still as `seen_reply` shows it.
+        """
         if mode == "new":
             return self._begin_new(conversation, user, reply_id, now)
         return self._begin_again(conversation, user, reply_id, mode, now, seen_reply)
 
     def _begin_new(
         self, c: Conversation, user: UserMessage, reply_id: str, now: float
-    ) -> _Claim | None:
-        """One atomic batch; create preconditions make a racing duplicate fail as a whole."""
+    ) -> Claim | None:
+        """One atomic batch. Create preconditions make a racing duplicate fail as a whole, and
+        the step's update precondition fails it when this instance's history was stale."""
         key = (c.session_id, c.step_id)
-        revision, generation = uuid.uuid4().hex, uuid.uuid4().hex
+        generation = uuid.uuid4().hex
         batch = self.db.batch()
-        self._stamp(batch, c, now, revision)
+        self._stamp(batch, c, now)
         messages = self._messages(c.session_id, c.step_id)
-        user_doc = {
-            "id": user.id,
-            "role": "user",
-            "parts": _parts(user.text),
-            "status": "complete",
-            "createdAt": _ts(now),
-            "updatedAt": _ts(now),
-        }
-        batch.create(messages.document(user.id), user_doc)
+        batch.create(
+            messages.document(user.id),
+            {
+                "id": user.id,
+                "role": "user",
+                "parts": _parts(user.text),
+                "status": "complete",
+                "createdAt": _ts(now),
+                "updatedAt": _ts(now),
+            },
+        )
         reply_at = now + _REPLY_OFFSET
         batch.create(
             messages.document(reply_id), self._reply_doc(user.id, reply_id, reply_at, generation)
         )
         try:
             results = batch.commit(retry=self._retry, timeout=self.timeout)
-        except (gexc.Conflict, gexc.NotFound):
-            # AlreadyExists: a twin request won, or the session was new twice. NotFound: what
-            # this instance remembered was deleted meanwhile. Either way: look again.
-            self.cache.drop(key)
-            self._owners.pop(c.session_id, None)
+        except (gexc.Conflict, gexc.NotFound, gexc.FailedPrecondition, gexc.Aborted):
+            # AlreadyExists: a twin request won. NotFound or FailedPrecondition: what this
+            # instance remembered is out of date. Aborted: contention. Either way: look again.
+            self._forget(key)
             return None
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        step_version, reply_version = results[1].update_time, results[-1].update_time
         new = [
             Message(user.id, "user", user.text, "complete", now, now),
             Message(
@@ -270,18 +332,11 @@ class FirestoreStore:
             ),
         ]
         self._remember_owner(c.session_id, c.uid)
-        self.cache.advance(key, c.revision, revision, lambda ms: ms + new)
-        if not c.step_exists:
-            self.cache.put(key, revision, new)
-        return _Claim(
-            self,
-            key,
-            messages.document(reply_id),
-            results[-1].update_time,
-            reply_at,
-            revision,
-            generation,
-        )
+        if c.step_exists:
+            self.cache.advance(key, c.version, step_version, lambda ms: ms + new)
+        else:
+            self.cache.put(key, step_version, new)
+        return Claim(key, messages.document(reply_id), reply_version, reply_at, generation)
 
     def _begin_again(
         self,
@@ -291,7 +346,7 @@ class FirestoreStore:
         mode: str,
         now: float,
         seen: Message | None,
-    ) -> _Claim | None:
+    ) -> Claim | None:
         """Edit, regenerate or resume: a transaction, so only one of racing requests wins."""
         key = (c.session_id, c.step_id)
         messages = self._messages(c.session_id, c.step_id)
@@ -304,62 +359,43 @@ class FirestoreStore:
         anchor = stored_user if mode == "edit" else (seen or stored_user)
         doomed = [m.id for m in c.messages if m.created_at > anchor.created_at and m.id != reply_id]
         reply_at = seen.created_at if seen else stored_user.created_at + _REPLY_OFFSET
-        revision, generation = uuid.uuid4().hex, uuid.uuid4().hex
+        generation = uuid.uuid4().hex
+        # Taking over a lapsed reply: only if nobody wrote it since it was seen lapsed.
+        unchanged_since = seen.version if seen is not None and seen.lapsed else None
 
         @firestore.transactional
         def claim(tx: Any) -> bool:
             snap = reply_ref.get(transaction=tx, retry=self._retry, timeout=self.timeout)
             current = snap.to_dict().get("generation") if snap.exists else None
-            expected = seen.generation if seen else None
-            if current != expected:
+            if current != (seen.generation if seen else None):
+                return False
+            if unchanged_since is not None and snap.update_time != unchanged_since:
                 return False
             if mode == "edit":
                 tx.update(
-                    messages.document(user.id),
-                    {
-                        "parts": _parts(user.text),
-                        "updatedAt": _ts(now),
-                    },
+                    messages.document(user.id), {"parts": _parts(user.text), "updatedAt": _ts(now)}
                 )
             for message_id in doomed:
                 tx.delete(messages.document(message_id))
             tx.set(reply_ref, self._reply_doc(user.id, reply_id, reply_at, generation))
-            self._stamp(tx, c, now, revision)
+            self._stamp(tx, c, now, conditional=False)
             return True
 
+        # The history changes under a transaction whose write times it does not return:
+        # the next turn reads it again.
+        self.cache.drop(key)
         try:
-            won = claim(self.db.transaction())
-            if not won:
-                self.cache.drop(key)
+            if not claim(self.db.transaction()):
                 return None
             snap = reply_ref.get(retry=self._retry, timeout=self.timeout)
         except (gexc.Conflict, gexc.NotFound):
-            self.cache.drop(key)
-            self._owners.pop(c.session_id, None)
+            self._forget(key)
             return None
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
-
-        def change(ms: list[Message]) -> list[Message]:
-            kept = [m for m in ms if m.id not in doomed and m.id != reply_id]
-            if mode == "edit":
-                kept = [replace(m, text=user.text) if m.id == user.id else m for m in kept]
-            reply = Message(
-                reply_id,
-                "assistant",
-                "",
-                "streaming",
-                reply_at,
-                now,
-                user.id,
-                generation=generation,
-            )
-            return sorted([*kept, reply], key=lambda m: m.created_at)
-
-        self.cache.advance(key, c.revision, revision, change)
-        return _Claim(self, key, reply_ref, snap.update_time, reply_at, revision, generation)
+        return Claim(key, reply_ref, snap.update_time, reply_at, generation)
 
     def _reply_doc(
         self, user_id: str, reply_id: str, created_at: float, generation: str
@@ -373,36 +409,133 @@ class FirestoreStore:
             "generation": generation,
             "createdAt": _ts(created_at),
             "updatedAt": _ts(created_at),
+            "lease": _ts(created_at + self.lease_seconds),
             "finishReason": None,
             "usage": None,
             "model": None,
         }
 
-    def _stamp(self, writer: Any, c: Conversation, now: float, revision: str) -> None:
+    def _stamp(self, writer: Any, c: Conversation, now: float, conditional: bool = True) -> None:
         """Session and step bookkeeping; `createdAt` only by create, so it is written once."""
         session_ref, step_ref = self._session(c.session_id), self._step(c.session_id, c.step_id)
+        stamp = {"updatedAt": _ts(now), "revision": uuid.uuid4().hex}
         if c.session_exists:
             writer.update(session_ref, {"updatedAt": _ts(now)})
         else:
             writer.create(
-                session_ref,
-                {
-                    "ownerUid": c.uid,
-                    "createdAt": _ts(now),
-                    "updatedAt": _ts(now),
-                },
+                session_ref, {"ownerUid": c.uid, "createdAt": _ts(now), "updatedAt": _ts(now)}
             )
-        if c.step_exists:
-            writer.update(step_ref, {"updatedAt": _ts(now), "revision": revision})
+        if not c.step_exists:
+            writer.create(step_ref, {"createdAt": _ts(now), **stamp})
+        elif conditional and c.version is not None:
+            writer.update(step_ref, stamp, option=self.db.write_option(last_update_time=c.version))
         else:
-            writer.create(
-                step_ref,
+            writer.update(step_ref, stamp)
+
+    # Checkpoints, leases and finals, many replies in one RPC -----------------------------
+
+    def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
+        outcomes: list[str] = []
+        for start in range(0, len(writes), _MAX_BATCH // 2):
+            chunk = writes[start : start + _MAX_BATCH // 2]
+            stripes = sorted(
                 {
-                    "createdAt": _ts(now),
-                    "updatedAt": _ts(now),
-                    "revision": revision,
-                },
+                    _STEP_LOCKS.index(self.step_lock(w.claim.key))  # type: ignore[attr-defined]
+                    for w in chunk
+                    if w.ending is not None
+                }
             )
+            with contextlib.ExitStack() as held:
+                for stripe in stripes:  # in order: two holders never wait on each other
+                    held.enter_context(_STEP_LOCKS[stripe])
+                outcomes += self._write_batch(chunk)
+        return outcomes
+
+    def _write_batch(self, writes: list[ReplyWrite]) -> list[str]:
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=self.lease_seconds)
+        batch = BulkWriteBatch(self.db)
+        steps: dict[tuple[str, str], list[tuple[Claim, ReplyWrite]]] = {}
+        for write in writes:
+            claim: Claim = write.claim  # type: ignore[assignment]
+            fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
+            if write.text is not None:
+                fields["parts"] = _parts(write.text)
+            if write.ending is not None:
+                fields.update(self._final_fields(write.ending))
+                steps.setdefault(claim.key, []).append((claim, write))
+            option = self.db.write_option(last_update_time=claim.update_time)
+            batch.update(claim.ref, fields, option=option)
+        versions: dict[tuple[str, str], datetime | None] = {}
+        for key in steps:
+            versions[key] = self.cache.version(key)
+            stamp = {"updatedAt": now, "revision": uuid.uuid4().hex}
+            option = self.db.write_option(last_update_time=versions[key]) if versions[key] else None
+            batch.update(self._step(*key), stamp, option=option)
+        try:
+            response = batch.commit(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError:
+            return [UNSTORED] * len(writes)
+        results, statuses = list(response.write_results), list(response.status)
+        outcomes = [self._outcome(w, results[i], statuses[i]) for i, w in enumerate(writes)]
+        position = {id(w): i for i, w in enumerate(writes)}
+        stale = []
+        for offset, (key, finals) in enumerate(steps.items()):
+            status, result = statuses[len(writes) + offset], results[len(writes) + offset]
+            if status.code == _OK and versions[key] is not None:
+                landed = [(c, w) for c, w in finals if outcomes[position[id(w)]] == WROTE]
+                self.cache.advance(key, versions[key], result.update_time, _finals(landed))
+            elif status.code != _OK:
+                stale.append(key)
+        self._bump(stale, now)
+        return outcomes
+
+    def _outcome(self, write: ReplyWrite, result: Any, status: Any) -> str:
+        claim: Claim = write.claim  # type: ignore[assignment]
+        if status.code == _OK:
+            claim.update_time = result.update_time
+            return WROTE
+        if status.code == _NOT_FOUND:
+            return LOST
+        if status.code != _FAILED_PRECONDITION:
+            return UNSTORED
+        # The client retries an RPC that timed out, and when the first attempt had landed the
+        # retry fails its precondition on our own write. The generation tells the two apart.
+        try:
+            snap = claim.ref.get(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError:
+            return UNSTORED
+        data = snap.to_dict() if snap.exists else None
+        if data is None or data.get("generation") != claim.generation:
+            return LOST
+        claim.update_time = snap.update_time
+        if write.ending is not None:
+            final = self._final_fields(write.ending)
+            if all(data.get(k) == v for k, v in final.items()) and _text(data.get("parts")) == (
+                write.text or ""
+            ):
+                return WROTE
+        return UNSTORED  # ours still: the next attempt carries the precondition it needs
+
+    def _final_fields(self, ending: Any) -> dict[str, Any]:
+        return {
+            "status": ending.status,
+            "finishReason": ending.finish_reason,
+            "usage": ending.usage,
+            "model": ending.model,
+        }
+
+    def _bump(self, keys: list[tuple[str, str]], now: datetime) -> None:
+        """A step written meanwhile by someone else: still tell other instances it changed."""
+        for key in keys:
+            self.cache.drop(key)
+            # If this fails too, other instances keep a stale copy until the step's next write.
+            with contextlib.suppress(gexc.GoogleAPIError):
+                self._step(*key).update(
+                    {"updatedAt": now, "revision": uuid.uuid4().hex},
+                    retry=self._retry,
+                    timeout=self.timeout,
+                )
 
     # Rate limit --------------------------------------------------------------------------
 
@@ -436,127 +569,28 @@ class FirestoreStore:
             return 1
 
 
-class _Claim:
-    """Writes to a claimed reply, each conditional on being the last writer we know of."""
+def _finals(landed: list[tuple[Claim, ReplyWrite]]) -> Callable[[list[Message]], list[Message]]:
+    """The cached history after these finals: each reply's text and end, as stored."""
+    done = {c.ref.id: w for c, w in landed}
 
-    def __init__(
-        self,
-        store: FirestoreStore,
-        key: tuple[str, str],
-        ref: Any,
-        update_time: Any,
-        created_at: float,
-        revision: str,
-        generation: str,
-    ) -> None:
-        self.store = store
-        self.key = key
-        self.ref = ref
-        self.update_time = update_time
-        self.created_at = created_at
-        self.revision = revision
-        self.generation = generation
-        self.settled = False
-        self._lock = threading.Lock()
-
-    def _recover(self) -> dict[str, Any]:
-        """After a failed precondition: still ours, or taken over?
-
-        The client retries a commit that timed out, and when the first attempt had landed the
-        retry fails its precondition on our own write. The generation tells the two apart.
-        """
-        try:
-            snap = self.ref.get(retry=self.store._retry, timeout=self.store.timeout)
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        data = snap.to_dict() if snap.exists else None
-        if data is None or data.get("generation") != self.generation:
-            raise LostClaim()
-        self.update_time = snap.update_time
-        return data
-
-    def checkpoint(self, text: str) -> None:
-        now = datetime.now(UTC)
-        with self._lock:
-            if self.settled:
-                return
-            option = self.store.db.write_option(last_update_time=self.update_time)
-            try:
-                result = self.ref.update(
-                    {"parts": _parts(text), "updatedAt": now},
-                    option=option,
-                    retry=self.store._retry,
-                    timeout=self.store.timeout,
-                )
-            except gexc.NotFound as exc:
-                raise LostClaim() from exc
-            except gexc.FailedPrecondition:
-                self._recover()  # our own retried write landed: carry on from it
-                return
-            except gexc.GoogleAPIError as exc:
-                raise StoreUnavailable() from exc
-            self.update_time = result.update_time
-
-    def finish(
-        self,
-        text: str,
-        status: str,
-        finish_reason: str,
-        usage: dict[str, int] | None,
-        model: str | None,
-    ) -> None:
-        db = self.store.db
-        with self._lock:
-            if self.settled:
-                return
-            now = datetime.now(UTC)
-            revision = uuid.uuid4().hex
-            final = {
-                "parts": _parts(text),
-                "status": status,
-                "finishReason": finish_reason,
-                "usage": usage,
-                "model": model,
-            }
-            for attempt in range(2):
-                batch = db.batch()
-                batch.update(
-                    self.ref,
-                    {**final, "updatedAt": now},
-                    option=db.write_option(last_update_time=self.update_time),
-                )
-                batch.update(self.ref.parent.parent, {"revision": revision, "updatedAt": now})
-                try:
-                    batch.commit(retry=self.store._retry, timeout=self.store.timeout)
-                    break
-                except gexc.NotFound as exc:
-                    raise LostClaim() from exc
-                except gexc.FailedPrecondition as exc:
-                    stored = self._recover()
-                    if all(stored.get(k) == v for k, v in final.items()):
-                        break  # a retried commit of this very write had landed
-                    if attempt:
-                        raise LostClaim() from exc
-                except gexc.GoogleAPIError as exc:
-                    raise StoreUnavailable() from exc
-            self.settled = True
-
-        reply_id = self.ref.id
-
-        def change(ms: list[Message]) -> list[Message]:
-            return [
-                replace(
+    def change(messages: list[Message]) -> list[Message]:
+        out = []
+        for m in messages:
+            write = done.get(m.id)
+            if write is not None and write.ending is not None:
+                e = write.ending
+                m = replace(
                     m,
-                    text=text,
-                    status=status,
-                    finish_reason=finish_reason,
-                    usage=usage,
-                    model=model,
-                    updated_at=now.timestamp(),
+                    text=write.text or "",
+                    status=e.status,
+                    finish_reason=e.finish_reason,
+                    usage=e.usage,
+                    model=e.model,
                 )
-                if m.id == reply_id
-                else m
-                for m in ms
-            ]
+            out.append(m)
+        return out
 
-        self.store.cache.advance(self.key, self.revision, revision, change)
+    return change
+
+
+__all__ = ["Claim", "Conversation", "FirestoreStore", "LostClaim"]

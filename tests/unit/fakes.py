@@ -1,0 +1,252 @@
+"""An in-memory store and a scripted model with the adapters' contracts, for the unit layer.
+
+They keep the rules the real adapters keep (create preconditions, generations, last-write
+preconditions, leases), so the lifecycle can be driven through every race without processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from workshop_chat import aio
+from workshop_chat.checkpoints import ReplyWrite
+from workshop_chat.domain import Message, ModelDone, ModelText, UserMessage
+from workshop_chat.reply import LOST, UNSTORED, WROTE
+
+
+@dataclass
+class Conversation:
+    session_id: str
+    step_id: str
+    uid: str
+    session_exists: bool
+    messages: list[Message] = field(default_factory=list)
+
+    def get(self, message_id: str) -> Message | None:
+        return next((m for m in self.messages if m.id == message_id), None)
+
+
+@dataclass
+class Claim:
+    key: tuple[str, str]
+    reply_id: str
+    update_time: int
+    created_at: float
+    generation: str
+
+
+class MemoryStore:
+    """One step's messages by id; `version` plays Firestore's update time, `clock` the server's."""
+
+    def __init__(self, lease_seconds: float = 8.0) -> None:
+        self.lease_seconds = lease_seconds
+        self.now = 1_800_000_000.0
+        self.messages: dict[tuple[str, str], dict[str, Message]] = {}
+        self.versions: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self.owners: dict[str, str] = {}
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
+        self.unavailable = False  # every call fails while set
+        self.failing_writes = 0  # the next N write batches fail
+        self.batches: list[list[ReplyWrite]] = []
+        self.claims_started = threading.Event()  # set when a claim's write begins
+        self.claim_gate: threading.Event | None = None  # a claim's commit waits on it
+
+    def _check(self) -> None:
+        from workshop_chat.domain import StoreUnavailable
+
+        if self.unavailable:
+            raise StoreUnavailable()
+
+    def _bump(self, key: tuple[str, str], message_id: str) -> int:
+        version = next(self._counter)
+        self.versions[(*key, message_id)] = (version, self.now)
+        return version
+
+    def _read(self, key: tuple[str, str], message: Message) -> Message:
+        version, written = self.versions[(*key, message.id)]
+        lapsed = message.status == "streaming" and self.now - written > self.lease_seconds
+        return replace(message, version=version, lapsed=lapsed)
+
+    def doc(self, session: str, step: str, message_id: str) -> Message | None:
+        message = self.messages.get((session, step), {}).get(message_id)
+        return None if message is None else self._read((session, step), message)
+
+    # The store's contract ------------------------------------------------------------------
+
+    def open(self, session_id: str, step_id: str, uid: str, fresh: bool = False) -> Conversation:
+        from workshop_chat.domain import NotFound
+
+        self._check()
+        owner = self.owners.get(session_id)
+        if owner is not None and owner != uid:
+            raise NotFound("not_found", "no such session")
+        with self._lock:
+            stored = sorted(
+                self.messages.get((session_id, step_id), {}).values(), key=lambda m: m.created_at
+            )
+            messages = [self._read((session_id, step_id), m) for m in stored]
+        return Conversation(session_id, step_id, uid, owner is not None, messages)
+
+    def begin(
+        self,
+        conversation: Conversation,
+        user: UserMessage,
+        reply_id: str,
+        mode: str,
+        now: float,
+        seen_reply: Message | None,
+    ) -> Claim | None:
+        self.claims_started.set()
+        if self.claim_gate is not None:
+            self.claim_gate.wait(10)
+        self._check()
+        key = (conversation.session_id, conversation.step_id)
+        generation = f"g{next(self._counter)}"
+        with self._lock:
+            step = self.messages.setdefault(key, {})
+            if mode == "new":
+                if user.id in step or reply_id in step:
+                    return None
+                self.owners.setdefault(key[0], conversation.uid)
+                step[user.id] = Message(user.id, "user", user.text, "complete", now, now)
+                self._bump(key, user.id)
+            else:
+                current = step.get(reply_id)
+                expected = seen_reply.generation if seen_reply else None
+                if (current.generation if current else None) != expected:
+                    return None
+                lapsed = seen_reply is not None and seen_reply.lapsed
+                if lapsed and self.versions[(*key, reply_id)][0] != seen_reply.version:
+                    return None
+                anchor = step[user.id] if mode == "edit" else (current or step[user.id])
+                for mid in [m.id for m in step.values() if m.created_at > anchor.created_at]:
+                    if mid != reply_id:
+                        del step[mid]
+                if mode == "edit":
+                    step[user.id] = replace(step[user.id], text=user.text)
+            created = seen_reply.created_at if seen_reply else step[user.id].created_at + 0.001
+            step[reply_id] = Message(
+                reply_id,
+                "assistant",
+                "",
+                "streaming",
+                created,
+                now,
+                user.id,
+                generation=generation,
+            )
+            version = self._bump(key, reply_id)
+        return Claim(key, reply_id, version, created, generation)
+
+    def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:
+        self._check()
+        with self._lock:
+            return self.doc(session_id, step_id, reply_id)
+
+    def step_lock(self, key: tuple[str, str]) -> threading.Lock:
+        return self._step_lock
+
+    def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None:
+        self._check()
+        return None
+
+    def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
+        self.batches.append(writes)
+        if self.unavailable or self.failing_writes:
+            self.failing_writes = max(0, self.failing_writes - 1)
+            return [UNSTORED] * len(writes)
+        outcomes = []
+        with self._lock:
+            for write in writes:
+                claim: Claim = write.claim  # type: ignore[assignment]
+                stored = self.messages.get(claim.key, {}).get(claim.reply_id)
+                if stored is None or stored.generation != claim.generation:
+                    outcomes.append(LOST)
+                    continue
+                if self.versions[(*claim.key, claim.reply_id)][0] != claim.update_time:
+                    outcomes.append(UNSTORED)
+                    continue
+                if write.text is not None:
+                    stored = replace(stored, text=write.text)
+                if write.ending is not None:
+                    e = write.ending
+                    stored = replace(
+                        stored,
+                        status=e.status,
+                        finish_reason=e.finish_reason,
+                        usage=e.usage,
+                        model=e.model,
+                    )
+                self.messages[claim.key][claim.reply_id] = stored
+                claim.update_time = self._bump(claim.key, claim.reply_id)
+                outcomes.append(WROTE)
+        return outcomes
+
+    # What tests do to it -------------------------------------------------------------------
+
+    def take_over(self, session: str, step: str, reply_id: str) -> None:
+        """Another instance regenerates the reply: a new generation owns the document."""
+        with self._lock:
+            key = (session, step)
+            self.messages[key][reply_id] = replace(
+                self.messages[key][reply_id], generation="other", text=""
+            )
+            self._bump(key, reply_id)
+
+
+class ScriptedModel:
+    """A model whose every item the test hands in; it records calls and closed streams."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, str]]] = []
+        self.closed = 0
+        self._closing = threading.Condition()
+        self._queues: list[asyncio.Queue[Any]] = []
+        self.started = threading.Semaphore(0)
+
+    async def stream(self, system: str, contents: list[tuple[str, str]]) -> Any:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.calls.append(contents)
+        self._queues.append(queue)
+        self.started.release()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, ModelDone):
+                    return
+        finally:
+            with self._closing:
+                self.closed += 1
+                self._closing.notify_all()
+
+    def wait_closed(self, count: int = 1) -> int:
+        """Cancelling happens in the loop: wait until `count` streams were closed."""
+        with self._closing:
+            self._closing.wait_for(lambda: self.closed >= count, 5)
+            return self.closed
+
+    def wait_call(self, count: int = 1) -> None:
+        for _ in range(count):
+            assert self.started.acquire(timeout=5), "the model was not called"
+
+    def send(self, *items: Any, call: int = -1) -> None:
+        """Hand items to a call's stream (text as str, ModelDone, or an exception)."""
+        queue = self._queues[call]
+        loop = aio.loop()
+        for item in items:
+            value = ModelText(item) if isinstance(item, str) else item
+            loop.call_soon_threadsafe(queue.put_nowait, value)
+
+    def finish(self, reason: str = "stop", call: int = -1) -> None:
+        self.send(ModelDone(reason, {"inputTokens": 1, "outputTokens": 2}, "scripted-1"), call=call)
