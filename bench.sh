@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks the chat function as production runs it (functions-framework -> gunicorn, one
-# worker) against the Firestore emulator and the Gemini stand-in, and prints the tables.
+# Benchmarks the chat function as production runs it (functions-framework -> gunicorn) against
+# the Firestore emulator and the Gemini stand-in, side by side with the predecessor's route
+# (bench/predecessor: AI SDK streamText on Node, no storage), and prints the tables.
 #
-#   ./bench.sh            full run (~6-7 minutes): 100/500/1000 concurrent 30 s streams
-#   ./bench.sh --quick    small counts (~2-3 minutes), for development
-#   ./bench.sh --out DIR  keep logs, results.json and report.md in DIR (default: a new /tmp dir)
-#   other options go to `python -m bench` (--only PHASES, --levels N,N, --env NAME=VALUE; --help)
+#   ./bench.sh             full run: 100/500/1000 concurrent streams, each implementation
+#   ./bench.sh --quick     small counts, for development
+#   ./bench.sh --out DIR   keep logs, results.json and report.md in DIR (default: a new /tmp dir)
+#   other options go to `python -m bench` (--only PHASES, --levels N,N, --workers N,
+#   --env NAME=VALUE; --help)
 #
 # Everything it starts runs in process groups that are stopped on exit, Ctrl-C included.
 set -euo pipefail
@@ -13,7 +15,7 @@ cd "$(dirname "$0")"
 # shellcheck source=scripts/lib.sh disable=SC1091
 . scripts/lib.sh
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 args=()
 out=""
@@ -29,6 +31,8 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_venv
+command -v node >/dev/null || { echo "bench.sh: node (20+) is needed for the predecessor" >&2; exit 1; }
+ensure_npm bench/predecessor
 
 # A thousand streams hold ~4000 sockets across the function, stand-in and client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

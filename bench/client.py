@@ -154,10 +154,16 @@ async def stream(
 
 def chat_body(session_id: str, step_id: str, message_id: str, text: str) -> dict[str, Any]:
     """What useChat's DefaultChatTransport sends for a new user message (last message only)."""
+    message = {"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}
+    return history_body(session_id, step_id, [message])
+
+
+def history_body(session_id: str, step_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same body with every message of the conversation, as a route without storage gets it."""
     return {
         "id": session_id,
         "sessionId": session_id,
         "stepId": step_id,
         "trigger": "submit-message",
-        "messages": [{"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}],
+        "messages": messages,
     }

@@ -7,17 +7,27 @@ code changes, and the counts are those of the wire, not what the store believes 
 - reads: documents returned by BatchGetDocuments (found or missing: Firestore bills a missing
   document as a read) and RunQuery (at least one per query, as billed);
 - writes: the writes in each Commit (a batch of 4 is 4 writes);
-- rpcs: every call, including BeginTransaction and Rollback, which cost latency but no reads.
+- rpcs: every call, including BeginTransaction and Rollback, which cost latency but no reads;
+- commits / batch_writes: the write RPCs (Commit, BatchWrite), with how long each took (whole
+  milliseconds, `commit_ms` / `batch_write_ms` histograms), so a load row can show whether the
+  emulator's write rate bounds it.
 
-Only the latency-free counting phase of the benchmark runs this file; every timing is taken
-against functions/main.py.
+`GET /_bench/stats` answers the counts of the worker that serves it, which is all of them with
+one worker. With `BENCH_COUNTS_DIR` set, every worker also writes its counts to
+`<dir>/<pid>.json` about once a second, so that the load phase can sum several workers.
+
+The counting phase takes no timing here. The load phase runs this file for our function too
+(the counting costs a lock and a dict update per RPC, microseconds against the RPC's
+milliseconds); every other timing is taken against functions/main.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,12 +42,48 @@ from workshop_chat.logs import setup
 from workshop_chat.service import build
 
 COUNTS: Counter[str] = Counter()
+LATENCY: dict[str, Counter[int]] = {"commit_ms": Counter(), "batch_write_ms": Counter()}
 _LOCK = threading.Lock()
+_DUMP_DIR = os.environ.get("BENCH_COUNTS_DIR")
+_dumping_in = 0  # the pid whose dump thread runs: the master imports this module, workers fork
 
 
 def _add(**counts: int) -> None:
+    global _dumping_in
     with _LOCK:
         COUNTS.update(counts)
+        if _DUMP_DIR and _dumping_in != os.getpid():
+            _dumping_in = os.getpid()
+            threading.Thread(target=_dump_forever, name="bench-counts", daemon=True).start()
+
+
+def _timed(kind: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    started = time.monotonic()
+    try:
+        return call(*args, **kwargs)
+    finally:
+        elapsed = int((time.monotonic() - started) * 1000 + 0.999)  # whole ms, rounded up
+        with _LOCK:
+            LATENCY[kind][elapsed] += 1
+
+
+def snapshot() -> dict[str, Any]:
+    with _LOCK:
+        body: dict[str, Any] = dict(COUNTS)
+        for kind, histogram in LATENCY.items():
+            body[kind] = {str(k): v for k, v in histogram.items()}
+    return body
+
+
+def _dump_forever() -> None:
+    assert _DUMP_DIR is not None
+    path = os.path.join(_DUMP_DIR, f"{os.getpid()}.json")
+    while True:
+        body = json.dumps(snapshot())
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(body)
+        os.replace(path + ".tmp", path)
+        time.sleep(1.0)
 
 
 class _Counted:
@@ -72,6 +118,7 @@ class _Counted:
 def _count(api: Any) -> None:
     batch_get, run_query, commit = api.batch_get_documents, api.run_query, api.commit
     begin, rollback = api.begin_transaction, api.rollback
+    batch_write = api.batch_write
 
     def batch_get_documents(*args: Any, **kwargs: Any) -> Any:
         _add(rpcs=1, batch_get=1)
@@ -85,7 +132,13 @@ def _count(api: Any) -> None:
         request = kwargs.get("request") or (args[0] if args else {})
         writes = request.get("writes") if isinstance(request, dict) else request.writes
         _add(rpcs=1, commits=1, writes=len(writes or []))
-        return commit(*args, **kwargs)
+        return _timed("commit_ms", commit, *args, **kwargs)
+
+    def batch_write_(*args: Any, **kwargs: Any) -> Any:
+        request = kwargs.get("request") or (args[0] if args else {})
+        writes = request.get("writes") if isinstance(request, dict) else request.writes
+        _add(rpcs=1, batch_writes=1, writes=len(writes or []))
+        return _timed("batch_write_ms", batch_write, *args, **kwargs)
 
     def begin_transaction(*args: Any, **kwargs: Any) -> Any:
         _add(rpcs=1, transactions=1)
@@ -98,6 +151,7 @@ def _count(api: Any) -> None:
     api.batch_get_documents = batch_get_documents
     api.run_query = run_query_
     api.commit = commit_
+    api.batch_write = batch_write_
     api.begin_transaction = begin_transaction
     api.rollback = rollback_
 
@@ -112,8 +166,8 @@ _api = build(_config, db=_db)
 @functions_framework.http
 def chat(request):  # noqa: ANN001, ANN201 - the framework's signature
     if request.path == "/_bench/stats":
-        with _LOCK:
-            body = dict(COUNTS)
+        body = snapshot()
         body["storeReads"] = _api.chat.store.reads
         return json.dumps(body), 200, {"Content-Type": "application/json"}
+    _add(requests=1)  # per worker: how gunicorn split the connections
     return _api(request)

@@ -89,3 +89,33 @@ def gemini_contents(messages: int, user_text: str) -> list[dict[str, Any]]:
         contents.append({"role": "model", "parts": [{"text": _text("answer", pair, REPLY_CHARS)}]})
     contents.append({"role": "user", "parts": [{"text": user_text}]})
     return contents
+
+
+def ui_messages(messages: int, message_id: str, user_text: str) -> list[dict[str, Any]]:
+    """What useChat sends a route without storage: the whole seeded history plus the new message.
+
+    The same texts as `seed_conversation` and `gemini_contents`, shaped as the AI SDK's UI
+    messages (an assistant message starts with a `step-start` part; finished text is `done`).
+    """
+    out: list[dict[str, Any]] = []
+    for pair in range(messages // 2):
+        user_id = f"seed-{pair:04d}"
+        out.append(
+            {
+                "id": user_id,
+                "role": "user",
+                "parts": [{"type": "text", "text": _text("question", pair, USER_CHARS)}],
+            }
+        )
+        out.append(
+            {
+                "id": f"{user_id}~reply",
+                "role": "assistant",
+                "parts": [
+                    {"type": "step-start"},
+                    {"type": "text", "text": _text("answer", pair, REPLY_CHARS), "state": "done"},
+                ],
+            }
+        )
+    out.append({"id": message_id, "role": "user", "parts": [{"type": "text", "text": user_text}]})
+    return out

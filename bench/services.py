@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from tests.support import firestore_emulator_command
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-workshop-chat"
 VENV_BIN = Path(sys.executable).parent
+PREDECESSOR = ROOT / "bench" / "predecessor"
 
 
 def free_port() -> int:
@@ -170,7 +172,10 @@ def start_function(
     source: Path | None = None,
     wait: bool = True,
 ) -> Service:
-    """The function as production runs it: functions-framework -> gunicorn gthread, 1 worker."""
+    """The function as production runs it: functions-framework -> gunicorn gthread.
+
+    `WORKERS` and `THREADS` come from `env` (functions-framework reads both; WORKERS default 1).
+    """
     port = free_port()
     source = source or ROOT / "functions" / "main.py"
     log = run_dir / f"{name}-{port}.log"
@@ -188,6 +193,42 @@ def start_function(
         except Exception:
             service.stop()
             raise
+    return service
+
+
+def start_predecessor(
+    run_dir: Path, gemini_base_url: str, name: str, prompts_file: Path | None = None
+) -> Service:
+    """The predecessor's route (bench/predecessor/server.mjs): one Node process, no storage.
+
+    `gemini_base_url` is the stand-in's (or the tap's) address; @ai-sdk/google appends
+    `/models/<model>:streamGenerateContent`, so the API version goes in here: the stand-in
+    serves `/v1beta`, the SDK's default.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is not installed: the predecessor runs on Node 20+")
+    if not (PREDECESSOR / "node_modules").is_dir():
+        raise RuntimeError("bench/predecessor/node_modules is missing: bench.sh runs npm ci there")
+    port = free_port()
+    log = run_dir / f"{name}-{port}.log"
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "GEMINI_BASE_URL": f"{gemini_base_url}/v1beta",
+        "GEMINI_API_KEY": "standin",
+        "NODE_ENV": "production",
+    }
+    if prompts_file is not None:
+        env["SYSTEM_PROMPTS_FILE"] = str(prompts_file)
+    process = spawn(name, [node, "server.mjs"], log, env=env, cwd=PREDECESSOR)
+    service = Service(name, process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_http(f"{service.url}/healthz", 30, service)
+    except Exception:
+        service.stop()
+        raise
     return service
 
 
@@ -264,12 +305,12 @@ def sample_tree(pids: list[int]) -> Sample:
     )
 
 
-def gunicorn_pids(service: Service, timeout: float = 10.0) -> list[int]:
-    """The functions-framework master and its one gunicorn worker."""
+def gunicorn_pids(service: Service, workers: int = 1, timeout: float = 10.0) -> list[int]:
+    """The functions-framework master and all its gunicorn workers (RSS and CPU sum them)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = children(service.pid)
-        if workers:
-            return [service.pid, *workers]
+        found = children(service.pid)
+        if len(found) >= workers:
+            return [service.pid, *found]
         time.sleep(0.05)
-    raise RuntimeError(f"{service.name}: no gunicorn worker appeared")
+    raise RuntimeError(f"{service.name}: {workers} gunicorn worker(s) did not appear")
