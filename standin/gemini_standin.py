@@ -293,19 +293,23 @@ class State:
 STATE = web.AppKey("state", State)
 
 
-def record(state: State, request: web.Request, body: Any) -> None:
-    """Keep what arrived so tests can assert on the exact wire request, minus secrets."""
+def record(state: State, request: web.Request, body: Any) -> dict[str, Any]:
+    """Keep what arrived so tests can assert on the exact wire request, minus secrets.
+
+    A streamed answer also notes how it ended: `"ended": "complete"`, or `"client-closed"`
+    when the caller closed the connection first (a stopped or cancelled generation).
+    """
     headers = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in request.headers.items()}
     query = {k: ("***" if k == "key" else v) for k, v in request.query.items()}
-    state.requests.append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "query": query,
-            "body": body,
-            "headers": headers,
-        }
-    )
+    entry = {
+        "method": request.method,
+        "path": request.path,
+        "query": query,
+        "body": body,
+        "headers": headers,
+    }
+    state.requests.append(entry)
+    return entry
 
 
 def effective_knobs(state: State, directive: Knobs) -> Knobs:
@@ -335,7 +339,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         is_json = True
     except ValueError:
         body, is_json = raw.decode("utf-8", "replace"), False
-    record(state, request, body)
+    entry = record(state, request, body)
     route = MODEL_PATH.fullmatch(request.path)
     if route is None:
         return gemini_error(404, f"Requested entity was not found: {request.path}")
@@ -383,7 +387,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
     )
     if route["method"] == "generateContent":
         return await answer_whole(request, reply)
-    return await answer_stream(request, reply)
+    return await answer_stream(request, reply, entry)
 
 
 async def answer_whole(request: web.Request, reply: Reply) -> web.StreamResponse:
@@ -395,7 +399,9 @@ async def answer_whole(request: web.Request, reply: Reply) -> web.StreamResponse
     return web.json_response(reply.whole())
 
 
-async def answer_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
+async def answer_stream(
+    request: web.Request, reply: Reply, entry: dict[str, Any]
+) -> web.StreamResponse:
     """Write SSE events as Gemini does: ``data: <one-line JSON>`` then a blank line, CRLF."""
     knobs = reply.knobs
     events: Iterator[dict[str, Any]] = reply.events()
@@ -416,8 +422,12 @@ async def answer_stream(request: web.Request, reply: Reply) -> web.StreamRespons
         if cut_after is not None:
             return cut(request, response)
         await response.write_eof()
+        entry["ended"] = "complete"
     except ConnectionResetError:
-        pass  # the client went away; nothing left to tell it
+        entry["ended"] = "client-closed"  # the client went away; nothing left to tell it
+    except asyncio.CancelledError:
+        entry["ended"] = "client-closed"  # noticed even mid-silence: handler_cancellation
+        raise
     return response
 
 
@@ -498,7 +508,11 @@ async def serve(host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # No access log: at a thousand streams it would cost more than the streams themselves.
-    runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=0.25)
+    # handler_cancellation: a caller that closes the connection cancels its handler at once,
+    # so a stream stopped while the stand-in is silent is recorded as closed right away.
+    runner = web.AppRunner(
+        make_app(), access_log=None, shutdown_timeout=0.25, handler_cancellation=True
+    )
     await runner.setup()
     # A deep backlog so a burst of a thousand connects is not answered with SYN retries.
     site = web.TCPSite(runner, host, port, backlog=4096)

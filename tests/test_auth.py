@@ -491,6 +491,8 @@ def test_another_user_sees_someone_elses_session_as_missing(client, db, standin)
             headers=bob,
         ),
         "new step": client.post("/", json=chat_body("Hi", "b2", step="define"), headers=bob),
+        "resume": client.get("/sessions/s1/steps/empathize/stream", headers=bob),
+        "stop": client.post("/sessions/s1/steps/empathize/stop", headers=bob),
     }
     assert missing_get.status_code == 404
     for name, response in answers.items():
@@ -506,6 +508,27 @@ def test_another_user_sees_someone_elses_session_as_missing(client, db, standin)
     assert len(standin.model_requests()) == calls
     # The owner still gets everything.
     assert client.get(HISTORY, headers=alice).status_code == 200
+
+
+def test_another_users_stop_is_not_found_and_the_reply_goes_on(client, db):
+    import threading
+
+    alice, bob = bearer(id_token("alice")), bearer(id_token("bob"))
+    done: list = []
+    slow = chat_body("Mine [[standin chunks=12 delay_ms=100]]")
+    thread = threading.Thread(
+        target=lambda: done.append(client.post("/", json=slow, headers=alice).data)
+    )
+    thread.start()
+    reply = "sessions/s1/steps/empathize/messages/m1~reply"
+    deadline = time.monotonic() + 10
+    while not db.document(reply).get().exists and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop = client.post("/sessions/s1/steps/empathize/stop", headers=bob)
+    assert stop.status_code == 404 and stop.get_json() == NOT_FOUND
+    thread.join(30)
+    assert text_of(sse_chunks(done[0])) == "Echo: Mine"
+    assert db.document(reply).get().to_dict()["status"] == "complete"
 
 
 def test_each_user_owns_the_sessions_they_start(client, db):

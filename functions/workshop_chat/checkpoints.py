@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .domain import Ending
-from .reply import LOST, UNSTORED, WROTE, Reply
+from .reply import LOST, STOP, UNSTORED, WROTE, Reply
 
 log = logging.getLogger("workshop_chat.checkpoints")
 
@@ -31,7 +31,7 @@ class ReplyWrite:
 
 class BatchStore(Protocol):
     def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
-        """One outcome per write, in order: "wrote", "lost" or "unstored"."""
+        """One outcome per write, in order: "wrote", "lost", "unstored" or "stop"."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class Checkpointer:
     def __init__(self, store: BatchStore, cadence: Cadence) -> None:
         self.store = store
         self.cadence = cadence
-        self.renew_seconds = cadence.lease_seconds / 4
+        # Renewals also carry stop requests made on other instances: at least once a second.
+        self.renew_seconds = min(cadence.checkpoint_seconds, cadence.lease_seconds / 4)
         self._state = _State()
         self._cond = threading.Condition()
         self._flushing = threading.Lock()
@@ -100,7 +101,7 @@ class Checkpointer:
             self._thread.start()
 
     def _tick(self) -> float:
-        return min(self.cadence.checkpoint_seconds, self.renew_seconds)
+        return self.renew_seconds / 2
 
     def _run(self) -> None:
         while True:
@@ -150,11 +151,12 @@ class Checkpointer:
                 continue
             text = reply.text()
             age = now - reply.last_write
+            slack = self._tick() / 2  # a write due just after this tick goes out now
             if len(text) != reply.stored_chars and (
-                everything or age >= self.cadence.checkpoint_seconds
+                everything or age + slack >= self.cadence.checkpoint_seconds
             ):
                 due.append((reply, text))
-            elif age >= self.renew_seconds:
+            elif age + slack >= self.renew_seconds:
                 due.append((reply, None))  # silent model (thinking): renew the lease only
         return due
 
@@ -167,6 +169,8 @@ class Checkpointer:
             with self._cond:
                 self._state.live.pop(id(reply), None)
             reply.end(Ending("error", "error"), write=False)
+        elif outcome == STOP:
+            reply.stop()  # asked on another instance: the final write goes out next
         # UNSTORED: skipped; the next tick tries again with the text it has then.
 
     def _after_final(self, final: _Final, outcome: str) -> None:

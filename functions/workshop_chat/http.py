@@ -36,8 +36,10 @@ from .turn import Chat
 
 log = logging.getLogger("workshop_chat.http")
 
-_HISTORY = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/messages/?")
-_RESUME = re.compile(r"/[^/]+/stream/?")
+# /sessions/<sessionId>/steps/<stepId>/<what>: messages (GET), stream (GET), stop (POST).
+_STEP_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/(messages|stream|stop)/?")
+_STEP_METHODS = {"messages": "GET", "stream": "GET", "stop": "POST"}
+_OLD_RESUME = re.compile(r"/[^/]+/stream/?")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -104,14 +106,15 @@ class Api:
             if path in ("/", "/api/chat"):
                 self._only(request, "POST")
                 return self._post_chat(request)
-            match = _HISTORY.fullmatch(request.path)
+            match = _STEP_ROUTE.fullmatch(request.path)
             if match:
-                self._only(request, "GET")
-                return self._get_history(request, match.group(1), match.group(2))
+                session_id, step_id, what = match.groups()
+                self._only(request, _STEP_METHODS[what])
+                return self._step_route(request, session_id, step_id, what)
             if path == "/healthz":
                 return json_response(200, {"status": "ok"})
-            if _RESUME.fullmatch(request.path) and request.method == "GET":
-                # useChat({resume: true}) asks on mount; replies are stored, not resumable.
+            if _OLD_RESUME.fullmatch(request.path) and request.method == "GET":
+                # useChat's default reconnect URL carries no session or step: nothing to find.
                 return Response(status=204)
             raise NotFound("not_found", "no such route")
         except ChatError as error:
@@ -150,10 +153,21 @@ class Api:
             return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)
         return Response(protocol.encode_ui_stream(stream), 200, protocol.UI_STREAM_HEADERS)
 
-    def _get_history(self, request: Request, session_id: str, step_id: str) -> Response:
+    def _step_route(self, request: Request, session_id: str, step_id: str, what: str) -> Response:
         uid = self.verifier.uid(request.headers.get("Authorization"))
         protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
         protocol.check_id(step_id, "stepId", self.config.max_id_chars)
+        if what == "stop":
+            stopped = self.chat.stop(session_id, step_id, uid)
+            return json_response(200, {"stopped": stopped})
+        if what == "stream":
+            events = self.chat.resume(session_id, step_id, uid)
+            if events is None:
+                return Response(status=204)
+            head, rest = _first_text(events)
+            return Response(
+                protocol.encode_ui_stream(_chain(head, rest)), 200, protocol.UI_STREAM_HEADERS
+            )
         messages = self.chat.history(session_id, step_id, uid)
         return json_response(200, {"messages": [protocol.ui_message(m) for m in messages]})
 

@@ -42,8 +42,9 @@ from .domain import (
 
 log = logging.getLogger("workshop_chat.reply")
 
-# What the final write reported: stored, taken over by another generation, or not stored.
-WROTE, LOST, UNSTORED = "wrote", "lost", "unstored"
+# What a write reported: stored, taken over by another generation, not stored, or (for a
+# checkpoint) refused because someone asked the reply to stop.
+WROTE, LOST, UNSTORED, STOP = "wrote", "lost", "unstored", "stop"
 
 
 class Claim(Protocol):
@@ -134,6 +135,10 @@ class Reply:
 
     # The end: decided once ---------------------------------------------------------------
 
+    def stop(self) -> bool:
+        """Stop where it is: the text so far is the reply, stored `stopped`."""
+        return self.end(Ending("stopped", "stop", model=self.model))
+
     def end(self, ending: Ending, write: bool = True) -> bool:
         """Decide how the reply ends; False if it had already ended.
 
@@ -161,6 +166,8 @@ class Reply:
             meta = metadata(self.claim.created_at if self.claim else time.time(), ending.model)
             if ending.usage:
                 meta["usage"] = ending.usage
+            if ending.status == "stopped":
+                meta["status"] = "stopped"
             if outcome == LOST:
                 event: Event = Failed(REPLACED_TEXT, cause="replaced")
             elif outcome == UNSTORED:

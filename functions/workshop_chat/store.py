@@ -21,11 +21,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from .checkpoints import ReplyWrite
 from .domain import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
-from .reply import LOST, UNSTORED, WROTE
+from .reply import LOST, STOP, UNSTORED, WROTE
 
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001
@@ -410,6 +411,7 @@ class FirestoreStore:
             "createdAt": _ts(created_at),
             "updatedAt": _ts(created_at),
             "lease": _ts(created_at + self.lease_seconds),
+            "stopRequested": False,
             "finishReason": None,
             "usage": None,
             "model": None,
@@ -431,6 +433,33 @@ class FirestoreStore:
             writer.update(step_ref, stamp, option=self.db.write_option(last_update_time=c.version))
         else:
             writer.update(step_ref, stamp)
+
+    def streaming(self, session_id: str, step_id: str) -> list[Message]:
+        """The step's replies being generated now (or whose instance died: `lapsed`)."""
+        query = self._messages(session_id, step_id).where(
+            filter=FieldFilter("status", "==", "streaming")
+        )
+        try:
+            docs = list(query.stream(retry=self._retry, timeout=self.timeout))
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        self.reads += max(1, len(docs))
+        return sorted((self._message(d) for d in docs), key=lambda m: m.created_at)
+
+    def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool:
+        """Ask the instance generating a reply to stop: its next write finds this and stops.
+
+        A plain update, no precondition: it changes the document under the generation, whose
+        next conditional write then fails, reads the document, and sees the request.
+        """
+        ref = self._messages(session_id, step_id).document(reply_id)
+        try:
+            ref.update({"stopRequested": True}, retry=self._retry, timeout=self.timeout)
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return True
 
     # Checkpoints, leases and finals, many replies in one RPC -----------------------------
 
@@ -509,6 +538,8 @@ class FirestoreStore:
         if data is None or data.get("generation") != claim.generation:
             return LOST
         claim.update_time = snap.update_time
+        if write.ending is None and data.get("stopRequested"):
+            return STOP
         if write.ending is not None:
             final = self._final_fields(write.ending)
             if all(data.get(k) == v for k, v in final.items()) and _text(data.get("parts")) == (

@@ -69,6 +69,10 @@ class Store(Protocol):
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None: ...
 
+    def streaming(self, session_id: str, step_id: str) -> list[Message]: ...
+
+    def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
+
     def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None: ...
 
     def step_lock(self, key: tuple[str, str]) -> AbstractContextManager[Any]:
@@ -158,6 +162,58 @@ class Chat:
             # never showed it, and an empty assistant turn breaks clients that replay history.
             if not (m.role == "assistant" and m.status == "error" and not m.text)
         ]
+
+    def resume(self, session_id: str, step_id: str, uid: str) -> Iterator[Event] | None:
+        """The reply being generated in the step, from its beginning; None when there is none.
+
+        On the generating instance it comes from memory; elsewhere it follows the checkpoints.
+        """
+        try:
+            conversation = self._owned(session_id, step_id, uid)
+            local = self._local(session_id, step_id)
+            if local:
+                return local[-1].listen(self.settings.keepalive_seconds)
+            live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
+        except StoreUnavailable as exc:
+            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+        if not live:
+            return None
+        reply = live[-1]
+        user = conversation.get(reply.reply_to or "")
+        if user is None:  # this instance's copy predates the turn: read it
+            conversation = self.store.open(session_id, step_id, uid, fresh=True)
+            user = conversation.get(reply.reply_to or "")
+        if user is None:
+            return None
+        message = UserMessage(user.id, user.text)
+        return self._follow((session_id, step_id), conversation, message, reply, None)
+
+    def stop(self, session_id: str, step_id: str, uid: str) -> int:
+        """Stop the step's replies in flight, here or, through their documents, elsewhere."""
+        try:
+            self._owned(session_id, step_id, uid)
+            local = self._local(session_id, step_id, claimed=False)
+            if local:
+                return sum(reply.stop() for reply in local)
+            live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
+            return sum(self.store.request_stop(session_id, step_id, m.id) for m in live)
+        except StoreUnavailable as exc:
+            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+
+    def _owned(self, session_id: str, step_id: str, uid: str) -> Any:
+        conversation = self.store.open(session_id, step_id, uid)
+        if not conversation.session_exists:
+            raise NotFound("not_found", "no such session")
+        return conversation
+
+    def _local(self, session_id: str, step_id: str, claimed: bool = True) -> list[Reply]:
+        """This instance's replies in the step (a stop also takes one still claiming)."""
+        with self._lock:
+            return [
+                reply
+                for (s, t, _), reply in self._active.items()
+                if s == session_id and t == step_id and (reply.claim is not None or not claimed)
+            ]
 
     def checkpoint_all(self) -> int:
         """On SIGTERM: store the text of every reply in flight now."""
@@ -303,7 +359,10 @@ class Chat:
                 return
             elif alive:
                 if not started:
-                    yield Started(reply.id, metadata(reply.created_at, reply.model))
+                    # While it streams, the document names no model yet: every instance
+                    # runs the same one.
+                    model = reply.model or self.model.name
+                    yield Started(reply.id, metadata(reply.created_at, model))
                     started = True
                 if not reply.text.startswith(sent):  # regenerated meanwhile
                     yield Failed(REPLACED_TEXT, cause="replaced")
@@ -369,4 +428,6 @@ def _ending(reply: Message) -> Event:
     meta = metadata(reply.created_at, reply.model, reply.usage)
     if reply.status == "error":
         return Failed(CUT_TEXT, metadata=meta)
+    if reply.status == "stopped":
+        meta["status"] = "stopped"
     return Finished(reply.finish_reason or "stop", meta)

@@ -15,7 +15,7 @@ from typing import Any
 from workshop_chat import aio
 from workshop_chat.checkpoints import ReplyWrite
 from workshop_chat.domain import Message, ModelDone, ModelText, UserMessage
-from workshop_chat.reply import LOST, UNSTORED, WROTE
+from workshop_chat.reply import LOST, STOP, UNSTORED, WROTE
 
 
 @dataclass
@@ -54,6 +54,7 @@ class MemoryStore:
         self.unavailable = False  # every call fails while set
         self.failing_writes = 0  # the next N write batches fail
         self.batches: list[list[ReplyWrite]] = []
+        self.stop_requests: set[tuple[str, str, str]] = set()
         self.claims_started = threading.Event()  # set when a claim's write begins
         self.claim_gate: threading.Event | None = None  # a claim's commit waits on it
 
@@ -149,6 +150,22 @@ class MemoryStore:
         with self._lock:
             return self.doc(session_id, step_id, reply_id)
 
+    def streaming(self, session_id: str, step_id: str) -> list[Message]:
+        self._check()
+        with self._lock:
+            step = self.messages.get((session_id, step_id), {})
+            found = [self._read((session_id, step_id), m) for m in step.values()]
+        return sorted((m for m in found if m.status == "streaming"), key=lambda m: m.created_at)
+
+    def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool:
+        self._check()
+        with self._lock:
+            if reply_id not in self.messages.get((session_id, step_id), {}):
+                return False
+            self.stop_requests.add((session_id, step_id, reply_id))
+            self._bump((session_id, step_id), reply_id)
+        return True
+
     def step_lock(self, key: tuple[str, str]) -> threading.Lock:
         return self._step_lock
 
@@ -169,8 +186,13 @@ class MemoryStore:
                 if stored is None or stored.generation != claim.generation:
                     outcomes.append(LOST)
                     continue
-                if self.versions[(*claim.key, claim.reply_id)][0] != claim.update_time:
-                    outcomes.append(UNSTORED)
+                version = self.versions[(*claim.key, claim.reply_id)][0]
+                if version != claim.update_time:
+                    # Still this generation's: carry on from the version found, as the real
+                    # store does after reading the document.
+                    claim.update_time = version
+                    stop = (*claim.key, claim.reply_id) in self.stop_requests
+                    outcomes.append(STOP if stop and write.ending is None else UNSTORED)
                     continue
                 if write.text is not None:
                     stored = replace(stored, text=write.text)

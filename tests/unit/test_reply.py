@@ -166,5 +166,92 @@ def test_sigterm_checkpoints_every_reply_in_flight(chat, store, model):
 
 
 def _wait_text(reply: Reply, text: str) -> None:
+    """Until the model's text is in and the claim confirmed (the two race by design)."""
     with reply._cond:
-        assert reply._cond.wait_for(lambda: reply.text() == text, 5)
+        assert reply._cond.wait_for(lambda: reply.text() == text and reply.claim is not None, 5)
+
+
+# --- Stop -----------------------------------------------------------------------------------
+
+
+def test_stop_keeps_the_text_so_far_closes_the_model_and_stores_stopped(chat, store, model):
+    listener = start(chat, model)
+    model.send("so far")
+    _wait_text(reply_of(chat), "so far")
+    assert chat.stop("s1", "define", "alice") == 1
+    events = listener.join()
+    assert texts(events) == "so far"
+    assert isinstance(events[-1], Finished) and events[-1].metadata["status"] == "stopped"
+    stored = store.doc("s1", "define", "m1~reply")
+    assert (stored.status, stored.text) == ("stopped", "so far")
+    assert model.wait_closed(1) == 1
+    assert chat.stop("s1", "define", "alice") == 0  # nothing in flight: nothing written
+    assert len([w for batch in store.batches for w in batch]) == 1
+
+
+def test_stop_racing_finish_ends_the_reply_once_whichever_came_first(chat, store, model):
+    listener = start(chat, model)
+    model.send("whole")
+    reply = reply_of(chat)
+    _wait_text(reply, "whole")
+    model.finish()
+    stopped = chat.stop("s1", "define", "alice")
+    events = listener.join()
+    assert len(ends(events)) == 1
+    stored = store.doc("s1", "define", "m1~reply")
+    assert stored.status == ("stopped" if stopped else "complete")
+    assert stored.text == texts(events) == "whole"
+
+
+def test_stop_racing_regenerate_stops_only_the_generation_it_found(chat, store, model):
+    first = start(chat, model)
+    model.send("old")
+    old = reply_of(chat)
+    _wait_text(old, "old")
+    regenerate = Listener(chat, turn(trigger="regenerate-message", target_id="m1~reply"))
+    model.wait_call()
+    assert first.join()[-1].cause == "replaced"
+    assert chat.stop("s1", "define", "alice") == 1  # the new generation
+    events = regenerate.join()
+    assert isinstance(events[-1], Finished) and events[-1].metadata["status"] == "stopped"
+    assert store.doc("s1", "define", "m1~reply").status == "stopped"
+
+
+def test_stop_during_a_checkpoint_stores_stopped_with_the_text_the_client_saw(chat, store, model):
+    listener = start(chat, model)
+    model.send("before ")
+    reply = reply_of(chat)
+    _wait_text(reply, "before ")
+    store.failing_writes = 1  # the checkpoint in flight fails
+    chat.checkpointer.flush(everything=True)
+    reply.stop()
+    model.send("after")  # arrives too late: not part of the reply
+    events = listener.join()
+    stored = store.doc("s1", "define", "m1~reply")
+    assert (stored.status, stored.text) == ("stopped", "before ") == ("stopped", texts(events))
+
+
+def test_a_stop_asked_on_another_instance_reaches_the_generation_through_its_document(
+    chat, store, model
+):
+    listener = start(chat, model)
+    model.send("working")
+    _wait_text(reply_of(chat), "working")
+    assert store.request_stop("s1", "define", "m1~reply")  # what another instance writes
+    chat.checkpointer.flush(everything=True)  # the next checkpoint finds it
+    events = listener.join()
+    assert events[-1].metadata["status"] == "stopped"
+    assert store.doc("s1", "define", "m1~reply").status == "stopped"
+    assert model.wait_closed(1) == 1
+
+
+def test_stop_on_a_session_of_another_user_is_not_found(chat, store, model):
+    import pytest
+
+    from workshop_chat.domain import NotFound
+
+    listener = start(chat, model)
+    with pytest.raises(NotFound):
+        chat.stop("s1", "define", "mallory")
+    model.finish()
+    assert isinstance(listener.join()[-1], Finished)

@@ -167,6 +167,8 @@ def test_regenerate_on_the_same_instance_replaces_the_generation_in_flight(chat,
     first = Listener(chat, turn())
     model.wait_call()
     model.send("old text")
+    while not first.events:  # claimed: the regenerate must find the reply stored
+        threading.Event().wait(0.01)
     regenerate = Listener(chat, turn(trigger="regenerate-message", target_id="m1~reply"))
     model.wait_call()
     model.send("new text")
@@ -193,3 +195,31 @@ def test_store_errors_surface_as_unavailable_on_history(chat, store):
         chat.history("s1", "define", "alice")
     with pytest.raises(StoreUnavailable):
         store.reply("s1", "define", "x")
+
+
+def test_resume_on_the_generating_instance_replays_from_the_start_then_goes_live(
+    chat, store, model
+):
+    listener = Listener(chat, turn())
+    model.wait_call()
+    model.send("first ")
+    while not listener.events:
+        threading.Event().wait(0.01)
+    resumed = chat.resume("s1", "define", "alice")
+    model.send("second")
+    model.finish()
+    events = list(resumed)
+    assert events[0] == listener.join()[0]  # the same start, the same messageId
+    assert texts(events) == "first second" == texts(listener.events)
+    assert chat.resume("s1", "define", "alice") is None  # settled: nothing to resume
+
+
+def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, store, model):
+    from workshop_chat.domain import NotFound
+
+    listener = Listener(chat, turn())
+    model.wait_call()
+    with pytest.raises(NotFound):
+        chat.resume("s1", "define", "mallory")
+    model.finish()
+    listener.join()
