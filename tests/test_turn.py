@@ -137,6 +137,39 @@ def test_a_reply_stuck_in_streaming_shows_as_interrupted_with_its_partial_text(
     assert "Echo: doomed".startswith(reply["parts"][0]["text"])
 
 
+def test_a_retry_after_a_crash_takes_the_reply_over_and_gets_it_whole(
+    emulator, standin_service, db
+):
+    """SIGKILL mid-reply, then the user re-sends: the lease lapses and the retry generates the
+    reply again, stored once, complete, with none of the dead generation's text relayed."""
+    env = function_env(emulator, standin_service, CHECKPOINT_SECONDS="0.2")
+    body = chat_body("again [[standin words=40 chunks=20 delay_ms=100]]", "k1")
+    function = support.start_function(env)
+    try:
+        sock = post_raw(function.url, body)
+        wait_for(lambda: (d := doc(db, "k1~reply")) and d["parts"])
+        os.killpg(function.process.pid, signal.SIGKILL)
+        sock.close()
+    finally:
+        function.stop()
+    dead = doc(db, "k1~reply")
+    function = support.start_function(env)
+    try:
+        started = time.monotonic()
+        status, raw = post_json(function.url, body)
+        elapsed = time.monotonic() - started
+    finally:
+        function.stop()
+    full = "Echo: again " + " ".join(f"w{i}" for i in range(1, 41))
+    assert status == 200
+    assert text_of(sse_chunks(raw)) == full
+    assert elapsed < 15
+    reply = doc(db, "k1~reply")
+    assert (reply["status"], reply["parts"]) == ("complete", [{"type": "text", "text": full}])
+    assert reply["generation"] != dead["generation"]
+    assert ids(db) == ["k1", "k1~reply"]
+
+
 def test_sigterm_checkpoints_replies_in_flight(emulator, standin_service, db):
     # With checkpoints a minute apart, only the SIGTERM handler can have written the text.
     env = function_env(emulator, standin_service, CHECKPOINT_SECONDS="60")
