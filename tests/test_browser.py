@@ -45,7 +45,9 @@ SCREENSHOT = support.ROOT / "docs" / "screenshot.png"
 TIMEOUT_MS = 20_000
 
 # What the page shows: the chat's useChat status, its messages and the last assistant reply.
-ASSISTANT_TEXTS = "[data-testid=message][data-role=assistant] [data-testid=message-text]"
+ASSISTANT = "[data-testid=message][data-role=assistant]"
+ASSISTANT_TEXTS = f"{ASSISTANT} [data-testid=message-text]"
+STATUS_MARKERS = f"{ASSISTANT} [data-testid=reply-status]"
 
 # Samples the last assistant reply in the page every few ms until the chat is ready again, and
 # returns every distinct length seen: proof that the reply was drawn piece by piece.
@@ -67,6 +69,16 @@ async (selector) => {
   }
   return lengths;
 }
+"""
+
+# Installed before the page's own scripts on every load: the most assistant messages the page
+# ever showed at once, counted after every change of the DOM.
+COUNT_REPLIES_JS = """
+window.__mostReplies = 0;
+new MutationObserver(() => {
+  const n = document.querySelectorAll('[data-testid=message][data-role=assistant]').length;
+  window.__mostReplies = Math.max(window.__mostReplies, n);
+}).observe(document, { childList: true, subtree: true });
 """
 
 
@@ -355,46 +367,121 @@ def test_regenerate_replaces_the_reply_in_place(page: Any, stack: Stack) -> None
     assert text_of(rows[1]) == before[1]["text"]
 
 
-def test_stop_keeps_the_full_reply_on_the_server(page: Any, stack: Stack) -> None:
+def test_reload_mid_reply_resumes_it_in_place(page: Any, stack: Stack) -> None:
     session = new_session()
+    marker = f"resume-{uuid.uuid4().hex[:6]}"
+    # Counts the assistant messages after every change of the DOM, from the first paint of every
+    # load: a second copy of the reply, however briefly shown, is caught.
+    page.add_init_script(COUNT_REPLIES_JS)
+    open_chat(page, stack, session, "empathize")
+    send(page, f"Tell me slowly {marker} [[standin words=40 chunks=30 delay_ms=150]]")
+    full = f"Echo: Tell me slowly {marker}" + "".join(f" w{i}" for i in range(1, 41))
+
+    # Part of the reply is on the page, and the server is still writing it: reload now.
+    page.wait_for_function(
+        "([selector, n]) => [...document.querySelectorAll(selector)]"
+        ".some(e => e.textContent.length > n)",
+        arg=[ASSISTANT_TEXTS, len(full) // 4],
+    )
+    seen = messages(page)[-1]["text"]
+    assert 0 < len(seen) < len(full) and full.startswith(seen), seen
+    with (
+        page.expect_response(
+            lambda r: r.request.method == "GET" and r.url.endswith("/steps/empathize/messages")
+        ) as history,
+        page.expect_response(
+            lambda r: r.request.method == "GET" and r.url.endswith("/steps/empathize/stream")
+        ) as resumed,
+    ):
+        authorization = reload_and_capture_token(page)
+    # The history had the reply too, partly written: the resumed stream must replace that copy.
+    loaded = history.value.json()["messages"]
+    assert [m["role"] for m in loaded] == ["user", "assistant"], loaded
+    assert loaded[1]["metadata"]["status"] == "streaming"
+    assert full.startswith(text_of(loaded[1]))
+    assert resumed.value.status == 200, "the reload found no reply to resume"
+    assert resumed.value.request.all_headers().get("authorization") == authorization
+
+    # The resumed stream continues the reply where it is on the page, to its end.
+    assert wait_ready(page) == "ready"
+    page.wait_for_function(
+        "([selector, text]) => [...document.querySelectorAll(selector)]"
+        ".some(e => e.textContent === text)",
+        arg=[ASSISTANT_TEXTS, full],
+    )
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant"], shown
+    assert shown[1]["text"] == full
+    assert shown[1]["id"] == f"{shown[0]['id']}~reply"
+    assert page.evaluate("window.__mostReplies") == 1, "the reply was shown twice at some point"
+    assert not page.locator(STATUS_MARKERS).count()
+
+    rows = stored(stack, session, "empathize", authorization)
+    assert [m["role"] for m in rows] == ["user", "assistant"], rows
+    assert rows[1]["id"] == shown[1]["id"]
+    assert rows[1]["metadata"]["status"] == "complete"
+    assert text_of(rows[1]) == full
+    assert model_requests_with(stack, marker) == 1, "the reload generated the reply again"
+
+    # Once it is complete, a reload shows the stored reply and resumes nothing.
+    reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page) == shown
+
+
+def test_stop_stops_the_reply_on_the_server(page: Any, stack: Stack) -> None:
+    session = new_session()
+    marker = f"stop-{uuid.uuid4().hex[:6]}"
     open_chat(page, stack, session, "prototype")
-    send(page, "Write a long one [[standin words=300 delay_ms=120 chunks=60]]")
-    full = "Echo: Write a long one" + "".join(f" w{i}" for i in range(1, 301))
+    send(page, f"Write a long one {marker} [[standin words=300 delay_ms=120 chunks=60]]")
+    full = f"Echo: Write a long one {marker}" + "".join(f" w{i}" for i in range(1, 301))
 
     page.wait_for_function(
         "(selector) => [...document.querySelectorAll(selector)]"
-        ".some(e => e.textContent.length > 40)",
+        ".some(e => e.textContent.length > 60)",
         arg=ASSISTANT_TEXTS,
     )
-    page.get_by_test_id("stop").click()
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/steps/prototype/stop")
+    ) as stop_call:
+        page.get_by_test_id("stop").click()
+    assert stop_call.value.status == 200
+    assert stop_call.value.json() == {"stopped": 1}
+    assert stop_call.value.request.all_headers().get("authorization", "").startswith("Bearer ")
     assert wait_ready(page) == "ready"
     page.get_by_test_id("send").wait_for()
+    # The page shows the reply as the server stored it once its stop is written: marked stopped.
+    page.wait_for_function(
+        "(selector) => [...document.querySelectorAll(selector)].at(-1)?.dataset.status"
+        " === 'stopped'",
+        arg=STATUS_MARKERS,
+    )
+
     partial = messages(page)[-1]
     assert partial["role"] == "assistant"
     assert 0 < len(partial["text"]) < len(full), "Stop did not stop the reply mid-way"
-    time.sleep(0.5)
-    assert messages(page)[-1]["text"] == partial["text"], "the reply kept growing after Stop"
+    assert full.startswith(partial["text"]), partial["text"]
+    marker_of_reply = page.locator(STATUS_MARKERS).last
+    assert marker_of_reply.inner_text() == "stopped"
+    assert marker_of_reply.is_visible()
 
-    # The function kept generating: poll its GET until the reply is complete.
+    # The server stopped too: what it stored is the text on the page, marked stopped, for good.
     authorization = reload_and_capture_token(page)
+    rows = stored(stack, session, "prototype", authorization)
+    assert [m["role"] for m in rows] == ["user", "assistant"], rows
+    assert rows[1]["id"] == partial["id"]
+    assert rows[1]["metadata"]["status"] == "stopped"
+    assert text_of(rows[1]) == partial["text"]
 
-    def complete() -> dict[str, Any] | None:
-        rows = stored(stack, session, "prototype", authorization)
-        reply = rows[-1] if rows and rows[-1]["role"] == "assistant" else None
-        return reply if reply and reply["metadata"]["status"] == "complete" else None
-
-    reply = eventually(complete, timeout=30, what="the stored reply to complete")
-    assert reply["id"] == partial["id"]
-    assert text_of(reply) == full
-
-    # A reload now shows the whole reply.
-    reload_and_capture_token(page)
-    page.wait_for_function(
-        "([selector, n]) => [...document.querySelectorAll(selector)]"
-        ".some(e => e.textContent.length === n)",
-        arg=[ASSISTANT_TEXTS, len(full)],
-    )
-    assert [m["text"] for m in messages(page)][-1] == full
+    # After the reload: the same partial text, still marked stopped, never resumed or completed.
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page)[-1] == partial
+    assert marker_of_reply.get_attribute("data-status") == "stopped"
+    assert page.get_by_test_id("chat").get_attribute("data-status") == "ready"
+    assert model_requests_with(stack, marker) == 1
+    time.sleep(1)  # 8 of the stand-in's chunk intervals: a reply still running would grow
+    assert text_of(stored(stack, session, "prototype", authorization)[1]) == partial["text"]
+    assert messages(page)[-1] == partial
 
 
 def test_upstream_fault_shows_an_error_and_retry_recovers(page: Any, stack: Stack) -> None:

@@ -1,7 +1,7 @@
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
-import { describeError, fetchHistory } from "./api.js";
+import { describeError, fetchHistory, requestStop, stepUrl } from "./api.js";
 import { authEnabled, authHeaders, currentUser } from "./auth.js";
 import { CHAT_URL, STEPS } from "./config.js";
 
@@ -136,13 +136,25 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
         api: `${CHAT_URL}/`,
         body: { sessionId: session, stepId: step },
         headers: authHeaders, // called per request, so the ID token is always fresh
+        // On mount (resume below) useChat asks the step's stream route for the reply in flight:
+        // 204 when there is none, else the reply from its start under its stored id, so the
+        // SDK replaces the partial copy from the history in place instead of adding a second.
+        prepareReconnectToStreamRequest: async () => ({
+          api: stepUrl(session, step, "stream"),
+          headers: await authHeaders(),
+        }),
       }),
     [session, step],
   );
+  // Only a history that ends with a user message or a reply still being written can have a reply
+  // in flight; an empty one may belong to a session the server does not know yet (404).
+  const lastLoaded = initialMessages.at(-1);
+  const resume = lastLoaded?.role === "user" || stillWriting(initialMessages);
   const { messages, setMessages, sendMessage, regenerate, stop, status, error, clearError } =
-    useChat({ id: `${session}/${step}`, messages: initialMessages, transport });
+    useChat({ id: `${session}/${step}`, messages: initialMessages, transport, resume });
   const [input, setInput] = useState("");
   const [loadError, setLoadError] = useState(historyError);
+  const [stopping, setStopping] = useState(false);
   const bottom = useRef(null);
   const busy = status === "submitted" || status === "streaming";
   const last = messages.at(-1);
@@ -152,8 +164,10 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [messages]);
 
-  // A reply still being written on the server (e.g. after Stop and a reload): poll until it settles.
-  const pending = !busy && last?.role === "assistant" && last.metadata?.status === "streaming";
+  // A reply still being written on the server that no stream of ours follows (it ended between
+  // the history and the resume, or a Stop is still on its way to another instance): poll until
+  // it settles.
+  const pending = !busy && !stopping && stillWriting(messages);
   useEffect(() => {
     if (!pending) return;
     const controller = new AbortController();
@@ -169,10 +183,36 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
     };
   }, [pending, session, step, setMessages]);
 
+  // Stop the reply on the server first (it keeps its text so far, stored "stopped"), then stop
+  // reading, then show what the server stored: our stream may have been cut before its finish.
+  const stopReply = async () => {
+    setStopping(true);
+    try {
+      const stopped = await requestStop(session, step).catch((stopError) => {
+        setLoadError(stopError);
+        return null;
+      });
+      await stop();
+      // The stopped reply's final write may still be on its way: wait for it a little.
+      let fresh = await fetchHistory(session, step);
+      for (let tries = 0; stillWriting(fresh) && tries < 12; tries += 1) {
+        // Nothing was in flight when Stop was asked, but a reply is now: it started just after.
+        if (tries === 0 && stopped === 0) await requestStop(session, step);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        fresh = await fetchHistory(session, step);
+      }
+      setMessages(fresh); // still being written after all that: `pending` polls on
+    } catch (stopError) {
+      setLoadError(stopError);
+    } finally {
+      setStopping(false);
+    }
+  };
+
   const send = (event) => {
     event.preventDefault();
     const text = input.trim();
-    if (!text || busy) return;
+    if (!text || busy || stopping) return;
     setInput("");
     setLoadError(null);
     sendMessage({ text });
@@ -204,7 +244,9 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
                 <div className="placeholder">
                   {message.metadata?.status === "streaming"
                     ? "The reply is still being written…"
-                    : "No reply was stored. Regenerate it, or send the message again."}
+                    : message.metadata?.status === "stopped"
+                      ? "Stopped before the first word."
+                      : "No reply was stored. Regenerate it, or send the message again."}
                 </div>
               )}
               <MessageFooter
@@ -212,7 +254,7 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
                 streaming={busy && message.id === last?.id && message.role === "assistant"}
               />
             </div>
-            {message.id === lastAssistantId && !busy && !pending && (
+            {message.id === lastAssistantId && !busy && !pending && !stopping && (
               <button
                 type="button"
                 className="link"
@@ -272,9 +314,15 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
             }
           }}
         />
-        {busy ? (
-          <button type="button" className="stop" data-testid="stop" onClick={() => stop()}>
-            Stop
+        {busy || stopping ? (
+          <button
+            type="button"
+            className="stop"
+            data-testid="stop"
+            disabled={stopping}
+            onClick={stopReply}
+          >
+            {stopping ? "Stopping…" : "Stop"}
           </button>
         ) : (
           <button type="submit" data-testid="send" disabled={!input.trim()}>
@@ -287,6 +335,12 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
       </p>
     </main>
   );
+}
+
+/** Whether a history ends with a reply the server is still writing. */
+function stillWriting(messages) {
+  const last = messages.at(-1);
+  return last?.role === "assistant" && last.metadata?.status === "streaming";
 }
 
 function textOf(message) {
@@ -304,12 +358,20 @@ function MessageFooter({ message, streaming }) {
   }
   if (message.role === "assistant" && meta.model) bits.push(meta.model);
   if (streaming) bits.push("writing…");
-  else if (meta.status === "streaming") bits.push("still being written…");
-  else if (meta.status && meta.status !== "complete") bits.push(meta.status);
-  if (bits.length === 0) return null;
+  // A stored status other than complete (stopped, error, interrupted, streaming) gets a marker.
+  const status = !streaming && meta.status && meta.status !== "complete" ? meta.status : null;
+  if (bits.length === 0 && !status) return null;
   return (
     <div className="meta" data-testid="message-meta">
       {bits.join(" · ")}
+      {status && (
+        <>
+          {bits.length > 0 && " · "}
+          <span className={`reply-status ${status}`} data-testid="reply-status" data-status={status}>
+            {status === "streaming" ? "still being written…" : status}
+          </span>
+        </>
+      )}
     </div>
   );
 }

@@ -1,10 +1,15 @@
 import { authHeaders } from "./auth.js";
 import { CHAT_URL } from "./config.js";
 
-export function historyUrl(sessionId, stepId) {
+/** `${CHAT_URL}/sessions/<session>/steps/<step>/<what>`: messages, stream or stop. */
+export function stepUrl(sessionId, stepId, what) {
   const session = encodeURIComponent(sessionId);
   const step = encodeURIComponent(stepId);
-  return `${CHAT_URL}/sessions/${session}/steps/${step}/messages`;
+  return `${CHAT_URL}/sessions/${session}/steps/${step}/${what}`;
+}
+
+export function historyUrl(sessionId, stepId) {
+  return stepUrl(sessionId, stepId, "messages");
 }
 
 /** The stored messages of one step, oldest first; a session the server does not know is empty. */
@@ -17,6 +22,17 @@ export async function fetchHistory(sessionId, stepId, signal) {
   const text = await response.text();
   if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
   return JSON.parse(text).messages;
+}
+
+/** Stop the step's reply in flight on the server, wherever it is generated; how many it stopped. */
+export async function requestStop(sessionId, stepId) {
+  const response = await fetch(stepUrl(sessionId, stepId, "stop"), {
+    method: "POST",
+    headers: await authHeaders(),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).stopped;
 }
 
 /** The function's errors are `{"error":{"code","message"}}`; anything else is shown as it is. */
