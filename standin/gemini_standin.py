@@ -15,7 +15,11 @@ directive in the last user message, so that browser tests can trigger faults thr
 - shape: ``chunks=3``, ``words=N`` (append `` w1 .. wN``), ``finish=MAX_TOKENS`` (final reason)
 - timing: ``first_delay_ms``, ``delay_ms`` (between events), ``stall_ms`` (after the first event)
 - faults: ``status=429|500|503`` (+ ``retry_after=S``), ``cut_after=K`` (K events, then hang up),
-  ``block=prompt|reply`` (safety), ``times=N`` (faults only for the first N such requests)
+  ``block=prompt|reply`` (safety), ``times=N`` (faults only for the first N such requests),
+  ``whole_status=500`` (only non-streamed ``:generateContent`` calls fail)
+
+A streamed answer's recording notes how it ended: ``"ended": "complete"`` or
+``"client-closed"`` (the caller closed the connection first, noticed even during a silence).
 
 Control API: ``POST /_standin/config`` {knobs}, ``POST /_standin/fail_next``
 {"statuses": [429, 500], "retry_after": 1}, ``GET /_standin/requests`` (recording, secrets
@@ -50,6 +54,7 @@ INT_KNOBS: dict[str, tuple[int, int]] = {
     "first_delay_ms": (0, 3_600_000),
     "stall_ms": (0, 3_600_000),
     "status": (400, 599),
+    "whole_status": (400, 599),  # only non-streamed calls fail (the function's summaries)
     "retry_after": (0, 86_400),
     "times": (1, 1_000_000_000),
     "cut_after": (0, 1_000_000_000),
@@ -60,7 +65,7 @@ TEXT_KNOBS: dict[str, re.Pattern[str]] = {
 }
 # With ``times=N`` only these stop after N requests; timing and shape knobs keep applying, so a
 # retried request still looks like the first one apart from the fault.
-FAULT_KNOBS = ("status", "cut_after", "block", "finish", "stall_ms")
+FAULT_KNOBS = ("status", "whole_status", "cut_after", "block", "finish", "stall_ms")
 DEFAULT_CHUNKS = 3
 MAX_RECORDED = 10_000  # a long benchmark must not grow the recording without bound
 
@@ -386,6 +391,9 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         knobs=knobs,
     )
     if route["method"] == "generateContent":
+        if "whole_status" in knobs:  # refuse only the non-streamed calls (summaries)
+            code = int(knobs["whole_status"])
+            return gemini_error(code, STATUS_MESSAGES.get(code, "Injected failure."))
         return await answer_whole(request, reply)
     return await answer_stream(request, reply, entry)
 

@@ -226,3 +226,14 @@ def start_demo(out_dir: Path, port: int | None = None) -> Service:
         "--strictPort",
     ]
     return _start(command, url, url + "/", 30, cwd=DEMO)
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy and return it; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

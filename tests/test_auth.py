@@ -493,6 +493,8 @@ def test_another_user_sees_someone_elses_session_as_missing(client, db, standin)
         "new step": client.post("/", json=chat_body("Hi", "b2", step="define"), headers=bob),
         "resume": client.get("/sessions/s1/steps/empathize/stream", headers=bob),
         "stop": client.post("/sessions/s1/steps/empathize/stop", headers=bob),
+        "overview": client.get("/sessions/s1", headers=bob),
+        "delete": client.delete("/sessions/s1", headers=bob),
     }
     assert missing_get.status_code == 404
     for name, response in answers.items():

@@ -11,6 +11,7 @@ import pytest
 
 from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import wait_for
 
 STEP = "/sessions/s1/steps/empathize"
 REPLY = "sessions/s1/steps/empathize/messages/m1~reply"
@@ -20,16 +21,6 @@ READER = support.ROOT / "tests" / "js" / "read-stream.mjs"
 def stored(db) -> dict | None:
     snap = db.document(REPLY).get()
     return snap.to_dict() if snap.exists else None
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Post:

@@ -16,6 +16,7 @@ import pytest
 
 from tests import support
 from tests.conftest import chat_body, function_env, sse_chunks, text_of
+from tests.support import wait_for
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
 
@@ -27,16 +28,6 @@ def doc(db, message_id: str, path: str = MESSAGES) -> dict | None:
 
 def ids(db, path: str = MESSAGES) -> list[str]:
     return [d.id for d in db.collection(path).order_by("createdAt").stream()]
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def post_raw(url: str, body: dict) -> socket.socket:

@@ -56,6 +56,9 @@ class Config:
     # Concurrency: the Gemini connection pool must hold as many streams as the instance serves.
     max_concurrent_streams: int = 1000
     log_level: str = "INFO"
+    # Step outcomes: a lighter model, and a length budget for each summary.
+    summary_model: str = "gemini-2.5-flash-lite"
+    summary_max_chars: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -132,6 +135,8 @@ class Config:
             ),
             max_concurrent_streams=reader.integer("THREADS", 1000, 1, 10_000),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            summary_model=env.get("SUMMARY_MODEL", "").strip() or "gemini-2.5-flash-lite",
+            summary_max_chars=reader.integer("SUMMARY_MAX_CHARS", 2000, 200, 20_000),
         )
         if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

@@ -40,6 +40,8 @@ log = logging.getLogger("workshop_chat.http")
 _STEP_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/(messages|stream|stop)/?")
 _STEP_METHODS = {"messages": "GET", "stream": "GET", "stop": "POST"}
 _OLD_RESUME = re.compile(r"/[^/]+/stream/?")
+# /sessions/<sessionId>: the workshop's overview (GET) or its deletion (DELETE).
+_SESSION_ROUTE = re.compile(r"/sessions/([^/]+)/?")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -106,6 +108,11 @@ class Api:
             if path in ("/", "/api/chat"):
                 self._only(request, "POST")
                 return self._post_chat(request)
+            match = _SESSION_ROUTE.fullmatch(request.path)
+            if match:
+                if request.method not in ("GET", "DELETE"):
+                    raise MethodNotAllowed("method_not_allowed", "use GET or DELETE")
+                return self._session_route(request, match.group(1))
             match = _STEP_ROUTE.fullmatch(request.path)
             if match:
                 session_id, step_id, what = match.groups()
@@ -152,6 +159,15 @@ class Api:
         if text_mode:
             return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)
         return Response(protocol.encode_ui_stream(stream), 200, protocol.UI_STREAM_HEADERS)
+
+    def _session_route(self, request: Request, session_id: str) -> Response:
+        uid = self.verifier.uid(request.headers.get("Authorization"))
+        protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
+        if request.method == "DELETE":
+            deleted = self.chat.delete(session_id, uid)
+            return json_response(200, {"sessionId": session_id, "deletedDocuments": deleted})
+        steps = self.chat.overview(session_id, uid)
+        return json_response(200, protocol.overview(session_id, steps))
 
     def _step_route(self, request: Request, session_id: str, step_id: str, what: str) -> Response:
         uid = self.verifier.uid(request.headers.get("Authorization"))
@@ -202,7 +218,7 @@ class Api:
             "x-vercel-ai-ui-message-stream, Retry-After"
         )
         if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Max-Age"] = "3600"
 

@@ -89,9 +89,11 @@ class Gemini:
         max_output_tokens: int | None = None,
         retries: Retries = Retries(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        summary_model: str = "gemini-2.5-flash-lite",
     ) -> None:
         self.client = client
         self.name = name
+        self.summary_model = summary_model
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self.retries = retries
@@ -166,6 +168,32 @@ class Gemini:
                 waited += delay
                 await self.sleep(delay)
         raise ModelUnavailable(None)  # pragma: no cover - the loop always returns or raises
+
+    async def summarize(
+        self, system: str, prompt: str, max_chars: int
+    ) -> tuple[str, dict[str, int] | None]:
+        """One non-streamed call for a step's outcome; no retries: the next reply retries.
+
+        Raises ModelFailed, with nothing of the upstream's text.
+        """
+        from google.genai import errors, types
+
+        config = types.GenerateContentConfig(
+            system_instruction=system,
+            max_output_tokens=max(256, max_chars // 2),
+        )
+        try:
+            async with asyncio.timeout(120):
+                response = await self.client.aio.models.generate_content(
+                    model=self.summary_model, contents=prompt, config=config
+                )
+        except errors.APIError as exc:
+            log.warning("summary call refused", extra={"fields": {"code": exc.code}})
+            raise ModelFailed("summary") from None
+        except Exception as exc:  # noqa: BLE001 - transport and time-outs
+            log.warning("summary call failed", extra={"fields": {"error": type(exc).__name__}})
+            raise ModelFailed("summary") from None
+        return _text_of(response), _usage(response.usage_metadata)
 
     def _delay(self, attempt: int, retry_after: int | None) -> float:
         if retry_after is not None:

@@ -192,5 +192,22 @@ def ui_message(message: Message) -> dict[str, Any]:
     return {"id": message.id, "role": message.role, "parts": parts, "metadata": metadata}
 
 
+def overview(session_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """`GET /sessions/<id>`: the steps in workshop order, with what each found so far."""
+    return {
+        "sessionId": session_id,
+        "steps": [
+            {
+                "stepId": s["stepId"],
+                "summary": s["summary"],
+                "summaryUpdatedAt": s["summaryUpdatedAt"] and iso_time(s["summaryUpdatedAt"]),
+                "messageCount": s["messageCount"],
+                "updatedAt": iso_time(s["updatedAt"]),
+            }
+            for s in steps
+        ],
+    }
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}

@@ -83,6 +83,7 @@ class Reply:
         self.lost = False  # the claim went to another request before it was confirmed
         self.ending: Ending | None = None
         self.closed = False  # the end event is published: nothing more will come
+        self.stored = False  # its final write landed
         self.task: Future[Any] | None = None
         self.writes: Writes | None = None
         # The Checkpointer's bookkeeping: what it last stored, and when it last wrote.
@@ -126,6 +127,11 @@ class Reply:
             self._cond.notify_all()
         self._cancel()
         self._retire(self)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Until listeners have been told the end (so the final write has landed or failed)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.closed, timeout)
 
     def wait_claim(self, timeout: float) -> bool:
         """For a request that collapsed onto this one: True once claimed, False if abandoned."""
@@ -183,6 +189,7 @@ class Reply:
                 event = Finished(ending.finish_reason, meta)
             self._events.append(event)
             self.closed = True
+            self.stored = outcome == WROTE
             self._cond.notify_all()
         self._retire(self)
 

@@ -18,6 +18,7 @@ from .checkpoints import Cadence, Checkpointer
 from .config import Config, ConfigError
 from .http import Api
 from .logs import setup
+from .memory import Summaries, Workshop
 from .prompts import system_prompt
 from .reply import Limits
 from .turn import Chat, Settings
@@ -45,6 +46,7 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
             config.retry_initial_delay_seconds,
             config.retry_max_wait_seconds,
         ),
+        summary_model=config.summary_model,
     )
     store = FirestoreStore(db, lease_seconds=config.lease_seconds)
     checkpointer = Checkpointer(store, Cadence(config.checkpoint_seconds, config.lease_seconds))
@@ -55,7 +57,8 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
         follow_seconds=config.checkpoint_seconds,
         limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
     )
-    chat = Chat(store, model, system_prompt, checkpointer, settings)
+    summaries = Summaries(store, model.summarize, config.summary_max_chars)
+    chat = Chat(store, model, Workshop(system_prompt, summaries), checkpointer, settings)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
     return Api(config, chat, verifier)
 

@@ -26,14 +26,15 @@ from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from .checkpoints import ReplyWrite
 from .domain import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
+from .memory import Outcome
 from .reply import LOST, STOP, UNSTORED, WROTE
 
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001
 _RATE_LOCKS = tuple(threading.Lock() for _ in range(64))
-# Writes to a step's document from this process go one at a time, each conditional on the
-# version the last one left: this process's own claims and finals then never fail each other's
-# preconditions. Striped, so memory stays flat.
+# Writes to a session's documents (the session, its steps) from this process go one at a time,
+# each conditional on the version the last one left: this process's own claims, finals and
+# summaries then never fail each other's preconditions. Striped, so memory stays flat.
 _STEP_LOCKS = tuple(threading.Lock() for _ in range(64))
 _OK, _NOT_FOUND, _FAILED_PRECONDITION = 0, 5, 9
 _MAX_BATCH = 500  # BatchWrite's limit
@@ -70,6 +71,9 @@ class Conversation:
     step_exists: bool
     version: datetime | None
     messages: list[Message] = field(default_factory=list)
+    # What the session's steps found (their outcome summaries), as of `session_version`.
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    session_version: datetime | None = None
 
     def get(self, message_id: str) -> Message | None:
         for message in self.messages:
@@ -79,6 +83,8 @@ class Conversation:
 
 
 History = tuple[datetime, list[Message]]
+# What the cache holds per step: the version, the messages, and the step's `revision` token.
+_Entry = tuple[datetime, list[Message], str | None]
 
 
 class _Cache:
@@ -86,7 +92,7 @@ class _Cache:
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], History] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> History | None:
@@ -97,9 +103,15 @@ class _Cache:
                 return item[0], list(item[1])
             return None
 
-    def put(self, key: tuple[str, str], version: datetime, messages: list[Message]) -> None:
+    def put(
+        self,
+        key: tuple[str, str],
+        version: datetime,
+        messages: list[Message],
+        revision: str | None,
+    ) -> None:
         with self._lock:
-            self._items[key] = (version, list(messages))
+            self._items[key] = (version, list(messages), revision)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -109,20 +121,27 @@ class _Cache:
             item = self._items.get(key)
             return item[0] if item else None
 
+    def revision(self, key: tuple[str, str]) -> str | None:
+        with self._lock:
+            item = self._items.get(key)
+            return item[2] if item else None
+
     def advance(
         self,
         key: tuple[str, str],
         old: datetime | None,
         new: datetime,
         change: Callable[[list[Message]], list[Message]],
+        revision: str | None = None,
     ) -> None:
-        """Apply our own write, made with `old` as its precondition, to the cached history."""
+        """Apply our own write, made with `old` as its precondition, to the cached history
+        (`revision`: the token the write stored, if it stored one)."""
         with self._lock:
             item = self._items.get(key)
             if item is None or old is None or item[0] != old:
                 self._items.pop(key, None)
                 return
-            self._items[key] = (new, change(list(item[1])))
+            self._items[key] = (new, change(list(item[1])), revision or item[2])
 
     def drop(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -153,6 +172,7 @@ class FirestoreStore:
         self.timeout = timeout
         self.cache = _Cache()
         self._owners: dict[str, str] = {}
+        self._sessions: dict[str, tuple[datetime, dict[str, Outcome]]] = {}
         self.reads = 0  # document reads issued by this process (tests, benchmark)
 
     @property
@@ -166,13 +186,20 @@ class FirestoreStore:
             self._owners.clear()
         self._owners[session_id] = uid
 
-    def step_lock(self, key: tuple[str, str]) -> threading.Lock:
-        """Held from reading a step's cached history to committing a claim on it."""
-        return _STEP_LOCKS[hash(key) % len(_STEP_LOCKS)]
+    def session_lock(self, session_id: str) -> threading.Lock:
+        """Held from reading a session's cached state to committing a write on it."""
+        return _STEP_LOCKS[hash(session_id) % len(_STEP_LOCKS)]
 
     def _forget(self, key: tuple[str, str]) -> None:
         self.cache.drop(key)
         self._owners.pop(key[0], None)
+        self._sessions.pop(key[0], None)
+
+    def _remember_session(self, snap: Any) -> None:
+        """The session document's outcomes mirror, with the version it was read or written at."""
+        if len(self._sessions) >= 10_000:
+            self._sessions.clear()
+        self._sessions[snap.id] = (snap.update_time, _outcomes(snap.to_dict() or {}))
 
     def _session(self, session_id: str) -> Any:
         return self.db.collection("sessions").document(session_id)
@@ -215,10 +242,14 @@ class FirestoreStore:
         key = (session_id, step_id)
         owner = self._owners.get(session_id)
         cached = None if fresh or owner is None else self.cache.get(key)
-        if cached is not None:
+        session_state = self._sessions.get(session_id)
+        if cached is not None and session_state is not None:
             if owner != uid:
                 raise NotFound("not_found", "no such session")
-            return Conversation(session_id, step_id, uid, True, True, cached[0], cached[1])
+            version, outcomes = session_state
+            return Conversation(
+                session_id, step_id, uid, True, True, cached[0], cached[1], outcomes, version
+            )
         session_ref, step_ref = self._session(session_id), self._step(session_id, step_id)
         try:
             session, step = self.db.get_all(
@@ -229,17 +260,27 @@ class FirestoreStore:
                 session, step = step, session
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
-        owner = (session.to_dict() or {}).get("ownerUid") if session.exists else None
-        if owner is not None and owner != uid:
+        data = (session.to_dict() or {}) if session.exists else {}
+        owner = data.get("ownerUid")
+        if (owner is not None and owner != uid) or data.get("deleting"):
             raise NotFound("not_found", "no such session")
         if owner:
             self._remember_owner(session_id, owner)
+            self._remember_session(session)
         messages = self._load(session_id, step_id) if step.exists else []
         version = step.update_time if step.exists else None
         if version is not None and owner:
-            self.cache.put(key, version, messages)
+            self.cache.put(key, version, messages, (step.to_dict() or {}).get("revision"))
         return Conversation(
-            session_id, step_id, uid, owner is not None, step.exists, version, messages
+            session_id,
+            step_id,
+            uid,
+            owner is not None,
+            step.exists,
+            version,
+            messages,
+            _outcomes(data),
+            session.update_time if session.exists else None,
         )
 
     def _load(self, session_id: str, step_id: str) -> list[Message]:
@@ -292,7 +333,7 @@ class FirestoreStore:
         key = (c.session_id, c.step_id)
         generation = uuid.uuid4().hex
         batch = self.db.batch()
-        self._stamp(batch, c, now)
+        revision = self._stamp(batch, c, now)
         messages = self._messages(c.session_id, c.step_id)
         batch.create(
             messages.document(user.id),
@@ -318,7 +359,9 @@ class FirestoreStore:
             return None
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        session_version = results[0].update_time
         step_version, reply_version = results[1].update_time, results[-1].update_time
+        self._sessions[c.session_id] = (session_version, c.outcomes)
         new = [
             Message(user.id, "user", user.text, "complete", now, now),
             Message(
@@ -334,9 +377,9 @@ class FirestoreStore:
         ]
         self._remember_owner(c.session_id, c.uid)
         if c.step_exists:
-            self.cache.advance(key, c.version, step_version, lambda ms: ms + new)
+            self.cache.advance(key, c.version, step_version, lambda ms: ms + new, revision)
         else:
-            self.cache.put(key, step_version, new)
+            self.cache.put(key, step_version, new, revision)
         return Claim(key, messages.document(reply_id), reply_version, reply_at, generation)
 
     def _begin_again(
@@ -385,6 +428,7 @@ class FirestoreStore:
         # The history changes under a transaction whose write times it does not return:
         # the next turn reads it again.
         self.cache.drop(key)
+        self._sessions.pop(c.session_id, None)
         try:
             if not claim(self.db.transaction()):
                 return None
@@ -417,11 +461,15 @@ class FirestoreStore:
             "model": None,
         }
 
-    def _stamp(self, writer: Any, c: Conversation, now: float, conditional: bool = True) -> None:
-        """Session and step bookkeeping; `createdAt` only by create, so it is written once."""
+    def _stamp(self, writer: Any, c: Conversation, now: float, conditional: bool = True) -> str:
+        """Session and step bookkeeping; `createdAt` only by create, so it is written once.
+        Returns the step's new `revision`."""
         session_ref, step_ref = self._session(c.session_id), self._step(c.session_id, c.step_id)
         stamp = {"updatedAt": _ts(now), "revision": uuid.uuid4().hex}
-        if c.session_exists:
+        if c.session_exists and conditional and c.session_version is not None:
+            option = self.db.write_option(last_update_time=c.session_version)
+            writer.update(session_ref, {"updatedAt": _ts(now)}, option=option)
+        elif c.session_exists:
             writer.update(session_ref, {"updatedAt": _ts(now)})
         else:
             writer.create(
@@ -433,6 +481,7 @@ class FirestoreStore:
             writer.update(step_ref, stamp, option=self.db.write_option(last_update_time=c.version))
         else:
             writer.update(step_ref, stamp)
+        return stamp["revision"]
 
     def streaming(self, session_id: str, step_id: str) -> list[Message]:
         """The step's replies being generated now (or whose instance died: `lapsed`)."""
@@ -469,7 +518,7 @@ class FirestoreStore:
             chunk = writes[start : start + _MAX_BATCH // 2]
             stripes = sorted(
                 {
-                    _STEP_LOCKS.index(self.step_lock(w.claim.key))  # type: ignore[attr-defined]
+                    _STEP_LOCKS.index(self.session_lock(w.claim.key[0]))  # type: ignore[attr-defined]
                     for w in chunk
                     if w.ending is not None
                 }
@@ -496,9 +545,11 @@ class FirestoreStore:
             option = self.db.write_option(last_update_time=claim.update_time)
             batch.update(claim.ref, fields, option=option)
         versions: dict[tuple[str, str], datetime | None] = {}
+        revisions: dict[tuple[str, str], str] = {}
         for key in steps:
             versions[key] = self.cache.version(key)
-            stamp = {"updatedAt": now, "revision": uuid.uuid4().hex}
+            revisions[key] = uuid.uuid4().hex
+            stamp = {"updatedAt": now, "revision": revisions[key]}
             option = self.db.write_option(last_update_time=versions[key]) if versions[key] else None
             batch.update(self._step(*key), stamp, option=option)
         try:
@@ -513,7 +564,8 @@ class FirestoreStore:
             status, result = statuses[len(writes) + offset], results[len(writes) + offset]
             if status.code == _OK and versions[key] is not None:
                 landed = [(c, w) for c, w in finals if outcomes[position[id(w)]] == WROTE]
-                self.cache.advance(key, versions[key], result.update_time, _finals(landed))
+                change = _finals(landed)
+                self.cache.advance(key, versions[key], result.update_time, change, revisions[key])
             elif status.code != _OK:
                 stale.append(key)
         self._bump(stale, now)
@@ -568,6 +620,162 @@ class FirestoreStore:
                     timeout=self.timeout,
                 )
 
+    # Step outcomes ------------------------------------------------------------------------
+
+    def step_for_summary(
+        self, session_id: str, step_id: str
+    ) -> tuple[list[Message], str | None, str | None]:
+        """The step's whole conversation, its last summary and the revision they are at: from
+        memory when this instance knows them (no read), else read."""
+        key = (session_id, step_id)
+        cached, revision = self.cache.get(key), self.cache.revision(key)
+        session_state = self._sessions.get(session_id)
+        if cached is not None and revision and session_state is not None:
+            previous = session_state[1].get(step_id)
+            return cached[1], previous.summary if previous else None, revision
+        try:
+            step = self._step(session_id, step_id).get(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        self.reads += 1
+        if not step.exists:
+            return [], None, None
+        data = step.to_dict() or {}
+        return self._load(session_id, step_id), data.get("summary"), data.get("revision")
+
+    def save_summary(
+        self, session_id: str, step_id: str, summary: str, revision: str, started_at: float
+    ) -> None:
+        """On the step (what the rules let the owner read) and mirrored on the session (what a
+        turn reads with no extra round trip), in one batch conditional on what this instance
+        knows of both, so its own caches stay valid; unconditional if they are stale."""
+        key = (session_id, step_id)
+        now = datetime.now(UTC)
+        outcome = Outcome(step_id, summary, started_at)
+        mirror = {"summary": summary, "updatedAt": now, "startedAt": _ts(started_at)}
+        step_fields = {"summary": summary, "summaryUpdatedAt": now, "summarizedRevision": revision}
+        with self.session_lock(session_id):
+            step_version = self.cache.version(key)
+            session_state = self._sessions.get(session_id)
+            for conditional in (True, False):
+                batch = self.db.batch()
+                option = (
+                    self.db.write_option(last_update_time=step_version)
+                    if conditional and step_version
+                    else None
+                )
+                batch.update(self._step(*key), step_fields, option=option)
+                session_option = (
+                    self.db.write_option(last_update_time=session_state[0])
+                    if conditional and session_state
+                    else None
+                )
+                path = self.db.field_path("outcomes", step_id)
+                batch.update(self._session(session_id), {path: mirror}, option=session_option)
+                try:
+                    results = batch.commit(retry=self._retry, timeout=self.timeout)
+                except gexc.FailedPrecondition:
+                    self.cache.drop(key)
+                    self._sessions.pop(session_id, None)
+                    continue
+                except gexc.NotFound:
+                    return  # the session was deleted meanwhile
+                except gexc.GoogleAPIError as exc:
+                    raise StoreUnavailable() from exc
+                if conditional and step_version:
+                    self.cache.advance(key, step_version, results[0].update_time, lambda m: m)
+                if conditional and session_state:
+                    outcomes = {**session_state[1], step_id: outcome}
+                    self._sessions[session_id] = (results[1].update_time, outcomes)
+                return
+
+    # The whole session ----------------------------------------------------------------------
+
+    def _owned_session(self, session_id: str, uid: str) -> Any:
+        try:
+            snap = self._session(session_id).get(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        self.reads += 1
+        data = snap.to_dict() or {} if snap.exists else {}
+        if not snap.exists or data.get("ownerUid") != uid:
+            raise NotFound("not_found", "no such session")
+        return snap
+
+    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
+        """Each step with messages: its summary, when it was made, its size and last change."""
+        snap = self._owned_session(session_id, uid)
+        if (snap.to_dict() or {}).get("deleting"):
+            raise NotFound("not_found", "no such session")
+        steps = []
+        try:
+            for step in (
+                self._session(session_id)
+                .collection("steps")
+                .stream(retry=self._retry, timeout=self.timeout)
+            ):
+                count = (
+                    self._messages(session_id, step.id)
+                    .count()
+                    .get(retry=self._retry, timeout=self.timeout)
+                )
+                data = step.to_dict() or {}
+                steps.append(
+                    {
+                        "stepId": step.id,
+                        "summary": data.get("summary"),
+                        "summaryUpdatedAt": _seconds(data.get("summaryUpdatedAt")) or None,
+                        "messageCount": int(count[0][0].value),
+                        "updatedAt": _seconds(data.get("updatedAt")),
+                        "startedAt": _seconds(data.get("createdAt")),
+                    }
+                )
+                self.reads += 2
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return [s for s in steps if s["messageCount"]]
+
+    def delete_session(self, session_id: str, uid: str, batch_size: int = 400) -> int:
+        """Every message, step and summary of the session, in batches; the session document
+        goes last, so an interrupted delete is finished by the next one. Returns the number
+        of documents deleted."""
+        snap = self._owned_session(session_id, uid)
+        session_ref = snap.reference
+        deleted = 0
+        try:
+            # First mark it: turns elsewhere fail their precondition on the session and then
+            # read it as gone, so nothing new lands while its documents go.
+            session_ref.update({"deleting": True}, retry=self._retry, timeout=self.timeout)
+            for step in session_ref.collection("steps").stream(
+                retry=self._retry, timeout=self.timeout
+            ):
+                messages = step.reference.collection("messages")
+                while True:
+                    docs = list(messages.limit(batch_size).stream(retry=self._retry))
+                    if not docs:
+                        break
+                    batch = self.db.batch()
+                    for doc in docs:
+                        batch.delete(doc.reference)
+                    batch.commit(retry=self._retry, timeout=self.timeout)
+                    deleted += len(docs)
+                step.reference.delete(retry=self._retry, timeout=self.timeout)
+                self.cache.drop((session_id, step.id))
+                deleted += 1
+            session_ref.delete(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        self._owners.pop(session_id, None)
+        self._sessions.pop(session_id, None)
+        return deleted + 1
+
+    def step_ids(self, session_id: str) -> list[str]:
+        try:
+            refs = self._session(session_id).collection("steps").list_documents()
+            return [ref.id for ref in refs]
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+
     # Rate limit --------------------------------------------------------------------------
 
     def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None:
@@ -598,6 +806,17 @@ class FirestoreStore:
             raise StoreUnavailable() from exc
         except ValueError:  # "failed to commit in 5 attempts": a burst, so over the limit
             return 1
+
+
+def _outcomes(session: dict[str, Any]) -> dict[str, Outcome]:
+    found = session.get("outcomes")
+    if not isinstance(found, dict):
+        return {}
+    return {
+        step: Outcome(step, str(o.get("summary") or ""), _seconds(o.get("startedAt")))
+        for step, o in found.items()
+        if isinstance(o, dict) and o.get("summary")
+    }
 
 
 def _finals(landed: list[tuple[Claim, ReplyWrite]]) -> Callable[[list[Message]], list[Message]]:

@@ -40,6 +40,7 @@ from .domain import (
     metadata,
     reply_id_for,
 )
+from .memory import Workshop, workshop_place
 from .reply import Limits, Reply, drive
 
 log = logging.getLogger("workshop_chat.turn")
@@ -75,8 +76,8 @@ class Store(Protocol):
 
     def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None: ...
 
-    def step_lock(self, key: tuple[str, str]) -> AbstractContextManager[Any]:
-        """Held from reading a step's history to committing a claim on it (one process)."""
+    def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
+        """Held from reading a session's cached state to committing a claim on it."""
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,14 @@ class Chat:
         self,
         store: Store,
         model: Model,
-        prompts: Callable[[str], str],
+        workshop: Workshop,
         checkpointer: Checkpointer,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.model = model
-        self.prompts = prompts
+        self.workshop = workshop
         self.checkpointer = checkpointer
         self.settings = settings
         self.clock = clock
@@ -130,7 +131,7 @@ class Chat:
         fresh = False
         for _ in range(4):
             try:
-                with self.store.step_lock((turn.session_id, turn.step_id)):
+                with self.store.session_lock(turn.session_id):
                     conversation = self.store.open(turn.session_id, turn.step_id, uid, fresh)
                     events = self._decide(turn, conversation, trace)
             except StoreUnavailable as exc:
@@ -194,9 +195,38 @@ class Chat:
             self._owned(session_id, step_id, uid)
             local = self._local(session_id, step_id, claimed=False)
             if local:
-                return sum(reply.stop() for reply in local)
+                stopped = [reply for reply in local if reply.stop()]
+                for reply in stopped:  # answer once it is stored as stopped (or failed to be)
+                    reply.wait_closed(self.settings.follow_seconds * 5 + 5)
+                return len(stopped)
             live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
             return sum(self.store.request_stop(session_id, step_id, m.id) for m in live)
+        except StoreUnavailable as exc:
+            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+
+    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
+        """The session's steps in workshop order, each with its outcome so far."""
+        try:
+            steps = self.store.overview(session_id, uid)
+        except StoreUnavailable as exc:
+            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+        return sorted(steps, key=lambda s: workshop_place(s["stepId"], s["startedAt"]))
+
+    def delete(self, session_id: str, uid: str) -> int:
+        """The whole session: replies in flight are stopped first, then every document goes."""
+        try:
+            self.store.overview(session_id, uid)  # the owner's, and not gone: else 404
+            with self._lock:
+                local = [r for (s, _, _), r in self._active.items() if s == session_id]
+            for reply in local:
+                reply.stop()
+            for step_id in self.store.step_ids(session_id):
+                for reply in self.store.streaming(session_id, step_id):
+                    if not reply.lapsed:
+                        self.store.request_stop(session_id, step_id, reply.id)
+            for reply in local:
+                reply.wait_closed(5)
+            return self.store.delete_session(session_id, uid)
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
 
@@ -303,7 +333,9 @@ class Chat:
         if joined is not None:
             return self._join(joined)
         contents = self._contents(conversation, user)
-        system = self.prompts(key[1])
+        # The step's own turns take precedence; earlier steps' outcomes get what is left.
+        room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
+        system = self.workshop.system(key[1], conversation, room)
         where = {"sessionId": key[0], "stepId": key[1]}
         limits = self.settings.limits
         reply.task = aio.spawn(drive(reply, self.model, system, contents, limits, where, trace))
@@ -328,6 +360,8 @@ class Chat:
         with self._lock:
             if self._active.get(slot) is reply:
                 del self._active[slot]
+        if reply.stored:  # the step's history changed: its outcome follows
+            self.workshop.after_reply(slot[0], slot[1])
 
     def _follow(
         self,

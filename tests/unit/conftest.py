@@ -11,6 +11,7 @@ import pytest
 from tests.unit.fakes import MemoryStore, ScriptedModel
 from workshop_chat.checkpoints import Cadence, Checkpointer
 from workshop_chat.domain import Event, Turn, UserMessage
+from workshop_chat.memory import Workshop
 from workshop_chat.reply import Limits
 from workshop_chat.turn import Chat, Settings
 
@@ -34,7 +35,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Chat]:
         return Chat(
             store,
             model,
-            lambda step: f"prompt for {step}",
+            Workshop(lambda step: f"prompt for {step}"),
             checkpointer,
             Settings(limits=limits or Limits(), **options),
             clock=lambda: store.now,

@@ -166,7 +166,7 @@ class MemoryStore:
             self._bump((session_id, step_id), reply_id)
         return True
 
-    def step_lock(self, key: tuple[str, str]) -> threading.Lock:
+    def session_lock(self, session_id: str) -> threading.Lock:
         return self._step_lock
 
     def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None:

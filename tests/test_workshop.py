@@ -1,0 +1,176 @@
+"""The workshop as one conversation: step outcomes, the context they give later steps, the
+session overview, and deleting a whole session."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import wait_for
+
+
+def step_doc(db, step: str, session: str = "s1") -> dict:
+    snap = db.document(f"sessions/{session}/steps/{step}").get()
+    return snap.to_dict() or {} if snap.exists else {}
+
+
+def summarized(db, step: str) -> dict | None:
+    """The step once its summary covers its latest revision."""
+    data = step_doc(db, step)
+    done = data.get("summary") and data.get("summarizedRevision") == data.get("revision")
+    return data if done else None
+
+
+def system_of(request: dict) -> str:
+    return "".join(p["text"] for p in request["body"]["systemInstruction"]["parts"])
+
+
+def chat_requests(standin) -> list[dict]:
+    return standin.model_requests()
+
+
+def summary_requests(standin) -> list[dict]:
+    return [r for r in standin.requests() if r["path"].endswith(":generateContent")]
+
+
+def say(client, text: str, mid: str, step: str, session: str = "s1") -> str:
+    body = chat_body(text, mid, step=step, session=session)
+    return text_of(sse_chunks(client.post("/", json=body).data))
+
+
+def test_what_empathize_found_reaches_define_and_never_flows_backwards(client, db, standin):
+    assert say(client, "Our users are night-shift nurses", "e1", "empathize")
+    summary = wait_for(lambda: summarized(db, "empathize"))["summary"]
+    assert "night-shift nurses" in summary
+    request = summary_requests(standin)[0]
+    assert request["path"].endswith("gemini-2.5-flash-lite:generateContent")
+    assert "night-shift nurses" in request["body"]["contents"][0]["parts"][0]["text"]
+
+    assert say(client, "Let us frame the problem", "d1", "define")
+    define_system = system_of(chat_requests(standin)[-1])
+    assert "## Empathize" in define_system and "night-shift nurses" in define_system
+    assert "## Define" not in define_system  # its own history is there instead
+
+    wait_for(lambda: summarized(db, "define"))
+    assert say(client, "One more interview note", "e2", "empathize")
+    empathize_system = system_of(chat_requests(standin)[-1])
+    assert "## Define" not in empathize_system and "frame the problem" not in empathize_system
+    assert "## Empathize" not in empathize_system
+
+
+def test_a_step_outside_the_five_comes_after_them_in_the_order_it_started(client, db, standin):
+    assert say(client, "Wall photo notes", "x1", "kickoff")
+    wait_for(lambda: summarized(db, "kickoff"))
+    assert say(client, "Prototype ideas", "p1", "prototype")
+    assert "## Kickoff" not in system_of(chat_requests(standin)[-1])
+    wait_for(lambda: summarized(db, "prototype"))
+    assert say(client, "Retro", "r1", "retro")
+    system = system_of(chat_requests(standin)[-1])
+    assert system.index("## Prototype") < system.index("## Kickoff")
+
+
+def test_at_most_one_summary_call_per_reply(client, db, standin):
+    for i in range(3):
+        assert say(client, f"note {i}", f"n{i}", "ideate")
+    wait_for(lambda: summarized(db, "ideate"))
+    time.sleep(0.5)  # a late refresh would show up here
+    calls = len(summary_requests(standin))
+    assert 1 <= calls <= 3
+    assert summarized(db, "ideate")  # the last refresh covers the last reply
+
+
+def test_a_failed_summary_never_touches_the_turn_and_is_retried_at_the_next_reply(
+    client, db, standin
+):
+    standin.configure(whole_status=500)
+    assert say(client, "First note", "f1", "empathize") == "Echo: First note"
+    wait_for(lambda: summary_requests(standin))
+    time.sleep(0.3)
+    assert "summary" not in step_doc(db, "empathize")
+    reply = db.document("sessions/s1/steps/empathize/messages/f1~reply").get().to_dict()
+    assert reply["status"] == "complete"
+    standin.reset()
+    assert say(client, "Second note", "f2", "empathize") == "Echo: Second note"
+    assert "First note" in wait_for(lambda: summarized(db, "empathize"))["summary"]
+
+
+def test_the_overview_lists_steps_in_workshop_order_with_their_outcomes(client, db, standin):
+    for mid, step in (("t1", "test"), ("e1", "empathize"), ("i1", "ideate")):
+        assert say(client, f"hello {step}", mid, step)
+    wait_for(lambda: all(summarized(db, s) for s in ("test", "empathize", "ideate")))
+    body = client.get("/sessions/s1").get_json()
+    assert body["sessionId"] == "s1"
+    assert [s["stepId"] for s in body["steps"]] == ["empathize", "ideate", "test"]
+    first = body["steps"][0]
+    assert first["messageCount"] == 2
+    assert "hello empathize" in first["summary"]
+    assert first["summaryUpdatedAt"].endswith("Z") and first["updatedAt"].endswith("Z")
+    assert client.get("/sessions/nobody").status_code == 404
+
+
+def test_a_step_without_a_summary_yet_shows_null(make_app, db, standin):
+    client = make_app().test_client()
+    standin.configure(whole_status=500)
+    assert say(client, "hi", "m1", "define")
+    body = client.get("/sessions/s1").get_json()
+    assert body["steps"][0]["summary"] is None and body["steps"][0]["messageCount"] == 2
+
+
+def seed(db, session: str, steps: int, per_step: int) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    db.document(f"sessions/{session}").set(
+        {"ownerUid": "local-user", "createdAt": now, "updatedAt": now}
+    )
+    for s in range(steps):
+        step = db.document(f"sessions/{session}/steps/step{s}")
+        step.set({"createdAt": now, "updatedAt": now, "revision": "r", "summary": "found"})
+        for start in range(0, per_step, 400):
+            batch = db.batch()
+            for i in range(start, min(per_step, start + 400)):
+                batch.set(
+                    step.collection("messages").document(f"m{i}"),
+                    {"id": f"m{i}", "role": "user", "parts": [{"type": "text", "text": "x"}]},
+                )
+            batch.commit()
+
+
+def test_delete_removes_a_long_session_whole_and_its_id_can_be_used_again(client, db, standin):
+    seed(db, "long", steps=3, per_step=300)
+    response = client.delete("/sessions/long")
+    assert response.status_code == 200
+    assert response.get_json() == {"sessionId": "long", "deletedDocuments": 3 * 300 + 3 + 1}
+    assert not db.document("sessions/long").get().exists
+    assert list(db.collection("sessions/long/steps").list_documents()) == []
+    for s in range(3):
+        assert list(db.collection(f"sessions/long/steps/step{s}/messages").limit(1).stream()) == []
+    assert client.get("/sessions/long").status_code == 404
+    assert client.get("/sessions/long/steps/step0/messages").status_code == 404
+    assert client.delete("/sessions/long").status_code == 404
+    # The id is free again: a new session, with nothing of the old one.
+    assert say(client, "fresh start", "n1", "step0", "long") == "Echo: fresh start"
+    history = client.get("/sessions/long/steps/step0/messages")
+    assert history.status_code == 200, history.get_json()
+    messages = history.get_json()["messages"]
+    assert [m["id"] for m in messages] == ["n1", "n1~reply"]
+
+
+def test_delete_stops_a_reply_in_flight_first(make_app, db, standin):
+    app = make_app(CHECKPOINT_SECONDS="0.2")
+    client = app.test_client()
+    done: list = []
+    slow = chat_body("slow [[standin chunks=40 delay_ms=100]]")
+    thread = threading.Thread(target=lambda: done.append(client.post("/", json=slow).data))
+    thread.start()
+    reply = "sessions/s1/steps/empathize/messages/m1~reply"
+    wait_for(lambda: (d := db.document(reply).get().to_dict()) and d.get("parts"))
+    assert app.test_client().delete("/sessions/s1").status_code == 200
+    thread.join(30)
+    chunks = sse_chunks(done[0])
+    assert chunks[-1] == "[DONE]"
+    assert "Echo: slow".startswith(text_of(chunks)) or text_of(chunks).startswith("Echo: slow")
+    assert not db.document("sessions/s1").get().exists
+    assert list(db.collection("sessions/s1/steps").list_documents()) == []
+    wait_for(lambda: standin.model_requests()[0].get("ended") == "client-closed", timeout=5)
