@@ -69,6 +69,33 @@ FAULT_KNOBS = ("status", "whole_status", "cut_after", "block", "finish", "stall_
 DEFAULT_CHUNKS = 3
 MAX_RECORDED = 10_000  # a long benchmark must not grow the recording without bound
 
+# What a thinking model's thought summary looks like, in two chunks before the answer.
+THOUGHTS = ("**Reading the request**\n\n", "The team wants an echo, so I will echo it.")
+# Grounding as Gemini sends it: redirect links with the site's domain as the title; the first
+# source twice, as real answers often cite one page from several places.
+GROUNDING = {
+    "webSearchQueries": ["design thinking workshop"],
+    "groundingChunks": [
+        {
+            "web": {
+                "uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/standin-a",
+                "title": "example.com",
+            }
+        },
+        {
+            "web": {
+                "uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/standin-b",
+                "title": "example.org",
+            }
+        },
+        {
+            "web": {
+                "uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/standin-a",
+                "title": "example.com",
+            }
+        },
+    ],
+}
 DIRECTIVE = re.compile(r"\[\[standin\b(.*?)\]\]", re.DOTALL)
 MODEL_PATH = re.compile(
     r"/(?:v1|v1beta|v1beta1)/"
@@ -220,6 +247,10 @@ class Reply:
     prompt_chars: int
     text: str
     knobs: Knobs
+    # As Gemini does, only when the request asks: thought summaries first (thinkingConfig
+    # includeThoughts), grounding sources on the last chunk (the google_search tool).
+    thoughts: bool = False
+    grounding: bool = False
 
     def _envelope(self, **fields: Any) -> dict[str, Any]:
         return {**fields, "modelVersion": self.model, "responseId": self.response_id}
@@ -249,6 +280,11 @@ class Reply:
         chunks = split_evenly(self.text, int(self.knobs.get("chunks", DEFAULT_CHUNKS)))
         if block == "reply":
             chunks = chunks[: max(1, len(chunks) - 1)]
+        if self.thoughts:
+            for thought in THOUGHTS:
+                part = {"text": thought, "thought": True}
+                content = {"role": "model", "parts": [part]}
+                yield self._envelope(candidates=[{"content": content, "index": 0}])
         for chunk in chunks[:-1]:
             yield self._envelope(candidates=[self._candidate(chunk)])
         if block == "reply":
@@ -256,6 +292,8 @@ class Reply:
             final = self._candidate(None, "SAFETY")
         else:
             final = self._candidate(chunks[-1], str(self.knobs.get("finish", "STOP")))
+        if self.grounding:
+            final["groundingMetadata"] = GROUNDING
         yield self._envelope(candidates=[final], usageMetadata=self._usage(chunks))
 
     def whole(self) -> dict[str, Any]:
@@ -274,7 +312,10 @@ class Reply:
         return self._envelope(promptFeedback=feedback, usageMetadata=usage(self.prompt_chars, None))
 
     def _usage(self, sent: list[str]) -> dict[str, int]:
-        return usage(self.prompt_chars, sum(map(len, sent)))
+        counts = usage(self.prompt_chars, sum(map(len, sent)))
+        if self.thoughts:
+            counts["thoughtsTokenCount"] = sum(len(t) for t in THOUGHTS) // 4
+        return counts
 
 
 @dataclass
@@ -383,12 +424,22 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
 
     filler = "".join(f" w{i}" for i in range(1, int(knobs.get("words", 0)) + 1))
     state.replies += 1
+    # Gemini reads proto JSON, which accepts lowerCamel and snake_case field names alike
+    # (google-genai sends some of each).
+    generation = body.get("generationConfig") or {}
+    thinking = generation.get("thinkingConfig") or generation.get("thinking_config") or {}
+    include_thoughts = thinking.get("includeThoughts", thinking.get("include_thoughts"))
+    tools = body.get("tools") or []
     reply = Reply(
         model=route["model"],
         response_id=f"standin-{state.replies:06d}",
         prompt_chars=sum(len(text_of(c)) for c in contents),
         text=f"Echo: {text}{filler}",
         knobs=knobs,
+        thoughts=include_thoughts is True,
+        grounding=any(
+            isinstance(t, dict) and ("googleSearch" in t or "google_search" in t) for t in tools
+        ),
     )
     if route["method"] == "generateContent":
         if "whole_status" in knobs:  # refuse only the non-streamed calls (summaries)

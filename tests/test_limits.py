@@ -243,9 +243,10 @@ def test_the_rate_limit_holds_across_instances(make_app, db, standin):
         }
         assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert set(stored(db)) == {"m1", "m1~reply", "m2", "m2~reply", "m3", "m3~reply"}
-    # Three replies; `one` asked for m3 with its copy of the step from before m2, so that
-    # claim failed its precondition and its model call (sent beside it) was cancelled.
-    assert len(standin.model_requests()) == 4
+    # Three turns. When `one` still had its copy of the step from before m2 (the summaries'
+    # writes may have made it read again), its m3 claim failed its precondition and the model
+    # call sent beside it was cancelled: one request more, whose reply nobody relayed.
+    assert len(standin.model_requests()) in (3, 4)
     limits = {d.id: d.to_dict() for d in db.collection("rateLimits").stream()}
     assert list(limits) == ["local-user"]
     assert limits["local-user"]["count"] == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workshop_chat.domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
-from workshop_chat.model import Gemini, Retries, collect, finish_reason
+from workshop_chat.model import Gemini, Generation, Retries, collect, finish_reason
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_finish_reason_mapping(gemini_reason, ai_sdk):
 
 
 def test_temperature_and_max_output_tokens_reach_gemini(genai_client, standin):
-    gemini = Gemini(genai_client, "m", temperature=0.3, max_output_tokens=77)
+    gemini = Gemini(genai_client, "m", generation=Generation(temperature=0.3, max_output_tokens=77))
     collect(gemini, "s", [("user", "x")])
     config = standin.model_requests()[0]["body"]["generationConfig"]
     assert config == {"temperature": 0.3, "maxOutputTokens": 77}

@@ -26,6 +26,65 @@ class Verifier(Protocol):
     def uid(self, authorization: str | None) -> str: ...
 
 
+class AppCheck:
+    """Firebase App Check: keeps scripts that are not the team's frontend off a paid model.
+
+    `enforce` refuses a request without a valid `X-Firebase-AppCheck` token (401, its own
+    codes); `monitor` logs what enforce would refuse and lets it through; `off` checks nothing.
+    Tokens are verified locally by firebase-admin against App Check's public keys (cached).
+    """
+
+    def __init__(self, project: str, mode: str) -> None:
+        self.mode = mode
+        self.app = _firebase_app(project) if mode != "off" else None
+
+    def check(self, token: str | None) -> None:
+        if self.app is None:
+            return
+        problem = self._problem(token)
+        if problem is None:
+            return
+        if self.mode == "monitor":
+            log.warning("App Check would refuse this request", extra={"fields": {"code": problem}})
+            return
+        message = "send a valid X-Firebase-AppCheck token"
+        raise Unauthorized(problem, message)
+
+    def _problem(self, token: str | None) -> str | None:
+        from firebase_admin import app_check
+
+        token = (token or "").strip()
+        if not token:
+            return "app_check_missing"
+        if len(token) > 8192:
+            return "app_check_invalid"
+        try:
+            app_check.verify_token(token, app=self.app)
+        except Exception as exc:  # noqa: BLE001 - bad tokens, unreachable keys: all refused
+            log.info("App Check token refused", extra={"fields": {"error": type(exc).__name__}})
+            return "app_check_invalid"
+        return None
+
+
+def _firebase_app(project: str) -> Any:
+    """One firebase-admin app per project, without credentials: verifying needs none."""
+    import firebase_admin
+    from firebase_admin import credentials
+    from google.auth.credentials import AnonymousCredentials
+
+    class _NoCredentials(credentials.Base):
+        def get_credential(self) -> Any:
+            return AnonymousCredentials()
+
+    name = f"workshop-chat-{project}"
+    try:
+        return firebase_admin.get_app(name)
+    except ValueError:
+        return firebase_admin.initialize_app(
+            _NoCredentials(), options={"projectId": project}, name=name
+        )
+
+
 class NoAuth:
     """AUTH_MODE=none: every caller is the same local user. For experiments only."""
 
@@ -37,27 +96,13 @@ class FirebaseAuth:
     """Verifies `Authorization: Bearer <ID token>` with firebase-admin for one project."""
 
     def __init__(self, project: str) -> None:
-        import firebase_admin
-        from firebase_admin import credentials
-        from google.auth.credentials import AnonymousCredentials
-
-        class _NoCredentials(credentials.Base):
-            def get_credential(self) -> Any:
-                return AnonymousCredentials()
-
         if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
             # firebase-admin then skips the signature check: fine on a laptop, never elsewhere.
             log.warning(
                 "FIREBASE_AUTH_EMULATOR_HOST is set: unsigned ID tokens are accepted. "
                 "Local development only."
             )
-        name = f"workshop-chat-{project}"
-        try:
-            self.app = firebase_admin.get_app(name)
-        except ValueError:
-            self.app = firebase_admin.initialize_app(
-                _NoCredentials(), options={"projectId": project}, name=name
-            )
+        self.app = _firebase_app(project)
 
     def uid(self, authorization: str | None) -> str:
         from firebase_admin import auth

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .domain import Ending
+from .domain import Ending, Source
 from .reply import LOST, STOP, UNSTORED, WROTE, Reply
 
 log = logging.getLogger("workshop_chat.checkpoints")
@@ -27,6 +27,8 @@ class ReplyWrite:
     claim: object
     text: str | None
     ending: Ending | None = None
+    reasoning: str = ""
+    sources: tuple[Source, ...] = ()
 
 
 class BatchStore(Protocol):
@@ -55,7 +57,8 @@ class _State:
     finals: list[_Final] = field(default_factory=list)
 
 
-_Due = tuple[Reply, str | None]
+# A reply due for a write, and how far it had grown (None: a lease renewal, no content).
+_Due = tuple[Reply, int | None]
 
 
 class Checkpointer:
@@ -128,11 +131,16 @@ class Checkpointer:
             targets: list[Reply] = []
             for final in finals:
                 reply = final.reply
-                writes.append(ReplyWrite(reply.claim, reply.text(), reply.ending))
+                text, reasoning, sources = reply.content()
+                writes.append(ReplyWrite(reply.claim, text, reply.ending, reasoning, sources))
                 targets.append(reply)
             checkpoints = self._due(live, now, everything)
-            for reply, text in checkpoints:
-                writes.append(ReplyWrite(reply.claim, text))
+            for reply, progress in checkpoints:
+                if progress is None:
+                    writes.append(ReplyWrite(reply.claim, None))
+                else:
+                    text, reasoning, sources = reply.content()
+                    writes.append(ReplyWrite(reply.claim, text, None, reasoning, sources))
                 targets.append(reply)
             if not writes:
                 return 0
@@ -140,8 +148,10 @@ class Checkpointer:
             self.batches += 1
             for final, outcome in zip(finals, outcomes, strict=False):
                 self._after_final(final, outcome)
-            for (reply, text), outcome in zip(checkpoints, outcomes[len(finals) :], strict=True):
-                self._after_checkpoint(reply, text, outcome, now)
+            for (reply, progress), outcome in zip(
+                checkpoints, outcomes[len(finals) :], strict=True
+            ):
+                self._after_checkpoint(reply, progress, outcome, now)
             return len(checkpoints)
 
     def _due(self, live: list[Reply], now: float, everything: bool) -> list[_Due]:
@@ -149,22 +159,24 @@ class Checkpointer:
         for reply in live:
             if reply.ending is not None:
                 continue
-            text = reply.text()
             age = now - reply.last_write
+            progress = reply.progress()
             slack = self._tick() / 2  # a write due just after this tick goes out now
-            if len(text) != reply.stored_chars and (
+            if progress != reply.stored_progress and (
                 everything or age + slack >= self.cadence.checkpoint_seconds
             ):
-                due.append((reply, text))
+                due.append((reply, progress))
             elif age + slack >= self.renew_seconds:
                 due.append((reply, None))  # silent model (thinking): renew the lease only
         return due
 
-    def _after_checkpoint(self, reply: Reply, text: str | None, outcome: str, now: float) -> None:
+    def _after_checkpoint(
+        self, reply: Reply, progress: int | None, outcome: str, now: float
+    ) -> None:
         if outcome == WROTE:
             reply.last_write = now
-            if text is not None:
-                reply.stored_chars = len(text)
+            if progress is not None:
+                reply.stored_progress = progress
         elif outcome == LOST:
             with self._cond:
                 self._state.live.pop(id(reply), None)

@@ -11,6 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_MODEL = "gemini-2.5-flash"
+# Gemini's thresholds for the four harm categories (google-genai's HarmBlockThreshold names).
+SAFETY_THRESHOLDS = (
+    "BLOCK_NONE",
+    "BLOCK_ONLY_HIGH",
+    "BLOCK_MEDIUM_AND_ABOVE",
+    "BLOCK_LOW_AND_ABOVE",
+    "OFF",
+)
 
 
 class ConfigError(ValueError):
@@ -59,6 +67,13 @@ class Config:
     # Step outcomes: a lighter model, and a length budget for each summary.
     summary_model: str = "gemini-2.5-flash-lite"
     summary_max_chars: int = 2000
+    # Gemini's thinking, grounding and safety; None leaves Gemini's default.
+    thinking_budget: int | None = None
+    include_thoughts: bool = False
+    google_search: bool = False
+    safety_threshold: str | None = None
+    # Firebase App Check on every route that reads or writes a session.
+    app_check: str = "off"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -137,6 +152,12 @@ class Config:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             summary_model=env.get("SUMMARY_MODEL", "").strip() or "gemini-2.5-flash-lite",
             summary_max_chars=reader.integer("SUMMARY_MAX_CHARS", 2000, 200, 20_000),
+            thinking_budget=reader.optional_integer("GEMINI_THINKING_BUDGET", -1, 32_768),
+            include_thoughts=reader.boolean("GEMINI_INCLUDE_THOUGHTS"),
+            google_search=reader.boolean("GEMINI_GOOGLE_SEARCH"),
+            safety_threshold=reader.choice("GEMINI_SAFETY_THRESHOLD", SAFETY_THRESHOLDS),
+            app_check=reader.choice("APP_CHECK", ("off", "monitor", "enforce"), lower=True)
+            or "off",
         )
         if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
@@ -167,6 +188,27 @@ class _Reader:
             return default
         if not low <= value <= high:
             self.problems.append(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    def optional_integer(self, name: str, low: int, high: int) -> int | None:
+        if self._raw(name) is None:
+            return None
+        return self.integer(name, 0, low, high)
+
+    def boolean(self, name: str) -> bool:
+        raw = (self._raw(name) or "false").lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            self.problems.append(f"{name} must be true or false, not {raw!r}")
+        return raw in ("true", "1", "yes")
+
+    def choice(self, name: str, allowed: tuple[str, ...], lower: bool = False) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        value = raw.lower() if lower else raw.upper()
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+            return None
         return value
 
     def number(self, name: str, default: float | None, low: float, high: float) -> float | None:

@@ -50,6 +50,10 @@ class Message:
     lapsed: bool = False
     # When the store last wrote it (its own clock): proves a follower saw the reply move.
     version: Any = None
+    # The model's thought summary and its grounding sources (replies only): shown to people,
+    # never sent back to the model.
+    reasoning: str = ""
+    sources: tuple[Source, ...] = ()
 
 
 def reply_id_for(user_message_id: str) -> str:
@@ -69,6 +73,22 @@ class Started:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's thought summary: streamed before the answer, stored apart."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A web source the answer was grounded on (Google Search), kept as Gemini gave it."""
+
+    source_id: str
+    url: str
+    title: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,7 @@ class KeepAlive:
     pass
 
 
-Event = Started | TextDelta | Finished | Failed | KeepAlive
+Event = Started | TextDelta | ReasoningDelta | Source | Finished | Failed | KeepAlive
 
 
 # --- How a reply ended: decided once, by `Reply.end` ---------------------------------------
@@ -187,6 +207,17 @@ class ModelText:
 
 
 @dataclass(frozen=True)
+class ModelThought:
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    url: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelDone:
     finish_reason: str
     usage: dict[str, int] | None = None
@@ -198,8 +229,8 @@ class Model(Protocol):
     name: str
 
     def stream(
-        self, system: str, contents: list[tuple[str, str]]
-    ) -> AsyncIterator[ModelText | ModelDone]: ...
+        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]: ...
 
 
 # --- Safe texts: all a client ever learns about a failure -----------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Request, Response
 
 from . import domain, protocol
-from .auth import Verifier
+from .auth import AppCheck, Verifier
 from .config import Config
 from .domain import (
     BadRequest,
@@ -27,6 +27,8 @@ from .domain import (
     KeepAlive,
     MethodNotAllowed,
     NotFound,
+    ReasoningDelta,
+    Source,
     TextDelta,
     TooLarge,
     UnsupportedMedia,
@@ -90,10 +92,11 @@ def failure_error(failed: Failed) -> ChatError:
 class Api:
     """The function's request handler; everything it uses is handed in."""
 
-    def __init__(self, config: Config, chat: Chat, verifier: Verifier) -> None:
+    def __init__(self, config: Config, chat: Chat, verifier: Verifier, app_check: AppCheck) -> None:
         self.config = config
         self.chat = chat
         self.verifier = verifier
+        self.app_check = app_check
 
     def __call__(self, request: Request) -> Response:
         response = self._route(request)
@@ -105,6 +108,10 @@ class Api:
         try:
             if request.method == "OPTIONS":
                 return Response(status=204)
+            if path == "/healthz":
+                return json_response(200, {"status": "ok"})
+            # Before the ID token and the body: a script that is not the app gets nothing.
+            self.app_check.check(request.headers.get("X-Firebase-AppCheck"))
             if path in ("/", "/api/chat"):
                 self._only(request, "POST")
                 return self._post_chat(request)
@@ -118,8 +125,6 @@ class Api:
                 session_id, step_id, what = match.groups()
                 self._only(request, _STEP_METHODS[what])
                 return self._step_route(request, session_id, step_id, what)
-            if path == "/healthz":
-                return json_response(200, {"status": "ok"})
             if _OLD_RESUME.fullmatch(request.path) and request.method == "GET":
                 # useChat's default reconnect URL carries no session or step: nothing to find.
                 return Response(status=204)
@@ -153,7 +158,7 @@ class Api:
         events = self.chat.run(turn, uid, trace)
         head, rest = _first_text(events)
         failed = head[-1] if head and isinstance(head[-1], Failed) else None
-        if failed is not None and not any(isinstance(e, TextDelta) for e in head):
+        if failed is not None and not any(isinstance(e, _CONTENT) for e in head):
             return error_response(failure_error(failed))
         stream = _chain(head, rest)
         if text_mode:
@@ -219,8 +224,15 @@ class Api:
         )
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, X-Firebase-AppCheck"
+            )
             response.headers["Access-Control-Max-Age"] = "3600"
+
+
+_ALLOWED_HEADERS = "Authorization, Content-Type, X-Firebase-AppCheck"
+# What a client is shown: once any of it is out, a failure can only be an in-stream error.
+_CONTENT = (TextDelta, ReasoningDelta, Source)
 
 
 def _read_at_most(stream: Any, size: int) -> bytes:
@@ -247,7 +259,7 @@ def _first_text(events: Iterator[Event]) -> tuple[list[Event], Iterator[Event]]:
         if isinstance(event, KeepAlive):
             continue
         head.append(event)
-        if isinstance(event, TextDelta | Finished | Failed):
+        if isinstance(event, (*_CONTENT, Finished, Failed)):
             break
     return head, events
 

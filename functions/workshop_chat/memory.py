@@ -179,9 +179,19 @@ class Summaries:
 class Workshop:
     """What a turn's system instruction is made of, and what happens after its reply settles."""
 
-    def __init__(self, prompts: Callable[[str], str], summaries: Summaries | None = None) -> None:
+    def __init__(
+        self,
+        prompts: Callable[[str], str],
+        summaries: Summaries | None = None,
+        thinking: Callable[[str], int | None] = lambda step_id: None,
+    ) -> None:
         self.prompts = prompts
         self.summaries = summaries
+        self.thinking = thinking
+
+    def thinking_budget(self, step_id: str) -> int | None:
+        """The step's own thinking budget, if its prompt file sets one."""
+        return self.thinking(step_id)
 
     def system(self, step_id: str, conversation: Any, budget: int) -> str:
         """The step's prompt and the earlier steps' outcomes, within `budget` characters."""

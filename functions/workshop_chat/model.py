@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
+from .domain import (
+    ModelDone,
+    ModelFailed,
+    ModelSource,
+    ModelText,
+    ModelThought,
+    ModelUnavailable,
+)
 
 log = logging.getLogger("workshop_chat.model")
 
@@ -68,6 +75,26 @@ def make_client(max_connections: int, **options: Any) -> Any:
     )
 
 
+HARM_CATEGORIES = (
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How the model is asked to answer; None leaves Gemini's own default."""
+
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    thinking_budget: int | None = None  # -1: the model decides; 0: off where allowed
+    include_thoughts: bool = False
+    google_search: bool = False
+    safety_threshold: str | None = None  # config.SAFETY_THRESHOLDS: all four categories
+
+
 @dataclass(frozen=True)
 class Retries:
     """Retries before the first byte of a reply reaches anyone."""
@@ -85,8 +112,7 @@ class Gemini:
         client: Any,
         name: str,
         *,
-        temperature: float | None = None,
-        max_output_tokens: int | None = None,
+        generation: Generation = Generation(),
         retries: Retries = Retries(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         summary_model: str = "gemini-2.5-flash-lite",
@@ -94,15 +120,42 @@ class Gemini:
         self.client = client
         self.name = name
         self.summary_model = summary_model
-        self.temperature = temperature
-        self.max_output_tokens = max_output_tokens
+        self.generation = generation
         self.retries = retries
         self.sleep = sleep
 
+    def _config(self, system: str, request: list[Any], thinking_budget: int | None) -> Any:
+        from google.genai import types
+
+        g = self.generation
+        budget = g.thinking_budget if thinking_budget is None else thinking_budget
+        thinking = None
+        if budget is not None or g.include_thoughts:
+            thinking = types.ThinkingConfig(
+                thinking_budget=budget, include_thoughts=g.include_thoughts or None
+            )
+        tools = [types.Tool(google_search=types.GoogleSearch())] if g.google_search else None
+        safety = None
+        if g.safety_threshold:
+            safety = [
+                types.SafetySetting(category=category, threshold=g.safety_threshold)
+                for category in HARM_CATEGORIES
+            ]
+        return types.GenerateContentConfig(
+            system_instruction=system,
+            temperature=g.temperature,
+            max_output_tokens=g.max_output_tokens,
+            thinking_config=thinking,
+            tools=tools,
+            safety_settings=safety,
+            http_options=types.HttpOptions(extra_body={"contents": request}),
+        )
+
     async def stream(
-        self, system: str, contents: list[tuple[str, str]]
-    ) -> AsyncIterator[ModelText | ModelDone]:
-        from google.genai import errors, types
+        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
+        """`thinking_budget` overrides the configured one (a step's own setting)."""
+        from google.genai import errors
 
         # google-genai converts every message of `contents` through pydantic on every call:
         # ~0.3-1 ms a message, so 200 stored messages delayed the first token by 60-200 ms
@@ -110,12 +163,7 @@ class Gemini:
         # goes in as the body's `contents` through `extra_body`, which replaces the converted
         # list as is: the same request on the wire, at a cost that no longer grows.
         request: list[Any] = [{"role": role, "parts": [{"text": text}]} for role, text in contents]
-        config = types.GenerateContentConfig(
-            system_instruction=system,
-            temperature=self.temperature,
-            max_output_tokens=self.max_output_tokens,
-            http_options=types.HttpOptions(extra_body={"contents": request}),
-        )
+        config = self._config(system, request, thinking_budget)
         waited = 0.0
         attempts = self.retries.attempts
         for attempt in range(1, attempts + 1):
@@ -127,10 +175,9 @@ class Gemini:
                 )
                 async for chunk in response:
                     last = chunk
-                    text = _text_of(chunk)
-                    if text:
+                    for item in _items_of(chunk):
                         yielded = True
-                        yield ModelText(text)
+                        yield item
                 yield _done(last, self.name)
                 return
             except errors.APIError as exc:
@@ -221,6 +268,23 @@ def collect(
     return items
 
 
+def _items_of(chunk: Any) -> list[ModelText | ModelThought | ModelSource]:
+    """Thought summaries, answer text and grounding sources, in the order Gemini sent them."""
+    items: list[ModelText | ModelThought | ModelSource] = []
+    candidates = chunk.candidates or []
+    if not candidates:
+        return items
+    candidate = candidates[0]
+    for part in (candidate.content.parts if candidate.content else None) or []:
+        if part.text:
+            items.append(ModelThought(part.text) if part.thought else ModelText(part.text))
+    grounding = candidate.grounding_metadata
+    for source in (grounding.grounding_chunks if grounding else None) or []:
+        if source.web and source.web.uri:
+            items.append(ModelSource(source.web.uri, source.web.title))
+    return items
+
+
 def _text_of(chunk: Any) -> str:
     candidates = chunk.candidates or []
     if not candidates or not candidates[0].content or not candidates[0].content.parts:
@@ -250,6 +314,8 @@ def _usage(meta: Any) -> dict[str, int] | None:
         "inputTokens": meta.prompt_token_count,
         "outputTokens": meta.candidates_token_count,
         "totalTokens": meta.total_token_count,
+        "reasoningTokens": meta.thoughts_token_count,
+        "cachedInputTokens": meta.cached_content_token_count,
     }
     return {k: v for k, v in usage.items() if isinstance(v, int)} or None
 

@@ -19,6 +19,8 @@ from .domain import (
     Finished,
     KeepAlive,
     Message,
+    ReasoningDelta,
+    Source,
     Started,
     TextDelta,
     Turn,
@@ -138,17 +140,37 @@ PING = b": ping\n\n"
 
 
 def encode_ui_stream(events: Iterable[Event]) -> Iterator[bytes]:
-    """UI message stream v1: exactly the documented keys, since strict clients reject others."""
-    part_id = ""
-    text_open = False
+    """UI message stream v1: exactly the documented keys, since strict clients reject others.
+
+    Thoughts go out as a reasoning part, closed when the answer starts; sources as source-url
+    chunks, each once.
+    """
+    part_id = reasoning_id = ""
+    text_open = reasoning_open = False
     for event in events:
-        if isinstance(event, TextDelta):
+        if isinstance(event, ReasoningDelta):
+            if not reasoning_open:
+                reasoning_open = True
+                yield _sse({"type": "reasoning-start", "id": reasoning_id})
+            yield _sse({"type": "reasoning-delta", "id": reasoning_id, "delta": event.text})
+        elif isinstance(event, TextDelta):
+            head = b""
+            if reasoning_open:
+                reasoning_open = False
+                head = _sse({"type": "reasoning-end", "id": reasoning_id})
+                reasoning_id += "+"  # a later reasoning part gets an id of its own
             if not text_open:
                 text_open = True
-                yield _sse({"type": "text-start", "id": part_id})
-            yield _sse({"type": "text-delta", "id": part_id, "delta": event.text})
+                head += _sse({"type": "text-start", "id": part_id})
+            yield head + _sse({"type": "text-delta", "id": part_id, "delta": event.text})
+        elif isinstance(event, Source):
+            chunk = {"type": "source-url", "sourceId": event.source_id, "url": event.url}
+            if event.title:
+                chunk["title"] = event.title
+            yield _sse(chunk)
         elif isinstance(event, Started):
             part_id = f"{event.message_id}-text"
+            reasoning_id = f"{event.message_id}-reasoning"
             start: dict[str, Any] = {"type": "start", "messageId": event.message_id}
             if event.metadata:
                 start["messageMetadata"] = event.metadata
@@ -157,6 +179,8 @@ def encode_ui_stream(events: Iterable[Event]) -> Iterator[bytes]:
             yield PING
         else:
             tail = b""
+            if reasoning_open:
+                tail += _sse({"type": "reasoning-end", "id": reasoning_id})
             if text_open:
                 tail += _sse({"type": "text-end", "id": part_id})
             if isinstance(event, Failed):
@@ -188,7 +212,16 @@ def ui_message(message: Message) -> dict[str, Any]:
         ):
             if value is not None:
                 metadata[key] = value
-    parts = [{"type": "text", "text": message.text}] if message.text else []
+    parts: list[dict[str, Any]] = []
+    if message.reasoning:
+        parts.append({"type": "reasoning", "text": message.reasoning})
+    if message.text:
+        parts.append({"type": "text", "text": message.text})
+    for source in message.sources:
+        part = {"type": "source-url", "sourceId": source.source_id, "url": source.url}
+        if source.title:
+            part["title"] = source.title
+        parts.append(part)
     return {"id": message.id, "role": message.role, "parts": parts, "metadata": metadata}
 
 

@@ -34,7 +34,11 @@ from .domain import (
     Model,
     ModelDone,
     ModelFailed,
+    ModelSource,
+    ModelThought,
     ModelUnavailable,
+    ReasoningDelta,
+    Source,
     Started,
     TextDelta,
     metadata,
@@ -78,6 +82,8 @@ class Reply:
         self._cond = threading.Condition()
         self._events: list[Event] = []
         self._parts: list[str] = []
+        self._reasoning: list[str] = []
+        self._sources: dict[str, Source] = {}  # by url: each source once
         self.size = 0
         self.claim: Any = None
         self.lost = False  # the claim went to another request before it was confirmed
@@ -86,8 +92,8 @@ class Reply:
         self.stored = False  # its final write landed
         self.task: Future[Any] | None = None
         self.writes: Writes | None = None
-        # The Checkpointer's bookkeeping: what it last stored, and when it last wrote.
-        self.stored_chars = 0
+        # The Checkpointer's bookkeeping: how much it last stored, and when it last wrote.
+        self.stored_progress = 0
         self.last_write = time.monotonic()
 
     # The generation feeds it -----------------------------------------------------------
@@ -103,9 +109,43 @@ class Reply:
             self._cond.notify_all()
             return True
 
+    def add_reasoning(self, text: str) -> bool:
+        """Append thought summary text (before the answer; never part of it)."""
+        with self._cond:
+            if self.ending is not None:
+                return False
+            self._reasoning.append(text)
+            self.size += len(text.encode())
+            self._events.append(ReasoningDelta(text))
+            self._cond.notify_all()
+            return True
+
+    def add_source(self, url: str, title: str | None) -> bool:
+        """Record a grounding source once; its id is unique within the reply."""
+        with self._cond:
+            if self.ending is not None:
+                return False
+            if url not in self._sources:
+                source = Source(f"{self.id}-source-{len(self._sources) + 1}", url, title)
+                self._sources[url] = source
+                self._events.append(source)
+                self._cond.notify_all()
+            return True
+
     def text(self) -> str:
         with self._cond:
             return "".join(self._parts)
+
+    def progress(self) -> int:
+        """Grows with everything the reply holds: tells a checkpoint whether anything is new."""
+        with self._cond:
+            return self.size + len(self._sources)
+
+    def content(self) -> tuple[str, str, tuple[Source, ...]]:
+        """Text, thought summary and sources: what a write stores."""
+        with self._cond:
+            text, reasoning = "".join(self._parts), "".join(self._reasoning)
+            return text, reasoning, tuple(self._sources.values())
 
     # The claim ---------------------------------------------------------------------------
 
@@ -227,6 +267,7 @@ async def drive(
     limits: Limits,
     where: dict[str, str] | None = None,
     trace: str | None = None,
+    thinking_budget: int | None = None,
 ) -> None:
     """Read the model into the reply, then decide its end. Runs as a task in the process loop.
 
@@ -240,7 +281,7 @@ async def drive(
     try:
         async with asyncio.timeout(None) as deadline:
             ending = Ending("complete", "stop", model=model.name)
-            stream = model.stream(system, contents)
+            stream = model.stream(system, contents, thinking_budget)
             total = started + limits.reply_timeout_seconds
             while True:
                 deadline.reschedule(min(total, loop.time() + limits.stall_seconds))
@@ -253,6 +294,14 @@ async def drive(
                     name = item.model or model.name
                     ending = Ending("complete", item.finish_reason, item.usage, name)
                     break
+                if isinstance(item, ModelThought):
+                    if not reply.add_reasoning(item.text):
+                        return
+                    continue
+                if isinstance(item, ModelSource):
+                    if not reply.add_source(item.url, item.title):
+                        return
+                    continue
                 if not item.text:
                     continue
                 if first_token is None:

@@ -13,13 +13,14 @@ import sys
 import threading
 from typing import Any
 
-from .auth import FirebaseAuth, NoAuth, Verifier
+from .auth import AppCheck, FirebaseAuth, NoAuth, Verifier
 from .checkpoints import Cadence, Checkpointer
 from .config import Config, ConfigError
 from .http import Api
 from .logs import setup
 from .memory import Summaries, Workshop
-from .prompts import system_prompt
+from .prompts import PromptError, check_all, system_prompt
+from .prompts import thinking_budget as prompt_thinking_budget
 from .reply import Limits
 from .turn import Chat, Settings
 
@@ -27,7 +28,7 @@ log = logging.getLogger("workshop_chat")
 
 
 def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
-    from .model import Gemini, Retries, make_client
+    from .model import Gemini, Generation, Retries, make_client
     from .store import FirestoreStore
 
     if db is None:
@@ -39,8 +40,14 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
     model = Gemini(
         genai_client,
         config.model,
-        temperature=config.temperature,
-        max_output_tokens=config.max_output_tokens,
+        generation=Generation(
+            temperature=config.temperature,
+            max_output_tokens=config.max_output_tokens,
+            thinking_budget=config.thinking_budget,
+            include_thoughts=config.include_thoughts,
+            google_search=config.google_search,
+            safety_threshold=config.safety_threshold,
+        ),
         retries=Retries(
             config.retry_attempts,
             config.retry_initial_delay_seconds,
@@ -58,19 +65,25 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
         limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
     )
     summaries = Summaries(store, model.summarize, config.summary_max_chars)
-    chat = Chat(store, model, Workshop(system_prompt, summaries), checkpointer, settings)
+    workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
+    chat = Chat(store, model, workshop, checkpointer, settings)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
-    return Api(config, chat, verifier)
+    return Api(config, chat, verifier, AppCheck(config.project, config.app_check))
 
 
 def build_from_env() -> Api:
     """Validate the environment at start-up: one log line per problem, then refuse to start."""
     try:
         config = Config.from_env()
+        check_all()
     except ConfigError as error:
         setup()
         for problem in error.problems:
             log.critical(f"configuration: {problem}")
+        sys.exit(3)
+    except PromptError as error:
+        setup()
+        log.critical(f"configuration: {error}")
         sys.exit(3)
     setup(config.log_level)
     if config.auth_mode == "none":

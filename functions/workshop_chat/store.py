@@ -25,7 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from .checkpoints import ReplyWrite
-from .domain import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
+from .domain import LostClaim, Message, NotFound, Source, StoreUnavailable, UserMessage
 from .memory import Outcome
 from .reply import LOST, STOP, UNSTORED, WROTE
 
@@ -56,8 +56,37 @@ def _text(parts: Any) -> str:
     )
 
 
-def _parts(text: str) -> list[dict[str, str]]:
-    return [{"type": "text", "text": text}] if text else []
+def _parts(
+    text: str, reasoning: str = "", sources: tuple[Source, ...] = ()
+) -> list[dict[str, str]]:
+    """A message's parts as the AI SDK names them: thoughts, the answer, then its sources."""
+    parts = [{"type": "reasoning", "text": reasoning}] if reasoning else []
+    if text:
+        parts.append({"type": "text", "text": text})
+    for s in sources:
+        source = {"type": "source-url", "sourceId": s.source_id, "url": s.url}
+        if s.title:
+            source["title"] = s.title
+        parts.append(source)
+    return parts
+
+
+def _reasoning(parts: Any) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(
+        p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "reasoning"
+    )
+
+
+def _sources(parts: Any) -> tuple[Source, ...]:
+    if not isinstance(parts, list):
+        return ()
+    return tuple(
+        Source(str(p.get("sourceId", "")), str(p.get("url", "")), p.get("title"))
+        for p in parts
+        if isinstance(p, dict) and p.get("type") == "source-url"
+    )
 
 
 @dataclass
@@ -222,6 +251,8 @@ class FirestoreStore:
             id=snap.id,
             role=data.get("role", "user"),
             text=_text(data.get("parts")),
+            reasoning=_reasoning(data.get("parts")),
+            sources=_sources(data.get("parts")),
             status=status,
             created_at=_seconds(data.get("createdAt")),
             updated_at=_seconds(data.get("updatedAt")),
@@ -538,7 +569,7 @@ class FirestoreStore:
             claim: Claim = write.claim  # type: ignore[assignment]
             fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
             if write.text is not None:
-                fields["parts"] = _parts(write.text)
+                fields["parts"] = _parts(write.text, write.reasoning, write.sources)
             if write.ending is not None:
                 fields.update(self._final_fields(write.ending))
                 steps.setdefault(claim.key, []).append((claim, write))
@@ -832,6 +863,8 @@ def _finals(landed: list[tuple[Claim, ReplyWrite]]) -> Callable[[list[Message]],
                 m = replace(
                     m,
                     text=write.text or "",
+                    reasoning=write.reasoning,
+                    sources=write.sources,
                     status=e.status,
                     finish_reason=e.finish_reason,
                     usage=e.usage,

@@ -31,6 +31,7 @@ from .domain import (
     Model,
     NotFound,
     RateLimited,
+    ReasoningDelta,
     Started,
     StoreUnavailable,
     TextDelta,
@@ -338,7 +339,10 @@ class Chat:
         system = self.workshop.system(key[1], conversation, room)
         where = {"sessionId": key[0], "stepId": key[1]}
         limits = self.settings.limits
-        reply.task = aio.spawn(drive(reply, self.model, system, contents, limits, where, trace))
+        budget = self.workshop.thinking_budget(key[1])
+        reply.task = aio.spawn(
+            drive(reply, self.model, system, contents, limits, where, trace, budget)
+        )
         try:
             claim = self.store.begin(conversation, user, reply_id, mode, self.clock(), seen_reply)
         except (StoreUnavailable, ChatError):
@@ -377,7 +381,7 @@ class Chat:
         so a retry after a crash relays none of the dead generation's text: when the lease
         lapses, this request takes the reply over and streams the new generation whole.
         """
-        sent, started, alive = "", False, False
+        sent, thought, started, alive = "", "", False, False
         while True:
             if reply.lapsed and not started:
                 events = self._generate(key, conversation, user, "resume", trace, reply)
@@ -398,13 +402,17 @@ class Chat:
                     model = reply.model or self.model.name
                     yield Started(reply.id, metadata(reply.created_at, model))
                     started = True
-                if not reply.text.startswith(sent):  # regenerated meanwhile
-                    yield Failed(REPLACED_TEXT, cause="replaced")
+                if not (reply.text.startswith(sent) and reply.reasoning.startswith(thought)):
+                    yield Failed(REPLACED_TEXT, cause="replaced")  # regenerated meanwhile
                     return
+                if len(reply.reasoning) > len(thought):
+                    yield ReasoningDelta(reply.reasoning[len(thought) :])
+                    thought = reply.reasoning
                 if len(reply.text) > len(sent):
                     yield TextDelta(reply.text[len(sent) :])
                     sent = reply.text
                 if reply.status != "streaming":
+                    yield from reply.sources
                     yield _ending(reply)
                     return
             time.sleep(self.settings.follow_seconds)
@@ -451,9 +459,13 @@ class Chat:
 
 
 def _replay(reply: Message) -> list[Event]:
+    """A stored reply as a stream: its thoughts, its text and its sources, then its end."""
     events: list[Event] = [Started(reply.id, metadata(reply.created_at, reply.model))]
+    if reply.reasoning:
+        events.append(ReasoningDelta(reply.reasoning))
     if reply.text:
         events.append(TextDelta(reply.text))
+    events.extend(reply.sources)
     events.append(_ending(reply))
     return events
 

@@ -234,7 +234,9 @@ class ScriptedModel:
         self._queues: list[asyncio.Queue[Any]] = []
         self.started = threading.Semaphore(0)
 
-    async def stream(self, system: str, contents: list[tuple[str, str]]) -> Any:
+    async def stream(
+        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+    ) -> Any:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self.calls.append(contents)
         self._queues.append(queue)
