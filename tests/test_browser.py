@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -260,6 +261,25 @@ def stored(stack: Stack, session: str, step: str, authorization: str) -> list[di
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["messages"]
+
+
+def status_of(stack: Stack, path: str, authorization: str) -> tuple[int, Any]:
+    """GET a function route with the page's ID token: its status and JSON body."""
+    request = urllib.request.Request(
+        f"{stack.function_url}{path}", headers={"Authorization": authorization}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read() or b"null")
+
+
+def wait_outcomes_loaded(page: Any) -> None:
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=outcomes]')?.dataset.state === 'ready'"
+    )
 
 
 def text_of(message: dict[str, Any]) -> str:
@@ -517,6 +537,146 @@ def test_upstream_fault_shows_an_error_and_retry_recovers(page: Any, stack: Stac
     reload_and_capture_token(page)
     page.locator(ASSISTANT_TEXTS).wait_for()
     assert messages(page) == shown
+
+
+def test_outcomes_panel_shows_what_the_earlier_steps_found(page: Any, stack: Stack) -> None:
+    session = new_session()
+    phrase = f"night-shift nurses {uuid.uuid4().hex[:6]}"
+    overview_route = f"{stack.function_url}/sessions/{session}"
+
+    def overview_answer(response: Any) -> bool:
+        return response.request.method == "GET" and response.url == overview_route
+
+    # A new session: the server answers 404, the panel is empty and shows no error.
+    with page.expect_response(overview_answer) as first:
+        open_chat(page, stack, session, "empathize")
+    assert first.value.status == 404
+    wait_outcomes_loaded(page)
+    panel = page.get_by_test_id("outcomes")
+    assert "What we found so far" in panel.inner_text()
+    assert page.get_by_test_id("outcomes-empty").is_visible()
+    assert not page.get_by_test_id("outcomes-error").count()
+    authorization = first.value.request.all_headers().get("authorization", "")
+    assert authorization.startswith("Bearer "), "the overview GET carries no ID token"
+
+    send(page, f"We interviewed {phrase} about handovers at 7 am")
+    assert wait_ready(page) == "ready"
+
+    # In Define the panel shows what Empathize found, once the server has summarised it.
+    page.get_by_test_id("step-define").click()
+    outcome = page.get_by_test_id("outcome-empathize")
+    page.wait_for_function(
+        "(phrase) => document.querySelector("
+        "'[data-testid=outcome-empathize] [data-testid=outcome-text]')"
+        "?.textContent.includes(phrase)",
+        arg=phrase,
+        timeout=25_000,
+    )
+    assert outcome.locator("h3").inner_text().lower() == "empathize"
+    assert panel.locator("li[data-step]").count() == 1
+    assert not page.get_by_test_id("outcome-define").count()
+    status, body = status_of(stack, f"/sessions/{session}", authorization)
+    assert status == 200, body
+    assert [s["stepId"] for s in body["steps"]] == ["empathize"], body
+    shown = outcome.get_by_test_id("outcome-text").inner_text()
+    assert shown.strip() == body["steps"][0]["summary"].strip()
+
+    # A later step sees it too; the current step's own outcome is never in the panel.
+    page.get_by_test_id("step-ideate").click()
+    page.get_by_test_id("empty").wait_for()
+    assert phrase in outcome.get_by_test_id("outcome-text").inner_text()
+    assert not page.get_by_test_id("outcome-ideate").count()
+
+    # Back in Empathize: the panel has just fetched the session, outcome and all, and shows
+    # nothing of Empathize itself.
+    with page.expect_response(overview_answer) as again:
+        page.get_by_test_id("step-empathize").click()
+    assert again.value.status == 200
+    fetched = again.value.json()["steps"]
+    assert phrase in fetched[0]["summary"]
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=outcomes]')?.dataset.knownSteps === 'empathize'"
+    )
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert not outcome.count()
+    assert page.get_by_test_id("outcomes-empty").is_visible()
+    assert phrase not in panel.inner_text()
+
+
+def test_delete_session_asks_first_then_starts_a_new_one(page: Any, stack: Stack) -> None:
+    session = new_session()
+    open_chat(page, stack, session, "define")
+    send(page, f"Our point of view {uuid.uuid4().hex[:6]}")
+    assert wait_ready(page) == "ready"
+    authorization = reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    history = f"/sessions/{session}/steps/define/messages"
+    assert status_of(stack, history, authorization)[0] == 200
+
+    dialogs: list[tuple[str, str]] = []
+    accept = False
+    deletes: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append((dialog.type, dialog.message))
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", answer)
+    page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+
+    # Asked first; cancelled, nothing is sent and the session stays on the page.
+    page.get_by_test_id("delete-session").click()
+    assert len(dialogs) == 1, "no confirmation was asked"
+    assert dialogs[0][0] == "confirm"
+    assert session in dialogs[0][1]
+    page.wait_for_timeout(300)  # lets a DELETE the page might still send reach the listener
+    assert not deletes
+    assert page.get_by_test_id("delete-session").inner_text() == "Delete session"
+    assert not page.get_by_test_id("delete-result").count()
+    assert f"session={session}" in page.url
+    assert [m["role"] for m in messages(page)] == ["user", "assistant"]
+
+    # Confirmed: DELETE with the ID token, then a fresh session.
+    accept = True
+    session_route = f"{stack.function_url}/sessions/{session}"
+    with page.expect_response(
+        lambda r: r.request.method == "DELETE" and r.url == session_route
+    ) as deleted:
+        page.get_by_test_id("delete-session").click()
+    assert len(dialogs) == 2
+    assert deleted.value.status == 200
+    assert deleted.value.request.all_headers().get("authorization") == authorization
+    body = deleted.value.json()
+    assert body["sessionId"] == session
+    # At least the session, the step, the message and its reply.
+    assert body["deletedDocuments"] >= 4, body
+
+    # The old session is gone: its history and its overview answer 404.
+    assert status_of(stack, history, authorization)[0] == 404
+    assert status_of(stack, f"/sessions/{session}", authorization)[0] == 404
+
+    # The page is on a new, empty session, and says what happened.
+    result = page.get_by_test_id("delete-result")
+    result.wait_for()
+    assert session in result.inner_text() and "Deleted" in result.inner_text()
+    page.wait_for_function(
+        "(old) => new URLSearchParams(location.search).get('session') !== old", arg=session
+    )
+    fresh = page.evaluate("() => new URLSearchParams(location.search).get('session')")
+    assert fresh and fresh != session
+    assert page.get_by_test_id("session-input").input_value() == fresh
+    page.get_by_test_id("empty").wait_for()
+    assert messages(page) == []
+    assert page.get_by_test_id("step-define").get_attribute("aria-pressed") == "true"
+    wait_outcomes_loaded(page)
+    assert page.get_by_test_id("outcomes-empty").is_visible()
+    assert deletes == [session_route]
+    # Still gone a moment later (the deleted reply's background summary may have landed since).
+    assert status_of(stack, history, authorization)[0] == 404
+    assert status_of(stack, f"/sessions/{session}", authorization)[0] == 404
 
 
 def test_screenshot_of_a_conversation(page: Any, stack: Stack, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
-import { describeError, fetchHistory, requestStop, stepUrl } from "./api.js";
+import { deleteSession, describeError, fetchHistory, requestStop, stepUrl } from "./api.js";
 import { authEnabled, authHeaders, currentUser } from "./auth.js";
 import { CHAT_URL, STEPS } from "./config.js";
+import { OutcomesPanel, useOutcomes } from "./outcomes.jsx";
 
 function randomSessionId() {
   const bytes = crypto.getRandomValues(new Uint8Array(6));
@@ -30,6 +31,9 @@ export default function App() {
   const [draftSession, setDraftSession] = useState(place.session);
   const [history, setHistory] = useState({ key: null, messages: [], error: null });
   const [user, setUser] = useState(null);
+  const [deleting, setDeleting] = useState(false);
+  const [notice, setNotice] = useState(null); // { kind: "done" | "error", text }
+  const outcomes = useOutcomes(place.session, place.step);
   const key = `${place.session}/${place.step}`;
 
   useEffect(() => writeLocation(place), [place]);
@@ -55,12 +59,42 @@ export default function App() {
   const openSession = (event) => {
     event.preventDefault();
     const session = draftSession.trim();
-    if (session && session !== place.session) setPlace({ ...place, session });
+    if (session && session !== place.session) {
+      setNotice(null);
+      setPlace({ ...place, session });
+    }
   };
   const newSession = () => {
     const session = randomSessionId();
+    setNotice(null);
     setDraftSession(session);
     setPlace({ ...place, session });
+  };
+  // Delete every step, message and outcome of this session on the server (replies in flight
+  // are stopped there first), then carry on in a fresh, empty session.
+  const removeSession = async () => {
+    const session = place.session;
+    const question =
+      `Delete session "${session}"? Every step's messages and outcomes are removed ` +
+      "for good.";
+    if (deleting || !window.confirm(question)) return;
+    setDeleting(true);
+    setNotice(null);
+    try {
+      const deleted = await deleteSession(session);
+      newSession();
+      setNotice({
+        kind: "done",
+        text:
+          deleted === null
+            ? `Session "${session}" had nothing stored; this is a new session.`
+            : `Deleted session "${session}" (${deleted} stored documents); this is a new session.`,
+      });
+    } catch (error) {
+      setNotice({ kind: "error", text: `Could not delete "${session}": ${describeError(error)}` });
+    } finally {
+      setDeleting(false);
+    }
   };
 
   return (
@@ -91,7 +125,29 @@ export default function App() {
         <button type="button" data-testid="session-new" onClick={newSession}>
           New
         </button>
+        <button
+          type="button"
+          className="danger"
+          data-testid="delete-session"
+          disabled={deleting}
+          onClick={removeSession}
+        >
+          {deleting ? "Deleting…" : "Delete session"}
+        </button>
       </form>
+      {notice && (
+        <p
+          className={`notice ${notice.kind}`}
+          role="status"
+          data-testid="delete-result"
+          data-kind={notice.kind}
+        >
+          <span>{notice.text}</span>
+          <button type="button" className="link" onClick={() => setNotice(null)}>
+            Dismiss
+          </button>
+        </p>
+      )}
 
       <nav className="steps" aria-label="Design thinking step">
         {STEPS.map((step) => (
@@ -108,19 +164,23 @@ export default function App() {
         ))}
       </nav>
 
-      {history.key === key ? (
-        <ChatPanel
-          key={key}
-          session={place.session}
-          step={place.step}
-          initialMessages={history.messages}
-          historyError={history.error}
-        />
-      ) : (
-        <p className="loading" data-testid="history-loading">
-          Loading the conversation…
-        </p>
-      )}
+      <div className="workspace">
+        {history.key === key ? (
+          <ChatPanel
+            key={key}
+            session={place.session}
+            step={place.step}
+            initialMessages={history.messages}
+            historyError={history.error}
+            onReplyEnd={outcomes.summaryChanged}
+          />
+        ) : (
+          <p className="loading" data-testid="history-loading">
+            Loading the conversation…
+          </p>
+        )}
+        <OutcomesPanel step={place.step} outcomes={outcomes} />
+      </div>
 
       <footer className="footer">
         Function: <code>{CHAT_URL}</code>
@@ -129,7 +189,7 @@ export default function App() {
   );
 }
 
-function ChatPanel({ session, step, initialMessages, historyError }) {
+function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd }) {
   const transport = useMemo(
     () =>
       new DefaultChatTransport({
@@ -151,7 +211,14 @@ function ChatPanel({ session, step, initialMessages, historyError }) {
   const lastLoaded = initialMessages.at(-1);
   const resume = lastLoaded?.role === "user" || stillWriting(initialMessages);
   const { messages, setMessages, sendMessage, regenerate, stop, status, error, clearError } =
-    useChat({ id: `${session}/${step}`, messages: initialMessages, transport, resume });
+    useChat({
+      id: `${session}/${step}`,
+      messages: initialMessages,
+      transport,
+      resume,
+      // Each settled reply gets its step's outcome refreshed on the server a moment later.
+      onFinish: () => onReplyEnd(session, step),
+    });
   const [input, setInput] = useState("");
   const [loadError, setLoadError] = useState(historyError);
   const [stopping, setStopping] = useState(false);

@@ -46,3 +46,30 @@ export function describeError(error) {
   }
   return raw;
 }
+
+export function sessionUrl(sessionId) {
+  return `${CHAT_URL}/sessions/${encodeURIComponent(sessionId)}`;
+}
+
+/** The session's steps in workshop order with their outcomes; a session the server does not
+ * know (new, deleted or someone else's) has none. */
+export async function fetchOverview(sessionId, signal) {
+  const response = await fetch(sessionUrl(sessionId), { headers: await authHeaders(), signal });
+  if (response.status === 404) return [];
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).steps;
+}
+
+/** Delete the whole session on the server: how many documents went, or null when the server
+ * had nothing stored under that id (404: never used, or not yours). */
+export async function deleteSession(sessionId) {
+  const response = await fetch(sessionUrl(sessionId), {
+    method: "DELETE",
+    headers: await authHeaders(),
+  });
+  if (response.status === 404) return null;
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).deletedDocuments;
+}
