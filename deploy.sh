@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploy the `chat` function (Cloud Run functions, 2nd gen, HTTP) with everything it needs:
-# APIs, service accounts, Firestore, the Gemini key in Secret Manager (or Vertex AI), IAM,
-# Firestore rules and indexes, CPU kept allocated after a response. Safe to re-run.
+# APIs, service accounts, Firestore, the Cloud Storage bucket for files, the Gemini key in Secret
+# Manager (or Vertex AI), IAM, Firestore and Storage rules, Firestore indexes, CPU kept allocated
+# after a response. Safe to re-run.
 # Run `./deploy.sh --help` for the options.
 set -euo pipefail
 
@@ -39,6 +40,11 @@ Function settings:
   --runtime ID            Python runtime (default python313)
   --firestore-location L  location of a new Firestore database (default: the region);
                           ignored when the database exists. It can never be changed.
+  --files-bucket NAME     Cloud Storage bucket for the files users attach (else $FILES_BUCKET;
+                          default: the project's Firebase default bucket,
+                          PROJECT.firebasestorage.app, or PROJECT.appspot.com where only that
+                          older one exists). Created in the region when absent; the function
+                          gets object access to that bucket alone.
 Other:
   --dry-run               print every command, run none (needs no gcloud, no login)
   -h, --help              this help
@@ -67,6 +73,7 @@ MEMORY=1Gi
 MIN_INSTANCES=0
 RUNTIME=python313
 FIRESTORE_LOCATION=""
+FILES_BUCKET_OPT="${FILES_BUCKET-}"
 VERTEX=0
 VERTEX_LOCATION=global
 SET_KEY=0
@@ -99,6 +106,7 @@ while [[ $# -gt 0 ]]; do
     --min-instances) need_value "$@"; MIN_INSTANCES=$2; shift 2 ;;
     --runtime) need_value "$@"; RUNTIME=$2; shift 2 ;;
     --firestore-location) need_value "$@"; FIRESTORE_LOCATION=$2; shift 2 ;;
+    --files-bucket) need_value "$@"; FILES_BUCKET_OPT=$2; shift 2 ;;
     --vertex-location) need_value "$@"; VERTEX_LOCATION=$2; shift 2 ;;
     *) die "unknown option: $opt (see --help)" 2 ;;
   esac
@@ -128,6 +136,9 @@ MIN_INSTANCES=$((10#$MIN_INSTANCES))
 [[ $FIRESTORE_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--firestore-location '$FIRESTORE_LOCATION' is not a location" 2
 [[ $VERTEX_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--vertex-location '$VERTEX_LOCATION' is not a location" 2
 [[ $MODEL =~ ^[A-Za-z0-9._/-]+$ ]] || die "--model '$MODEL' is not a model name" 2
+if [[ -n $FILES_BUCKET_OPT && ! $FILES_BUCKET_OPT =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]]; then
+  die "--files-bucket '$FILES_BUCKET_OPT' is not a bucket name (no gs://, lower case)" 2
+fi
 # gcloud splits --set-env-vars on '|' below (commas separate the origins).
 [[ $ALLOWED_ORIGINS_VALUE != *[[:space:]\|]* ]] || die "--allowed-origins: no spaces or '|'; separate origins with commas" 2
 if ((VERTEX && SET_KEY)); then die "--vertex uses no key: drop --set-gemini-key" 2; fi
@@ -232,7 +243,8 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 1. APIs (enabling is idempotent).
 apis=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
-  artifactregistry.googleapis.com firestore.googleapis.com iam.googleapis.com)
+  artifactregistry.googleapis.com firestore.googleapis.com iam.googleapis.com
+  storage.googleapis.com firebasestorage.googleapis.com)
 if ((VERTEX)); then apis+=(aiplatform.googleapis.com); else apis+=(secretmanager.googleapis.com); fi
 run gcloud services enable "${apis[@]}" "${P[@]}"
 
@@ -308,10 +320,57 @@ fi
 run gcloud firestore fields ttls update expireAt --collection-group=rateLimits --enable-ttl \
   --async "${P[@]}" --quiet || warn "could not set the TTL on rateLimits.expireAt; set it later"
 
-# 5. The function. --allow-unauthenticated is deliberate: the function verifies Firebase ID
+# 5. The bucket for the files users attach. The function only reads, writes and deletes objects
+#    in it (roles/storage.objectUser on this bucket alone, no project-wide storage role); it
+#    never creates or inspects a bucket, so the bucket is made here when it is missing.
+FIREBASE_BUCKET="$PROJECT.firebasestorage.app" # the Firebase default bucket since Oct 2024
+LEGACY_BUCKET="$PROJECT.appspot.com"           # ... and before
+bucket_exists() { exists gcloud storage buckets describe "gs://$1" "${P[@]}" --format=none; }
+# A *.firebasestorage.app bucket cannot be made with `gcloud storage`: Cloud Storage for Firebase
+# makes it and links it to the project (that needs Firebase added and the Blaze plan). gcloud has
+# no command for it, so curl calls the API; the access token goes on curl's stdin, never in argv.
+create_firebase_bucket() {
+  local api="https://firebasestorage.googleapis.com/v1beta/projects/$PROJECT/defaultBucket"
+  local create=(curl -sS --fail-with-body -X POST "$api" -H @- -H "X-Goog-User-Project: $PROJECT"
+    -H "Content-Type: application/json" --data "{\"location\":\"$REGION\"}")
+  local token_cmd=(gcloud auth print-access-token --quiet)
+  show --note "its output goes to curl on stdin, not shown" "${token_cmd[@]}"
+  show --note "only if absent; the token is read from stdin" "${create[@]}"
+  ((DRY_RUN)) && return 0
+  command -v curl >/dev/null 2>&1 || die "curl not found: it creates gs://$FIREBASE_BUCKET"
+  local token
+  token=$("${token_cmd[@]}") || die "could not get an access token from gcloud"
+  printf 'Authorization: Bearer %s\n' "$token" | "${create[@]}" \
+    || die "could not create gs://$FIREBASE_BUCKET (is Firebase added to $PROJECT, on the Blaze plan?); or pass --files-bucket NAME"
+  printf '\n'
+}
+if [[ -n $FILES_BUCKET_OPT ]]; then
+  FILES_BUCKET=$FILES_BUCKET_OPT
+  if bucket_exists "$FILES_BUCKET"; then
+    note "# bucket gs://$FILES_BUCKET exists"
+  elif [[ $FILES_BUCKET == "$FIREBASE_BUCKET" ]]; then
+    create_firebase_bucket
+  else
+    run --note "only if absent" gcloud storage buckets create "gs://$FILES_BUCKET" "${P[@]}" \
+      --location="$REGION" --uniform-bucket-level-access --public-access-prevention
+  fi
+elif bucket_exists "$FIREBASE_BUCKET"; then
+  FILES_BUCKET=$FIREBASE_BUCKET
+  note "# bucket gs://$FILES_BUCKET exists"
+elif bucket_exists "$LEGACY_BUCKET"; then
+  FILES_BUCKET=$LEGACY_BUCKET
+  note "# bucket gs://$FILES_BUCKET exists (the project's Firebase default bucket)"
+else
+  FILES_BUCKET=$FIREBASE_BUCKET
+  create_firebase_bucket
+fi
+run_retry gcloud storage buckets add-iam-policy-binding "gs://$FILES_BUCKET" "${P[@]}" \
+  --member="serviceAccount:$RUNTIME_SA" --role=roles/storage.objectUser --format=none
+
+# 6. The function. --allow-unauthenticated is deliberate: the function verifies Firebase ID
 #    tokens itself (AUTH_MODE=firebase), so IAM must let the browser's requests through.
 env_vars="GOOGLE_CLOUD_PROJECT=$PROJECT|GEMINI_MODEL=$MODEL|ALLOWED_ORIGINS=$ALLOWED_ORIGINS_VALUE"
-env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY|WORKERS=$CPU"
+env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY|WORKERS=$CPU|FILES_BUCKET=$FILES_BUCKET"
 if ((VERTEX)); then
   env_vars+="|GOOGLE_GENAI_USE_VERTEXAI=true|GOOGLE_CLOUD_LOCATION=$VERTEX_LOCATION"
   credentials=(--clear-secrets)
@@ -327,30 +386,37 @@ run gcloud functions deploy "$FUNCTION" --gen2 --region="$REGION" "${P[@]}" \
   --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="$TIMEOUT" \
   --min-instances="$MIN_INSTANCES" --set-env-vars="^|^$env_vars" "${credentials[@]}" --quiet
 
-# 6. CPU stays allocated after a response (instance-based billing), so that a reply whose client
+# 7. CPU stays allocated after a response (instance-based billing), so that a reply whose client
 #    left still finishes and is stored. `gcloud functions deploy` has no flag for it: set it on
 #    the function's Cloud Run service, on every run.
 run gcloud run services update "$FUNCTION" --region="$REGION" "${P[@]}" --no-cpu-throttling \
   --quiet
 
-# 7. Firestore security rules and indexes, with the Firebase CLI (the project must have Firebase
-#    added, which Firebase Auth needs anyway). They guard direct frontend access only: the
-#    function's server SDK bypasses them.
-firebase_cmd=(firebase deploy --only "firestore:rules,firestore:indexes" --project "$PROJECT"
+# 8. Firestore security rules and indexes, and the Storage rules (deny all) when the files bucket
+#    is the Firebase default one, with the Firebase CLI (the project must have Firebase added,
+#    which Firebase Auth needs anyway). They guard direct frontend access only: the function's
+#    server SDKs bypass them. A bucket outside Firebase is reached through IAM alone.
+targets="firestore:rules,firestore:indexes"
+if [[ $FILES_BUCKET == "$FIREBASE_BUCKET" || $FILES_BUCKET == "$LEGACY_BUCKET" ]]; then
+  targets+=",storage"
+else
+  note "# gs://$FILES_BUCKET is not the Firebase default bucket: no Storage rules apply to it"
+fi
+firebase_cmd=(firebase deploy --only "$targets" --project "$PROJECT"
   --config infra/firebase.json --non-interactive)
 rules_failed=0
 if ((DRY_RUN)) || command -v firebase >/dev/null 2>&1; then
   if ! run "${firebase_cmd[@]}"; then
     rules_failed=1
-    warn "deploying the Firestore rules failed (is Firebase added to $PROJECT? 'firebase login'?)"
+    warn "deploying the Firestore and Storage rules failed (is Firebase added to $PROJECT? 'firebase login'?)"
   fi
 else
   firebase_line=$(show "${firebase_cmd[@]}")
-  warn "firebase CLI not found: the Firestore rules and indexes were NOT deployed. Install it"
+  warn "firebase CLI not found: the Firestore and Storage rules were NOT deployed. Install it"
   warn "(npm install -g firebase-tools) and run: ${firebase_line#+ }"
 fi
 
-# 8. Where it is, and how to call it.
+# 9. Where it is, and how to call it.
 url_cmd=(gcloud functions describe "$FUNCTION" --region="$REGION" "${P[@]}"
   --format='value(serviceConfig.uri)')
 show "${url_cmd[@]}"
@@ -371,5 +437,5 @@ Firebase ID tokens itself (AUTH_MODE=firebase). Call it with a Firebase ID token
          "messages":[{"id":"m1","role":"user","parts":[{"type":"text","text":"Hello"}]}]}'
 EOF
 if ((rules_failed)); then
-  die "the function is deployed, but the Firestore rules and indexes are not (see above)"
+  die "the function is deployed, but the Firestore rules and indexes (and Storage rules) are not (see above)"
 fi

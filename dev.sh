@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole stack locally: the Firestore emulator (unless FIRESTORE_EMULATOR_HOST is set),
-# the Gemini stand-in (unless GEMINI_API_KEY or Vertex AI is configured), the Firebase Auth
-# emulator (unless AUTH_MODE=none), the function on $PORT and the demo page. Ctrl-C stops it all.
+# a Cloud Storage emulator for attached files (unless STORAGE_EMULATOR_HOST is set), the Gemini
+# stand-in (unless GEMINI_API_KEY or Vertex AI is configured), the Firebase Auth emulator (unless
+# AUTH_MODE=none), the function on $PORT and the demo page. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=scripts/lib.sh
@@ -10,6 +11,7 @@ cd "$(dirname "$0")"
 PORT=${PORT:-8080}
 DEMO_PORT=${DEMO_PORT:-5173}
 export GOOGLE_CLOUD_PROJECT=${GOOGLE_CLOUD_PROJECT:-demo-workshop-chat}
+export FILES_BUCKET=${FILES_BUCKET:-$GOOGLE_CLOUD_PROJECT.firebasestorage.app} # as deploy.sh does
 export AUTH_MODE=${AUTH_MODE:-firebase}
 export THREADS=${THREADS:-1000}            # one gunicorn thread per open stream
 export ALLOWED_ORIGINS=${ALLOWED_ORIGINS:-http://localhost:$DEMO_PORT,http://127.0.0.1:$DEMO_PORT}
@@ -27,6 +29,13 @@ if [ -z "${FIRESTORE_EMULATOR_HOST:-}" ]; then
   echo "== Firestore emulator on 127.0.0.1:$port (log: .run/firestore.log)"
   start_firestore_emulator "$port" .run/firestore.log
   export FIRESTORE_EMULATOR_HOST="127.0.0.1:$port"
+fi
+
+if [ -z "${STORAGE_EMULATOR_HOST:-}" ]; then
+  port=$(free_port)
+  echo "== Cloud Storage emulator on 127.0.0.1:$port (log: .run/storage.log)"
+  start_storage_emulator "$port" "$FILES_BUCKET" .run/storage.log
+  export STORAGE_EMULATOR_HOST="http://127.0.0.1:$port"   # google-cloud-storage's own variable
 fi
 
 if [ -z "${GEMINI_API_KEY:-}${GOOGLE_API_KEY:-}" ] && [ "${GOOGLE_GENAI_USE_VERTEXAI:-}" != "true" ]; then
@@ -60,6 +69,7 @@ VITE_AUTH_EMULATOR_URL="${FIREBASE_AUTH_EMULATOR_HOST:+http://$FIREBASE_AUTH_EMU
 wait_http "http://127.0.0.1:$DEMO_PORT/" 30 || tail -20 .run/demo.log
 
 auth_note=""
+# shellcheck disable=SC2016 # $TOKEN is for the reader to fill in
 [ "$AUTH_MODE" = firebase ] && auth_note=' -H "Authorization: Bearer $TOKEN"'
 cat <<MSG
 
@@ -67,6 +77,7 @@ Ready.
   Function:  http://127.0.0.1:$PORT
   Demo page: http://localhost:$DEMO_PORT
   Firestore: $FIRESTORE_EMULATOR_HOST (project $GOOGLE_CLOUD_PROJECT)
+  Storage:   $STORAGE_EMULATOR_HOST (bucket $FILES_BUCKET)
 
 Try it:
   curl -N http://127.0.0.1:$PORT/$auth_note -H 'Content-Type: application/json' \\

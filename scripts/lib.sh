@@ -80,3 +80,12 @@ start_firestore_emulator() {
   fi
   wait_http "http://127.0.0.1:$port/" 60
 }
+
+# gcp-storage-emulator (from requirements.txt) in memory, with the bucket made; ready when the
+# bucket answers. Give google-cloud-storage STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT.
+start_storage_emulator() {
+  local port=$1 bucket=$2 log=$3
+  start_group "$ROOT/.venv/bin/gcp-storage-emulator" start --host 127.0.0.1 --port "$port" \
+    --default-bucket "$bucket" --in-memory >"$log" 2>&1
+  wait_http "http://127.0.0.1:$port/storage/v1/b/$bucket" 30
+}

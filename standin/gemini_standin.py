@@ -8,7 +8,9 @@ with ``GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:PORT`` and any ``GEMINI_API_KEY``
 Run ``python standin/gemini_standin.py [--host 127.0.0.1] [--port 0]``; it prints one line
 ``READY http://HOST:PORT`` once listening and exits on SIGTERM/SIGINT.
 
-The reply to the last user message "text" is ``Echo: text``, split into ``chunks`` SSE events.
+The reply to the last user message "text" is ``Echo: text``, split into ``chunks`` SSE events;
+each file the message carries adds ``[type, N bytes, sha256 <12 hex>]`` (inline) or ``[type at
+gs://...]`` (Vertex AI's file data), so a test sees that the model got the bytes whole.
 Knobs come from ``POST /_standin/config`` defaults, overridden by a ``[[standin key=value ...]]``
 directive in the last user message, so that browser tests can trigger faults through the product:
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import re
@@ -67,6 +71,8 @@ TEXT_KNOBS: dict[str, re.Pattern[str]] = {
 # retried request still looks like the first one apart from the fault.
 FAULT_KNOBS = ("status", "whole_status", "cut_after", "block", "finish", "stall_ms")
 DEFAULT_CHUNKS = 3
+# Gemini refuses a request whose inline data pass 20 MB (decoded here, as a safe reading).
+MAX_INLINE_BYTES = 20 * 1024 * 1024
 MAX_RECORDED = 10_000  # a long benchmark must not grow the recording without bound
 
 # What a thinking model's thought summary looks like, in two chunks before the answer.
@@ -99,7 +105,7 @@ GROUNDING = {
 DIRECTIVE = re.compile(r"\[\[standin\b(.*?)\]\]", re.DOTALL)
 MODEL_PATH = re.compile(
     r"/(?:v1|v1beta|v1beta1)/"
-    r"(?:projects/[^/]+/locations/[^/]+/)?(?:publishers/google/)?"
+    r"(?P<vertex>projects/[^/]+/locations/[^/]+/)?(?:publishers/google/)?"
     r"models/(?P<model>[^/:]+):(?P<method>streamGenerateContent|generateContent)"
 )
 SECRET_HEADERS = ("x-goog-api-key", "authorization")
@@ -200,7 +206,7 @@ def text_of(content: dict[str, Any]) -> str:
     return "".join(part.get("text", "") for part in content["parts"] if isinstance(part, dict))
 
 
-def contents_problem(body: Any) -> str | None:
+def contents_problem(body: Any, vertex: bool = False) -> str | None:
     """Return Gemini's complaint about a malformed request, or None when it is acceptable."""
     if not isinstance(body, dict):
         return "Invalid JSON payload received. Expected an object."
@@ -222,7 +228,70 @@ def contents_problem(body: Any) -> str | None:
                     f"* {where}.parts[{j}]: contents.parts must not be empty: "
                     "required oneof field 'data' must have one initialized field\n"
                 )
+            problem = file_problem(part, f"{where}.parts[{j}]", vertex)
+            if problem:
+                return problem
+    inline = sum(len(f["data"]) for f in attached(contents) if "data" in f)
+    if inline > MAX_INLINE_BYTES:
+        return f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes."
     return None
+
+
+def file_problem(part: dict[str, Any], where: str, vertex: bool) -> str | None:
+    """Gemini's complaint about a file part: inline bytes must be base64 with a type, and a
+    `fileData` part on Vertex AI names a Cloud Storage object."""
+    inline = part.get("inlineData", part.get("inline_data"))
+    if inline is not None:
+        mime = inline.get("mimeType", inline.get("mime_type")) if isinstance(inline, dict) else None
+        if not mime:
+            return f"* {where}.inline_data.mime_type: required field is not set\n"
+        try:
+            base64.b64decode(inline.get("data") or "", validate=True)
+        except (ValueError, TypeError):
+            field = f"'{where}.inline_data.data' (TYPE_BYTES)"
+            return f"Invalid value at {field}, Base64 decoding failed"
+    data = part.get("fileData", part.get("file_data"))
+    if data is not None:
+        uri = data.get("fileUri", data.get("file_uri")) if isinstance(data, dict) else None
+        if not uri or (vertex and not str(uri).startswith("gs://")):
+            return f"* {where}.file_data.file_uri: a Cloud Storage URI (gs://) is required\n"
+    return None
+
+
+def attached(contents: list[Any]) -> list[dict[str, Any]]:
+    """The files of the given contents: the type, and the decoded bytes or the object's URI."""
+    found: list[dict[str, Any]] = []
+    for content in contents:
+        for part in content.get("parts") or []:
+            inline = part.get("inlineData", part.get("inline_data"))
+            data = part.get("fileData", part.get("file_data"))
+            if isinstance(inline, dict):
+                found.append(
+                    {
+                        "mimeType": inline.get("mimeType", inline.get("mime_type")),
+                        "data": base64.b64decode(inline.get("data") or ""),
+                    }
+                )
+            elif isinstance(data, dict):
+                found.append(
+                    {
+                        "mimeType": data.get("mimeType", data.get("mime_type")),
+                        "uri": data.get("fileUri", data.get("file_uri")),
+                    }
+                )
+    return found
+
+
+def describe(files: list[dict[str, Any]]) -> str:
+    """What the echo says it saw, so a test can tell the model got each file whole."""
+    seen = []
+    for f in files:
+        if "data" in f:
+            digest = hashlib.sha256(f["data"]).hexdigest()[:12]
+            seen.append(f"[{f['mimeType']}, {len(f['data'])} bytes, sha256 {digest}]")
+        else:
+            seen.append(f"[{f['mimeType']} at {f['uri']}]")
+    return "".join(" " + s for s in seen)
 
 
 def usage(prompt_chars: int, reply_chars: int | None) -> dict[str, int]:
@@ -401,7 +470,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         )
     if not is_json:
         return gemini_error(400, "Invalid JSON payload received.")
-    problem = contents_problem(body)
+    problem = contents_problem(body, vertex=route["vertex"] is not None)
     if problem:
         return gemini_error(400, problem)
 
@@ -434,7 +503,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         model=route["model"],
         response_id=f"standin-{state.replies:06d}",
         prompt_chars=sum(len(text_of(c)) for c in contents),
-        text=f"Echo: {text}{filler}",
+        text=f"Echo: {text}{filler}{describe(attached(users[-1:]))}",
         knobs=knobs,
         thoughts=include_thoughts is True,
         grounding=any(

@@ -1,4 +1,5 @@
-"""Fixtures: the real Firestore emulator and the Gemini stand-in, fresh data for every test."""
+"""Fixtures: the real Firestore and Cloud Storage emulators and the Gemini stand-in, fresh data
+for every test."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ def emulator() -> Iterator[str]:
     os.environ["FIRESTORE_EMULATOR_HOST"] = service.url
     yield service.url
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_emulator() -> Iterator[str]:
+    """The Cloud Storage emulator with support.FILES_BUCKET; google-cloud-storage clients made
+    after this point use it (STORAGE_EMULATOR_HOST is the library's own variable)."""
+    service = support.start_storage_emulator()
+    os.environ["STORAGE_EMULATOR_HOST"] = service.url
+    yield service.url
+    service.stop()
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
+@pytest.fixture
+def storage_client(storage_emulator: str) -> Any:
+    """A google-cloud-storage client on the emulator, with every object of the last test gone."""
+    from workshop_chat.files import make_client
+
+    support.reset_storage(storage_emulator)
+    return make_client(support.PROJECT)
 
 
 @pytest.fixture(scope="session")
@@ -101,11 +122,14 @@ BASE_ENV = {
     "CHECKPOINT_SECONDS": "0.2",
     "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.01",
     "RATE_LIMIT_PER_MINUTE": "0",
+    "FILES_BUCKET": support.FILES_BUCKET,
 }
 
 
 @pytest.fixture
-def make_app(db: Any, genai_client: genai.Client, standin: Standin) -> Callable[..., Flask]:
+def make_app(
+    db: Any, genai_client: genai.Client, standin: Standin, storage_client: Any
+) -> Callable[..., Flask]:
     """A Flask app that hands every path to the handler, as functions-framework does.
 
     Fresh Firestore data and a reset stand-in for every test.
@@ -115,7 +139,7 @@ def make_app(db: Any, genai_client: genai.Client, standin: Standin) -> Callable[
 
     def make(**env: str) -> Flask:
         config = Config.from_env({**BASE_ENV, **env})
-        api = build(config, db=db, genai_client=genai_client)
+        api = build(config, db=db, genai_client=genai_client, storage_client=storage_client)
         app = Flask("workshop-chat-test")
         app.api = api  # type: ignore[attr-defined]
 
@@ -169,19 +193,27 @@ def text_of(chunks: list[Any]) -> str:
     return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
 
 
-def function_env(emulator: str, standin: support.Service, **extra: str) -> dict[str, str]:
+def function_env(
+    emulator: str, standin: support.Service, storage: str | None = None, **extra: str
+) -> dict[str, str]:
     """The environment of a function process wired to the test emulator and stand-in."""
-    return {
+    env = {
         **BASE_ENV,
         "FIRESTORE_EMULATOR_HOST": emulator,
         "GOOGLE_GEMINI_BASE_URL": standin.url,
         **extra,
     }
+    if storage:
+        env["STORAGE_EMULATOR_HOST"] = storage
+    return env
 
 
 @pytest.fixture(scope="module")
-def live_function(emulator: str, standin_service: support.Service) -> Iterator[support.Service]:
+def live_function(
+    emulator: str, standin_service: support.Service, storage_emulator: str
+) -> Iterator[support.Service]:
     """The function as production runs it (functions-framework, gunicorn) on a free port."""
-    service = support.start_function(function_env(emulator, standin_service, THREADS="64"))
+    env = function_env(emulator, standin_service, storage_emulator, THREADS="64")
+    service = support.start_function(env)
     yield service
     service.stop()

@@ -17,6 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-workshop-chat"
+# The Firebase default bucket's name for the project, as deploy.sh and dev.sh use it.
+FILES_BUCKET = f"{PROJECT}.firebasestorage.app"
 EMULATOR_JAR = Path(
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
 )
@@ -109,6 +111,30 @@ def start_firestore_emulator() -> Service:
     port = free_port()
     host = f"127.0.0.1:{port}"
     return _start(firestore_emulator_command(port), host, f"http://{host}/", 60)
+
+
+def start_storage_emulator(bucket: str = FILES_BUCKET) -> Service:
+    """gcp-storage-emulator in memory, with `bucket` made; `url` is what STORAGE_EMULATOR_HOST
+    takes (with its scheme). It does not enforce generation preconditions."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).parent / "gcp-storage-emulator"),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--default-bucket",
+        bucket,
+        "--in-memory",
+    ]
+    return _start(command, url, f"{url}/storage/v1/b/{bucket}", 30)
+
+
+def reset_storage(url: str) -> None:
+    """Delete every object, keep the buckets (the emulator's own wipe route)."""
+    urllib.request.urlopen(f"{url}/wipe?keep-buckets=1", timeout=10).close()
 
 
 def start_standin() -> Service:

@@ -34,6 +34,8 @@ from urllib3 import HTTPResponse
 
 from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
+from tests.test_attachments import attach, with_files
+from tests.test_files import PNG
 from workshop_chat.auth import FirebaseAuth, NoAuth
 from workshop_chat.config import Config, ConfigError
 
@@ -468,12 +470,16 @@ def test_a_uid_that_cannot_name_a_document_is_refused(emulated, db, uid):
 
 NOT_FOUND = {"error": {"code": "not_found", "message": "no such session"}}
 HISTORY = "/sessions/s1/steps/empathize/messages"
+FILE = "/sessions/s1/steps/empathize/files/m1/0"
 
 
-def test_another_user_sees_someone_elses_session_as_missing(client, db, standin):
+def test_another_user_sees_someone_elses_session_as_missing(client, db, standin, storage_client):
     alice, bob = bearer(id_token("alice")), bearer(id_token("bob"))
-    first = client.post("/", json=chat_body("Secret plan"), headers=alice)
-    assert text_of(sse_chunks(first.data)) == "Echo: Secret plan"
+    body = chat_body("Secret plan")
+    body["messages"][-1]["parts"].append(attach(PNG))
+    first = client.post("/", json=body, headers=alice)
+    assert text_of(sse_chunks(first.data)).startswith("Echo: Secret plan [image/png")
+    objects = [b.name for b in storage_client.list_blobs(support.FILES_BUCKET)]
     before = {
         d.id: d.to_dict() for d in db.collection("sessions/s1/steps/empathize/messages").stream()
     }
@@ -495,7 +501,10 @@ def test_another_user_sees_someone_elses_session_as_missing(client, db, standin)
         "stop": client.post("/sessions/s1/steps/empathize/stop", headers=bob),
         "overview": client.get("/sessions/s1", headers=bob),
         "delete": client.delete("/sessions/s1", headers=bob),
+        "file": client.get(FILE, headers=bob),
+        "send a file": client.post("/", json=with_files("Mine", "b3", attach(PNG)), headers=bob),
     }
+    assert client.get(FILE).status_code == 401
     assert missing_get.status_code == 404
     for name, response in answers.items():
         assert response.status_code == 404, name
@@ -508,8 +517,10 @@ def test_another_user_sees_someone_elses_session_as_missing(client, db, standin)
     assert [d.id for d in db.collection("sessions/s1/steps").stream()] == ["empathize"]
     assert db.document("sessions/s1").get().to_dict()["ownerUid"] == "alice"
     assert len(standin.model_requests()) == calls
+    assert [b.name for b in storage_client.list_blobs(support.FILES_BUCKET)] == objects
     # The owner still gets everything.
     assert client.get(HISTORY, headers=alice).status_code == 200
+    assert client.get(FILE, headers=alice).data == PNG
 
 
 def test_another_users_stop_is_not_found_and_the_reply_goes_on(client, db):

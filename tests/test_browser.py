@@ -118,7 +118,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    emulator: str, standin_service: support.Service, tmp_path_factory: pytest.TempPathFactory
+    emulator: str,
+    standin_service: support.Service,
+    storage_emulator: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     _require_tools()
     tmp = tmp_path_factory.mktemp("browser")
@@ -145,6 +148,8 @@ def stack(
             {
                 "GOOGLE_CLOUD_PROJECT": support.PROJECT,
                 "FIRESTORE_EMULATOR_HOST": emulator,
+                "STORAGE_EMULATOR_HOST": storage_emulator,
+                "FILES_BUCKET": support.FILES_BUCKET,
                 "GEMINI_API_KEY": "standin",
                 "GOOGLE_GEMINI_BASE_URL": standin_service.url,
                 "AUTH_MODE": "firebase",

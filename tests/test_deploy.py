@@ -1,9 +1,9 @@
-"""deploy.sh, run against fake `gcloud` and `firebase` commands that record every call.
+"""deploy.sh, run against fake `gcloud`, `firebase` and `curl` commands that record every call.
 
 The fakes are small Python scripts placed first on PATH. Each call appends one JSON line to a log:
-the program, its argv, whether the Gemini key was in its environment, and for `secrets` calls what
-arrived on stdin. Describe/auth/list calls answer from FAKE_* environment variables, so one test
-can play a fresh project and the next one a project where everything already exists.
+the program, its argv, whether the Gemini key was in its environment, and for `secrets` and `curl`
+calls what arrived on stdin. Describe/auth/list calls answer from FAKE_* environment variables, so
+one test can play a fresh project and the next one a project where everything already exists.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ REGION = "europe-west1"
 RUNTIME_SA = f"chat-runtime@{PROJECT}.iam.gserviceaccount.com"
 BUILD_SA = f"chat-build@{PROJECT}.iam.gserviceaccount.com"
 URL = "https://chat-abc123-ew.a.run.app"
+TOKEN = "ya29.FAKE-access-token-never-in-argv"
+FIREBASE_BUCKET = f"{PROJECT}.firebasestorage.app"
+LEGACY_BUCKET = f"{PROJECT}.appspot.com"
 
 FAKE = r"""
 import json, os, sys
@@ -40,7 +43,7 @@ record = {
     "argv": args,
     "env_has_key": any(key in v for k, v in os.environ.items() if k != "FAKE_KEY"),
 }
-if prog == "gcloud" and args[:1] == ["secrets"]:
+if (prog == "gcloud" and args[:1] == ["secrets"]) or prog == "curl":
     record["stdin"] = sys.stdin.read()
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(record) + "\n")
@@ -59,7 +62,7 @@ fail = os.environ.get("FAKE_FAIL")
 if fail and fail in f"{prog} {joined}":
     print("ERROR: (fake) failure", file=sys.stderr)
     sys.exit(1)
-if prog == "firebase":
+if prog in ("firebase", "curl"):
     answer()
 if args[:2] == ["auth", "list"]:
     answer(os.environ.get("FAKE_ACCOUNT", ""))
@@ -72,6 +75,10 @@ if args[:2] == ["secrets", "describe"]:
 if args[:3] == ["firestore", "databases", "describe"]:
     db = os.environ.get("FAKE_DB", "absent")
     answer(db) if db != "absent" else not_found()
+if args[:3] == ["storage", "buckets", "describe"]:
+    answer() if args[3] in os.environ.get("FAKE_BUCKETS", "").split(",") else not_found()
+if args[:3] == ["auth", "print-access-token", "--quiet"]:
+    answer(os.environ["FAKE_TOKEN"])
 if args[:2] == ["functions", "describe"]:
     answer(os.environ.get("FAKE_URL", ""))
 answer()
@@ -88,6 +95,9 @@ class Result:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    def curl(self) -> list[dict]:
+        return [c for c in self.calls if c["prog"] == "curl"]
 
     def gcloud(self, *prefix: str) -> list[list[str]]:
         """argv of every gcloud call that starts with `prefix`."""
@@ -136,7 +146,7 @@ def deploy(tmp_path: Path) -> Callable[..., Result]:
     fake_bin.mkdir()
     system_bin = _system_bin(tmp_path / "sysbin")
     log = tmp_path / "calls.jsonl"
-    for prog in ("gcloud", "firebase"):
+    for prog in ("gcloud", "firebase", "curl"):
         path = fake_bin / prog
         path.write_text(f"#!{sys.executable}\n{FAKE}")
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
@@ -162,6 +172,7 @@ def deploy(tmp_path: Path) -> Callable[..., Result]:
             "FAKE_KEY": KEY,
             "FAKE_ACCOUNT": "dev@example.com",
             "FAKE_URL": URL,
+            "FAKE_TOKEN": TOKEN,
         }
         env.update({k: v for k, v in fake.items() if k.isupper()})
         if log.exists():
@@ -182,8 +193,13 @@ def deploy(tmp_path: Path) -> Callable[..., Result]:
 
 
 BASE = ("--project", PROJECT, "--region", REGION, "--allowed-origins", "https://app.example.com")
-FRESH = {"FAKE_DB": "absent", "FAKE_SECRET": "absent", "FAKE_SA": "absent"}
-EXISTING = {"FAKE_DB": "FIRESTORE_NATIVE", "FAKE_SECRET": "present", "FAKE_SA": "present"}
+FRESH = {"FAKE_DB": "absent", "FAKE_SECRET": "absent", "FAKE_SA": "absent", "FAKE_BUCKETS": ""}
+EXISTING = {
+    "FAKE_DB": "FIRESTORE_NATIVE",
+    "FAKE_SECRET": "present",
+    "FAKE_SA": "present",
+    "FAKE_BUCKETS": f"gs://{FIREBASE_BUCKET}",
+}
 
 
 def assert_common_deploy(result: Result) -> list[str]:
@@ -208,6 +224,8 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert env["GEMINI_MODEL"] == "gemini-2.5-flash"
     assert env["AUTH_MODE"] == "firebase"
     assert env["ALLOWED_ORIGINS"] == "https://app.example.com"
+    assert env["FILES_BUCKET"] == FIREBASE_BUCKET
+    assert_bucket_access(result, FIREBASE_BUCKET)
     # CPU stays allocated after the response: set on the function's Cloud Run service, after it.
     update = result.one("run", "services", "update")
     assert update[3] == "chat" and "--no-cpu-throttling" in update
@@ -219,6 +237,29 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert "verifies Firebase ID tokens itself" in result.stdout
     assert URL in result.stdout and "curl -N" in result.stdout
     return argv
+
+
+def assert_bucket_access(result: Result, bucket: str) -> None:
+    """The runtime account may use objects in the files bucket, that bucket only, before the
+    function that needs it is deployed; no project-wide storage role."""
+    binding = result.one("storage", "buckets", "add-iam-policy-binding")
+    assert binding[3] == f"gs://{bucket}"
+    assert flags(binding)["member"] == f"serviceAccount:{RUNTIME_SA}"
+    assert flags(binding)["role"] == "roles/storage.objectUser"
+    order = [c["argv"][:3] for c in result.calls if c["prog"] == "gcloud"]
+    assert order.index(["storage", "buckets", "add-iam-policy-binding"]) < order.index(
+        ["functions", "deploy", "chat"]
+    )
+    runtime_roles = [r for m, r in project_roles(result) if m == f"serviceAccount:{RUNTIME_SA}"]
+    assert not [r for r in runtime_roles if r.startswith("roles/storage")], runtime_roles
+    assert env_vars(result.one("functions", "deploy"))["FILES_BUCKET"] == bucket
+    assert not any(TOKEN in a for c in result.calls for a in c["argv"])
+    assert TOKEN not in result.output
+
+
+def firebase_targets(result: Result) -> str:
+    (call,) = [c["argv"] for c in result.calls if c["prog"] == "firebase"]
+    return call[call.index("--only") + 1]
 
 
 def project_roles(result: Result) -> set[tuple[str, str]]:
@@ -265,12 +306,25 @@ def test_key_variant_on_a_fresh_project(deploy: Callable[..., Result]) -> None:
     assert (f"serviceAccount:{RUNTIME_SA}", "roles/datastore.user") in roles
     assert not any(role == "roles/aiplatform.user" for _, role in roles)
 
+    # The Firebase default bucket is made through Cloud Storage for Firebase, the token on stdin.
+    assert not r.gcloud("storage", "buckets", "create")
+    (create,) = r.curl()
+    assert (
+        f"https://firebasestorage.googleapis.com/v1beta/projects/{PROJECT}/defaultBucket"
+        in (create["argv"])
+    )
+    assert create["argv"][create["argv"].index("-X") + 1] == "POST"
+    assert create["stdin"] == f"Authorization: Bearer {TOKEN}\n"
+    assert json.loads(create["argv"][create["argv"].index("--data") + 1]) == {"location": REGION}
+    describes = [a[3] for a in r.gcloud("storage", "buckets", "describe")]
+    assert describes == [f"gs://{FIREBASE_BUCKET}", f"gs://{LEGACY_BUCKET}"]
+
     rules = [c["argv"] for c in r.calls if c["prog"] == "firebase"]
     assert rules == [
         [
             "deploy",
             "--only",
-            "firestore:rules,firestore:indexes",
+            "firestore:rules,firestore:indexes,storage",
             "--project",
             PROJECT,
             "--config",
@@ -329,6 +383,7 @@ def test_rerun_creates_nothing_that_exists(deploy: Callable[..., Result]) -> Non
     assert r.code == 0, r.output
     assert_common_deploy(r)
     assert not [c for c in r.calls if "create" in c["argv"][:4]], "nothing may be created again"
+    assert not r.curl(), "the files bucket exists"
     assert not r.gcloud("secrets", "versions", "add"), "the key is only written on request"
     # Re-running still re-applies the idempotent parts.
     assert r.gcloud("secrets", "add-iam-policy-binding")
@@ -462,8 +517,16 @@ def test_dry_run_prints_every_command_and_runs_none(
         "gcloud functions deploy chat --gen2 --region=europe-west1 --project=demo-x",
         "gcloud run services update chat --region=europe-west1 --project=demo-x "
         "--no-cpu-throttling",
-        "firebase deploy --only firestore:rules,firestore:indexes --project demo-x",
+        "firebase deploy --only firestore:rules,firestore:indexes,storage --project demo-x",
         "gcloud functions describe chat",
+        "gcloud storage buckets describe gs://demo-x.firebasestorage.app",
+        "gcloud storage buckets describe gs://demo-x.appspot.com",
+        "gcloud auth print-access-token",
+        "curl -sS --fail-with-body -X POST "
+        "https://firebasestorage.googleapis.com/v1beta/projects/demo-x/defaultBucket -H @-",
+        "gcloud storage buckets add-iam-policy-binding gs://demo-x.firebasestorage.app "
+        "--project=demo-x --member=serviceAccount:chat-runtime@demo-x.iam.gserviceaccount.com "
+        "--role=roles/storage.objectUser",
     ]
     if "--vertex" not in variant:
         expected += [
@@ -543,6 +606,10 @@ def test_project_unset_in_dry_run(deploy: Callable[..., Result]) -> None:
         ("--bogus",),
         ("--vertex", "--set-gemini-key"),
         ("--project",),
+        ("--files-bucket", "gs://my-files"),
+        ("--files-bucket", "My_Files"),
+        ("--files-bucket", "a"),
+        ("--files-bucket", "files bucket"),
     ],
 )
 def test_bad_options_fail_before_any_call(
@@ -589,6 +656,7 @@ def test_help(deploy: Callable[..., Result]) -> None:
         "--cpu",
         "--memory",
         "--min-instances",
+        "--files-bucket",
         "--dry-run",
     ):
         assert word in r.stdout
@@ -609,18 +677,89 @@ def test_shellcheck_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --- the files bucket --------------------------------------------------------------------------
+
+
+def test_a_legacy_firebase_default_bucket_is_used_as_it_is(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, **{**EXISTING, "FAKE_BUCKETS": f"gs://{LEGACY_BUCKET}"})
+    assert r.code == 0, r.output
+    assert not r.curl() and not r.gcloud("storage", "buckets", "create")
+    assert_bucket_access(r, LEGACY_BUCKET)
+    assert firebase_targets(r) == "firestore:rules,firestore:indexes,storage"
+
+
+@pytest.mark.parametrize("source", ["option", "env"])
+def test_a_bucket_of_ones_own_is_created_when_absent(
+    deploy: Callable[..., Result], source: str
+) -> None:
+    if source == "option":
+        r = deploy(*BASE, "--files-bucket", "workshop-files-x", **EXISTING)
+    else:
+        r = deploy(*BASE, FILES_BUCKET="workshop-files-x", **EXISTING)
+    assert r.code == 0, r.output
+    assert [a[3] for a in r.gcloud("storage", "buckets", "describe")] == ["gs://workshop-files-x"]
+    created = r.one("storage", "buckets", "create")
+    assert created[3] == "gs://workshop-files-x"
+    f = flags(created)
+    assert f["location"] == REGION and f["project"] == PROJECT
+    assert "uniform-bucket-level-access" in f and "public-access-prevention" in f
+    assert not r.curl()
+    assert_bucket_access(r, "workshop-files-x")
+    # Not a Firebase bucket: IAM alone guards it, so no Storage rules are deployed.
+    assert firebase_targets(r) == "firestore:rules,firestore:indexes"
+    assert "not the Firebase default bucket" in r.stdout
+
+
+def test_an_existing_bucket_of_ones_own_is_not_touched(deploy: Callable[..., Result]) -> None:
+    fake = {**EXISTING, "FAKE_BUCKETS": "gs://workshop-files-x"}
+    r = deploy(*BASE, "--files-bucket=workshop-files-x", **fake)
+    assert r.code == 0, r.output
+    assert not r.gcloud("storage", "buckets", "create") and not r.curl()
+    assert_bucket_access(r, "workshop-files-x")
+
+
+def test_naming_the_firebase_default_bucket_creates_it_through_firebase(
+    deploy: Callable[..., Result],
+) -> None:
+    r = deploy(*BASE, "--files-bucket", FIREBASE_BUCKET, **{**EXISTING, "FAKE_BUCKETS": ""})
+    assert r.code == 0, r.output
+    assert not r.gcloud("storage", "buckets", "create")
+    assert len(r.curl()) == 1 and r.curl()[0]["stdin"] == f"Authorization: Bearer {TOKEN}\n"
+    assert_bucket_access(r, FIREBASE_BUCKET)
+
+
+def test_a_failed_bucket_creation_stops_before_the_function(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, FAKE_FAIL="curl", **{**EXISTING, "FAKE_BUCKETS": ""})
+    assert r.code != 0
+    assert "Blaze" in r.stderr and "--files-bucket" in r.stderr
+    assert not r.gcloud("storage", "buckets", "add-iam-policy-binding")
+    assert not r.gcloud("functions", "deploy")
+    assert TOKEN not in r.output
+
+
 # --- infra files and the upload list ---------------------------------------------------------
 
 
 def test_firebase_json() -> None:
     config = json.loads((REPO / "infra" / "firebase.json").read_text())
     assert config["firestore"] == {"rules": "firestore.rules", "indexes": "firestore.indexes.json"}
+    assert config["storage"] == {"rules": "storage.rules"}
     emulators = config["emulators"]
     assert emulators["firestore"]["port"] == 8085
     assert emulators["auth"]["port"] == 9099
     assert emulators["ui"]["enabled"] is False
     rewrite = config["hosting"]["rewrites"][0]
     assert rewrite["source"] == "/api/chat" and rewrite["run"]["serviceId"] == "chat"
+
+
+def test_storage_rules_deny_every_client() -> None:
+    """Only the function (IAM, not rules) reads and writes the files."""
+    rules = (REPO / "infra" / "storage.rules").read_text()
+    code = "\n".join(line.split("//")[0] for line in rules.splitlines())
+    assert "rules_version = '2';" in code and "service firebase.storage" in code
+    allows = [line.strip() for line in code.splitlines() if "allow" in line]
+    assert allows == ["allow read, write: if false;"]
+    assert "match /{allPaths=**}" in code
 
 
 def test_firestore_indexes_json() -> None:

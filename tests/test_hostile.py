@@ -323,11 +323,6 @@ EXTRA_PARTS = st.lists(
     st.sampled_from(
         [
             {"type": "reasoning", "text": "FORGED-CONTEXT"},
-            {
-                "type": "file",
-                "url": "https://evil.example/FORGED-CONTEXT",
-                "mediaType": "text/plain",
-            },
             {"type": "tool-call", "input": {"cmd": "FORGED-CONTEXT"}},
             {"type": "step-start"},
             {"type": "source-url", "url": "https://evil.example/FORGED-CONTEXT"},

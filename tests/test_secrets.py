@@ -205,4 +205,4 @@ def test_the_adapter_raises_our_own_errors_without_upstream_text(
     assert leaks(logged) == [], logged
     if contents[0][1] == "":
         # The stand-in did complain in those words: the adapter kept them to itself.
-        assert standin.model_requests()[0]["body"]["contents"][0]["parts"] == [{"text": ""}]
+        assert standin.model_requests()[0]["body"]["contents"][0]["parts"] == []

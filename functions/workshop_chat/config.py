@@ -10,6 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .file_parts import DEFAULT_LIMITS as DEFAULT_FILE_LIMITS
+from .file_parts import DEFAULT_TYPES, MIB, FileLimits
+
 DEFAULT_MODEL = "gemini-2.5-flash"
 # Gemini's thresholds for the four harm categories (google-genai's HarmBlockThreshold names).
 SAFETY_THRESHOLDS = (
@@ -74,6 +77,19 @@ class Config:
     safety_threshold: str | None = None
     # Firebase App Check on every route that reads or writes a session.
     app_check: str = "off"
+    # Files in the conversation: where their bytes go, what a message may carry, and how many
+    # bytes of earlier files later turns still send (Gemini takes 20 MB of inline data).
+    files_bucket: str = ""
+    file_limits: FileLimits = DEFAULT_FILE_LIMITS
+    history_max_file_bytes: int = 12 * MIB
+    uses_vertex: bool = False
+
+    @property
+    def max_request_bytes_with_files(self) -> int:
+        """A request with files may grow by its files in base64 (a third more) and their JSON."""
+        limits = self.file_limits
+        base64 = -(-limits.max_total_bytes * 4 // 3)
+        return self.max_request_bytes + base64 + limits.max_files * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -158,12 +174,36 @@ class Config:
             safety_threshold=reader.choice("GEMINI_SAFETY_THRESHOLD", SAFETY_THRESHOLDS),
             app_check=reader.choice("APP_CHECK", ("off", "monitor", "enforce"), lower=True)
             or "off",
+            files_bucket=(env.get("FILES_BUCKET") or "").strip()
+            or (f"{project}.firebasestorage.app" if project else ""),
+            file_limits=FileLimits(
+                max_files=reader.integer("MAX_FILES", 4, 0, 16),
+                max_file_bytes=reader.integer("MAX_FILE_BYTES", 5 * MIB, 1024, 10 * MIB),
+                max_total_bytes=reader.integer("MAX_FILES_BYTES", 10 * MIB, 1024, 14 * MIB),
+                allowed_types=_types(env.get("ALLOWED_FILE_TYPES"), problems),
+            ),
+            history_max_file_bytes=reader.integer("HISTORY_MAX_FILE_BYTES", 12 * MIB, 0, 14 * MIB),
+            uses_vertex=uses_vertex,
         )
+        if config.max_request_bytes_with_files > 32 * MIB:
+            problems.append("MAX_REQUEST_BYTES and MAX_FILES_BYTES together exceed 32 MiB")
+        if config.file_limits.max_total_bytes > config.history_max_file_bytes:
+            problems.append("HISTORY_MAX_FILE_BYTES must hold at least one message's files")
         if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if problems:
             raise ConfigError(problems)
         return config
+
+
+def _types(raw: str | None, problems: list[str]) -> tuple[str, ...]:
+    if not raw or not raw.strip():
+        return DEFAULT_TYPES
+    types = tuple(t.strip().lower() for t in raw.split(",") if t.strip())
+    for media_type in types:
+        if "/" not in media_type or " " in media_type:
+            problems.append(f"ALLOWED_FILE_TYPES entry {media_type!r} is not a media type")
+    return types
 
 
 class _Reader:

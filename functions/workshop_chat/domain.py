@@ -16,9 +16,22 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class FileRef:
+    """A file of a user message as Firestore keeps it: a reference, never the bytes."""
+
+    n: int  # its number within the message, and the last segment of its object path
+    media_type: str
+    filename: str
+    size: int
+    sha256: str
+    path: str  # the Cloud Storage object
+
+
+@dataclass(frozen=True)
 class UserMessage:
     id: str
     text: str
+    files: tuple[Any, ...] = ()  # file_parts.FilePart: the new message's checked files
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class Message:
     # never sent back to the model.
     reasoning: str = ""
     sources: tuple[Source, ...] = ()
+    files: tuple[FileRef, ...] = ()  # user messages only
 
 
 def reply_id_for(user_message_id: str) -> str:
@@ -229,7 +243,11 @@ class Model(Protocol):
     name: str
 
     def stream(
-        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+        self,
+        system: str,
+        contents: list[tuple[str, str]],
+        thinking_budget: int | None = None,
+        files: dict[int, list[dict[str, Any]]] | None = None,
     ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]: ...
 
 

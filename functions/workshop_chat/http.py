@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,8 @@ from .turn import Chat
 
 log = logging.getLogger("workshop_chat.http")
 
+# /sessions/<sessionId>/steps/<stepId>/files/<messageId>/<n>: a stored file (GET).
+_FILE_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/files/([^/]+)/([0-9]{1,4})")
 # /sessions/<sessionId>/steps/<stepId>/<what>: messages (GET), stream (GET), stop (POST).
 _STEP_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/(messages|stream|stop)/?")
 _STEP_METHODS = {"messages": "GET", "stream": "GET", "stop": "POST"}
@@ -120,6 +123,10 @@ class Api:
                 if request.method not in ("GET", "DELETE"):
                     raise MethodNotAllowed("method_not_allowed", "use GET or DELETE")
                 return self._session_route(request, match.group(1))
+            match = _FILE_ROUTE.fullmatch(request.path)
+            if match:
+                self._only(request, "GET")
+                return self._file(request, *match.groups())
             match = _STEP_ROUTE.fullmatch(request.path)
             if match:
                 session_id, step_id, what = match.groups()
@@ -145,13 +152,19 @@ class Api:
 
     def _post_chat(self, request: Request) -> Response:
         uid = self.verifier.uid(request.headers.get("Authorization"))
-        body = self._json_body(request)
         cfg = self.config
+        body, size = self._json_body(request, cfg.max_request_bytes_with_files)
+        if size > cfg.max_request_bytes and not protocol.has_files(body):
+            # Only a message with files may be larger than a text-only request.
+            raise TooLarge(
+                "body_too_large", f"the body may be at most {cfg.max_request_bytes} bytes"
+            )
         turn = protocol.parse_turn(
             body,
             max_id_chars=cfg.max_id_chars,
             max_message_chars=cfg.max_message_chars,
             max_parts=cfg.max_parts,
+            file_limits=cfg.file_limits,
         )
         text_mode = request.args.get("protocol", "data") == "text"
         trace = trace_from_headers(request.headers, cfg.project)
@@ -164,6 +177,23 @@ class Api:
         if text_mode:
             return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)
         return Response(protocol.encode_ui_stream(stream), 200, protocol.UI_STREAM_HEADERS)
+
+    def _file(self, request: Request, session_id: str, step_id: str, mid: str, n: str) -> Response:
+        """The bytes with their type, private to the owner: no sniffing, no shared caches, and
+        shown inline only when it is an image."""
+        uid = self.verifier.uid(request.headers.get("Authorization"))
+        for value, name in ((session_id, "sessionId"), (step_id, "stepId"), (mid, "messageId")):
+            protocol.check_id(value, name, self.config.max_id_chars)
+        data, ref = self.chat.file(session_id, step_id, mid, int(n), uid)
+        disposition = "inline" if ref.media_type.startswith("image/") else "attachment"
+        quoted = urllib.parse.quote(ref.filename, safe="")
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, max-age=3600",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quoted}",
+        }
+        return Response(data, 200, headers, mimetype=ref.media_type)
 
     def _session_route(self, request: Request, session_id: str) -> Response:
         uid = self.verifier.uid(request.headers.get("Authorization"))
@@ -190,12 +220,17 @@ class Api:
                 protocol.encode_ui_stream(_chain(head, rest)), 200, protocol.UI_STREAM_HEADERS
             )
         messages = self.chat.history(session_id, step_id, uid)
-        return json_response(200, {"messages": [protocol.ui_message(m) for m in messages]})
+        base = request.host_url.rstrip("/") + request.script_root
 
-    def _json_body(self, request: Request) -> Any:
+        def file_url(message_id: str, n: int) -> str:
+            return f"{base}/sessions/{session_id}/steps/{step_id}/files/{message_id}/{n}"
+
+        body = {"messages": [protocol.ui_message(m, file_url) for m in messages]}
+        return json_response(200, body)
+
+    def _json_body(self, request: Request, limit: int) -> tuple[Any, int]:
         if request.mimetype != "application/json":
             raise UnsupportedMedia("unsupported_media_type", "send Content-Type: application/json")
-        limit = self.config.max_request_bytes
         too_large = TooLarge("body_too_large", f"the body may be at most {limit} bytes")
         # Not `request.max_content_length`: functions-framework drains the body after every
         # non-streamed response with get_data(), which would then raise again and turn this
@@ -206,7 +241,7 @@ class Api:
         if len(raw) > limit:
             raise too_large
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
+            return json.loads(raw, parse_constant=_reject_constant), len(raw)
         except (ValueError, RecursionError):
             raise BadRequest("invalid_json", "the body is not valid JSON") from None
 

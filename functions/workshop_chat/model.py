@@ -152,9 +152,14 @@ class Gemini:
         )
 
     async def stream(
-        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+        self,
+        system: str,
+        contents: list[tuple[str, str]],
+        thinking_budget: int | None = None,
+        files: dict[int, list[dict[str, Any]]] | None = None,
     ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
-        """`thinking_budget` overrides the configured one (a step's own setting)."""
+        """`thinking_budget` overrides the configured one (a step's own setting); `files[i]`
+        are Gemini parts (inline data, file data, notes) that follow contents[i]'s text."""
         from google.genai import errors
 
         # google-genai converts every message of `contents` through pydantic on every call:
@@ -162,7 +167,13 @@ class Gemini:
         # (bench.sh). The SDK gets only the new message to convert, and the whole history
         # goes in as the body's `contents` through `extra_body`, which replaces the converted
         # list as is: the same request on the wire, at a cost that no longer grows.
-        request: list[Any] = [{"role": role, "parts": [{"text": text}]} for role, text in contents]
+        request: list[Any] = [
+            {
+                "role": role,
+                "parts": [*([{"text": text}] if text else []), *((files or {}).get(i) or [])],
+            }
+            for i, (role, text) in enumerate(contents)
+        ]
         config = self._config(system, request, thinking_budget)
         waited = 0.0
         attempts = self.retries.attempts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .domain import (
@@ -27,6 +27,7 @@ from .domain import (
     UserMessage,
     iso_time,
 )
+from .file_parts import FileLimits, parse_files
 
 # A conservative id alphabet: every AI SDK id generator (nanoid, uuid, "id-0") fits it, and it
 # keeps ids clear of Firestore's reserved forms (`/`, `.`, `..`, `__x__`).
@@ -67,8 +68,19 @@ def check_id(value: object, field: str, max_chars: int) -> str:
     return value  # type: ignore[return-value]
 
 
-def parse_turn(body: Any, *, max_id_chars: int, max_message_chars: int, max_parts: int) -> Turn:
-    """Accept the `DefaultChatTransport` body, or the send-last-message form `{id, message}`."""
+def parse_turn(
+    body: Any,
+    *,
+    max_id_chars: int,
+    max_message_chars: int,
+    max_parts: int,
+    file_limits: FileLimits | None = None,
+) -> Turn:
+    """Accept the `DefaultChatTransport` body, or the send-last-message form `{id, message}`.
+
+    Only the last message's files are read, and only on a send: earlier messages, and a
+    regenerate's, come back from the client with the function's own file URLs.
+    """
     if not isinstance(body, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")
     session_id = check_id(body.get("sessionId"), "sessionId", max_id_chars)
@@ -90,13 +102,31 @@ def parse_turn(body: Any, *, max_id_chars: int, max_message_chars: int, max_part
     user = parse_user_message(
         message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
     )
+    if file_limits is not None and trigger == "submit-message":
+        user = UserMessage(user.id, user.text, parse_files(message["parts"], file_limits))
+    if trigger == "submit-message" and not user.text.strip() and not user.files:
+        # A photo of the wall may come alone; a regenerate answers the stored message.
+        raise BadRequest("empty_message", "the message has no text and no file")
     return Turn(session_id, step_id, user, trigger, target)
+
+
+def has_files(body: Any) -> bool:
+    """Whether the request's last message carries file parts (its size limit depends on it)."""
+    if not isinstance(body, dict):
+        return False
+    message = body.get("message")
+    if message is None and isinstance(body.get("messages"), list) and body["messages"]:
+        message = body["messages"][-1]
+    parts = message.get("parts") if isinstance(message, dict) else None
+    return isinstance(parts, list) and any(
+        isinstance(p, dict) and p.get("type") == "file" for p in parts
+    )
 
 
 def parse_user_message(
     message: Any, *, max_id_chars: int, max_chars: int, max_parts: int
 ) -> UserMessage:
-    """The last message must be the user's: text parts only reach the model."""
+    """The last message must be the user's; its text, which may be empty (`parse_turn` decides)."""
     if not isinstance(message, dict):
         raise BadRequest("invalid_message", "the last message must be an object")
     if message.get("role") != "user":
@@ -117,8 +147,6 @@ def parse_user_message(
                 raise BadRequest("invalid_parts", "a text part needs a string text")
             texts.append(text)
     text = "".join(texts)
-    if not text.strip():
-        raise BadRequest("empty_message", "the message has no text")
     if len(text) > max_chars:
         raise BadRequest("message_too_long", f"a message may have at most {max_chars} characters")
     if "\x00" in text:
@@ -201,7 +229,9 @@ def encode_text_stream(events: Iterable[Event]) -> Iterator[bytes]:
             return
 
 
-def ui_message(message: Message) -> dict[str, Any]:
+def ui_message(
+    message: Message, file_url: Callable[[str, int], str] | None = None
+) -> dict[str, Any]:
     """A stored message as the UIMessage `useChat` takes as its initial messages."""
     metadata: dict[str, Any] = {"createdAt": iso_time(message.created_at), "status": message.status}
     if message.role == "assistant":
@@ -217,6 +247,11 @@ def ui_message(message: Message) -> dict[str, Any]:
         parts.append({"type": "reasoning", "text": message.reasoning})
     if message.text:
         parts.append({"type": "text", "text": message.text})
+    for ref in message.files if file_url else ():
+        url = file_url(message.id, ref.n)  # type: ignore[misc]
+        parts.append(
+            {"type": "file", "mediaType": ref.media_type, "filename": ref.filename, "url": url}
+        )
     for source in message.sources:
         part = {"type": "source-url", "sourceId": source.source_id, "url": source.url}
         if source.title:

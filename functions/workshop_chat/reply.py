@@ -64,6 +64,17 @@ class Writes(Protocol):
 
 
 @dataclass(frozen=True)
+class Request:
+    """What one generation asks the model."""
+
+    system: str
+    contents: list[tuple[str, str]]
+    thinking_budget: int | None = None
+    # Gemini parts (inline data, file data, notes) for the files of contents[i].
+    files: dict[int, list[dict[str, Any]]] | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """How long and how large one reply may grow."""
 
@@ -262,12 +273,10 @@ class Reply:
 async def drive(
     reply: Reply,
     model: Model,
-    system: str,
-    contents: list[tuple[str, str]],
+    request: Request,
     limits: Limits,
     where: dict[str, str] | None = None,
     trace: str | None = None,
-    thinking_budget: int | None = None,
 ) -> None:
     """Read the model into the reply, then decide its end. Runs as a task in the process loop.
 
@@ -281,7 +290,9 @@ async def drive(
     try:
         async with asyncio.timeout(None) as deadline:
             ending = Ending("complete", "stop", model=model.name)
-            stream = model.stream(system, contents, thinking_budget)
+            stream = model.stream(
+                request.system, request.contents, request.thinking_budget, request.files
+            )
             total = started + limits.reply_timeout_seconds
             while True:
                 deadline.reschedule(min(total, loop.time() + limits.stall_seconds))

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from .attachments import Attachments, FileSettings
 from .auth import AppCheck, FirebaseAuth, NoAuth, Verifier
 from .checkpoints import Cadence, Checkpointer
 from .config import Config, ConfigError
@@ -27,7 +28,9 @@ from .turn import Chat, Settings
 log = logging.getLogger("workshop_chat")
 
 
-def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
+def build(
+    config: Config, db: Any = None, genai_client: Any = None, storage_client: Any = None
+) -> Api:
     from .model import Gemini, Generation, Retries, make_client
     from .store import FirestoreStore
 
@@ -66,9 +69,19 @@ def build(config: Config, db: Any = None, genai_client: Any = None) -> Api:
     )
     summaries = Summaries(store, model.summarize, config.summary_max_chars)
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
-    chat = Chat(store, model, workshop, checkpointer, settings)
+    attachments = _attachments(config, storage_client)
+    chat = Chat(store, model, workshop, checkpointer, settings, attachments=attachments)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
     return Api(config, chat, verifier, AppCheck(config.project, config.app_check))
+
+
+def _attachments(config: Config, client: Any) -> Attachments:
+    """Files go to FILES_BUCKET; the client makes no request until a file comes."""
+    from .files import FileStore, make_client
+
+    files = FileStore(client or (lambda: make_client(config.project)), config.files_bucket)
+    vertex_bucket = config.files_bucket if config.uses_vertex else None
+    return Attachments(files, FileSettings(config.history_max_file_bytes, vertex_bucket))
 
 
 def build_from_env() -> Api:

@@ -25,7 +25,15 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from .checkpoints import ReplyWrite
-from .domain import LostClaim, Message, NotFound, Source, StoreUnavailable, UserMessage
+from .domain import (
+    FileRef,
+    LostClaim,
+    Message,
+    NotFound,
+    Source,
+    StoreUnavailable,
+    UserMessage,
+)
 from .memory import Outcome
 from .reply import LOST, STOP, UNSTORED, WROTE
 
@@ -69,6 +77,41 @@ def _parts(
             source["title"] = s.title
         parts.append(source)
     return parts
+
+
+def _user_parts(user: UserMessage) -> list[dict[str, Any]]:
+    """The text, then a reference for each file: type, name, size, object path, hash."""
+    parts: list[dict[str, Any]] = list(_parts(user.text))
+    for ref in user.files:
+        parts.append(
+            {
+                "type": "file",
+                "n": ref.n,
+                "mediaType": ref.media_type,
+                "filename": ref.filename,
+                "size": ref.size,
+                "sha256": ref.sha256,
+                "path": ref.path,
+            }
+        )
+    return parts
+
+
+def _file_refs(parts: Any) -> tuple[FileRef, ...]:
+    if not isinstance(parts, list):
+        return ()
+    return tuple(
+        FileRef(
+            int(p.get("n", 0)),
+            str(p.get("mediaType", "")),
+            str(p.get("filename", "")),
+            int(p.get("size", 0)),
+            str(p.get("sha256", "")),
+            str(p.get("path", "")),
+        )
+        for p in parts
+        if isinstance(p, dict) and p.get("type") == "file" and p.get("path")
+    )
 
 
 def _reasoning(parts: Any) -> str:
@@ -186,6 +229,7 @@ class Claim:
     update_time: Any
     created_at: float
     generation: str
+    removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted (their files go too)
 
 
 class FirestoreStore:
@@ -253,6 +297,7 @@ class FirestoreStore:
             text=_text(data.get("parts")),
             reasoning=_reasoning(data.get("parts")),
             sources=_sources(data.get("parts")),
+            files=_file_refs(data.get("parts")),
             status=status,
             created_at=_seconds(data.get("createdAt")),
             updated_at=_seconds(data.get("updatedAt")),
@@ -371,7 +416,7 @@ class FirestoreStore:
             {
                 "id": user.id,
                 "role": "user",
-                "parts": _parts(user.text),
+                "parts": _user_parts(user),
                 "status": "complete",
                 "createdAt": _ts(now),
                 "updatedAt": _ts(now),
@@ -394,7 +439,7 @@ class FirestoreStore:
         step_version, reply_version = results[1].update_time, results[-1].update_time
         self._sessions[c.session_id] = (session_version, c.outcomes)
         new = [
-            Message(user.id, "user", user.text, "complete", now, now),
+            Message(user.id, "user", user.text, "complete", now, now, files=user.files),
             Message(
                 reply_id,
                 "assistant",
@@ -448,7 +493,7 @@ class FirestoreStore:
                 return False
             if mode == "edit":
                 tx.update(
-                    messages.document(user.id), {"parts": _parts(user.text), "updatedAt": _ts(now)}
+                    messages.document(user.id), {"parts": _user_parts(user), "updatedAt": _ts(now)}
                 )
             for message_id in doomed:
                 tx.delete(messages.document(message_id))
@@ -471,7 +516,7 @@ class FirestoreStore:
             raise StoreUnavailable() from exc
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
-        return Claim(key, reply_ref, snap.update_time, reply_at, generation)
+        return Claim(key, reply_ref, snap.update_time, reply_at, generation, tuple(doomed))
 
     def _reply_doc(
         self, user_id: str, reply_id: str, created_at: float, generation: str

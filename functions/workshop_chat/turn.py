@@ -7,6 +7,7 @@ process's `Checkpointer`. This module picks which of those a request needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -16,15 +17,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import aio
+from .attachments import Attachments
 from .checkpoints import Checkpointer
 from .domain import (
     CUT_TEXT,
     REPLACED_TEXT,
+    BadRequest,
     ChatError,
     Conflict,
     Ending,
     Event,
     Failed,
+    FileRef,
     Finished,
     KeepAlive,
     Message,
@@ -42,7 +46,7 @@ from .domain import (
     reply_id_for,
 )
 from .memory import Workshop, workshop_place
-from .reply import Limits, Reply, drive
+from .reply import Limits, Reply, Request, drive
 
 log = logging.getLogger("workshop_chat.turn")
 
@@ -105,8 +109,11 @@ class Chat:
         workshop: Workshop,
         checkpointer: Checkpointer,
         settings: Settings,
+        *,
+        attachments: Attachments | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.attachments = attachments
         self.store = store
         self.model = model
         self.workshop = workshop
@@ -214,7 +221,8 @@ class Chat:
         return sorted(steps, key=lambda s: workshop_place(s["stepId"], s["startedAt"]))
 
     def delete(self, session_id: str, uid: str) -> int:
-        """The whole session: replies in flight are stopped first, then every document goes."""
+        """The whole session: replies in flight are stopped first, then every file and document
+        goes."""
         try:
             self.store.overview(session_id, uid)  # the owner's, and not gone: else 404
             with self._lock:
@@ -227,9 +235,32 @@ class Chat:
                         self.store.request_stop(session_id, step_id, reply.id)
             for reply in local:
                 reply.wait_closed(5)
-            return self.store.delete_session(session_id, uid)
+            if self.attachments is not None:
+                # The files first: if the bucket cannot be reached, nothing is deleted yet and
+                # the delete can simply be tried again.
+                self.attachments.forget_session(session_id)
+            deleted = self.store.delete_session(session_id, uid)
+            if self.attachments is not None:
+                # A turn that uploaded while this ran finds its session gone: its files too.
+                self.attachments.forget_session(session_id, quietly=True)
+            return deleted
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+
+    def file(
+        self, session_id: str, step_id: str, message_id: str, n: int, uid: str
+    ) -> tuple[bytes, FileRef]:
+        """A stored file's bytes, for the owner of its session only."""
+        try:
+            conversation = self._owned(session_id, step_id, uid)
+            message = conversation.get(message_id)
+            ref = next((f for f in (message.files if message else ()) if f.n == n), None)
+            data = self.attachments.read(ref) if ref and self.attachments else None
+        except StoreUnavailable as exc:
+            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+        if ref is None or data is None:
+            raise NotFound("not_found", "no such file")
+        return data, ref
 
     def _owned(self, session_id: str, step_id: str, uid: str) -> Any:
         conversation = self.store.open(session_id, step_id, uid)
@@ -270,17 +301,20 @@ class Chat:
                 stored_user = conversation.get(target.reply_to)
             if stored_user is None or stored_user.role != "user":
                 raise NotFound("message_not_found", "the message to answer is not stored")
-            user = UserMessage(stored_user.id, stored_user.text)
+            user = UserMessage(stored_user.id, stored_user.text, stored_user.files)
             return self._generate(key, conversation, user, "regenerate", trace)
         existing = conversation.get(user.id)
         if existing is None:
             return self._generate(key, conversation, user, "new", trace)
         if existing.role != "user":
             raise Conflict("id_in_use", "that message id belongs to another message")
-        if existing.text != user.text:
+        same_files = [f.sha256 for f in existing.files] == [f.sha256 for f in user.files]
+        if existing.text != user.text or not same_files:
             if turn.target_id != user.id:
                 raise Conflict("id_in_use", "a different message with that id is stored")
             return self._generate(key, conversation, user, "edit", trace)
+        # A re-send: the stored message, with the files it already names.
+        user = UserMessage(existing.id, existing.text, existing.files)
         return self._resend(key, conversation, user, trace)
 
     def _resend(
@@ -333,15 +367,30 @@ class Chat:
                     self._active[slot] = reply  # before any I/O: twins collapse onto it
         if joined is not None:
             return self._join(joined)
-        contents = self._contents(conversation, user)
+        superseded: tuple[str, ...] = ()
+        try:
+            if mode in ("new", "edit") and user.files:
+                # Uploaded before the claim's commit names them (and before Vertex reads them).
+                stored = conversation.get(user.id)
+                old = stored.files if stored is not None and mode == "edit" else ()
+                superseded = tuple(f.path for f in old)
+                after = max((f.n for f in old), default=-1)
+                user = self._attachments().store(key, user, after)
+            elif mode == "edit":
+                stored = conversation.get(user.id)
+                superseded = tuple(f.path for f in (stored.files if stored else ()))
+            contents, files = self._contents(conversation, user)
+            parts = self.attachments.for_model(files) if self.attachments else {}
+        except (StoreUnavailable, ChatError):
+            reply.abandon()
+            raise
         # The step's own turns take precedence; earlier steps' outcomes get what is left.
         room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
         system = self.workshop.system(key[1], conversation, room)
         where = {"sessionId": key[0], "stepId": key[1]}
-        limits = self.settings.limits
-        budget = self.workshop.thinking_budget(key[1])
+        request = Request(system, contents, self.workshop.thinking_budget(key[1]), parts)
         reply.task = aio.spawn(
-            drive(reply, self.model, system, contents, limits, where, trace, budget)
+            drive(reply, self.model, request, self.settings.limits, where, trace)
         )
         try:
             claim = self.store.begin(conversation, user, reply_id, mode, self.clock(), seen_reply)
@@ -358,7 +407,16 @@ class Chat:
             old.end(Ending("error", "error", failure=Failed(REPLACED_TEXT)), write=False)
         self.checkpointer.track(reply)
         reply.claimed(claim, self.checkpointer)
+        removed = tuple(getattr(claim, "removed", ()))
+        if self.attachments is not None and (removed or superseded):
+            forget = self.attachments.forget
+            aio.spawn(asyncio.to_thread(forget, key, removed, superseded))
         return reply.listen(self.settings.keepalive_seconds)
+
+    def _attachments(self) -> Attachments:
+        if self.attachments is None:
+            raise BadRequest("files_unsupported", "this deployment takes no files")
+        return self.attachments
 
     def _retire(self, slot: tuple[str, str, str], reply: Reply) -> None:
         with self._lock:
@@ -430,32 +488,36 @@ class Chat:
             reply = fresh
             yield KeepAlive()
 
-    def _contents(self, conversation: Any, user: UserMessage) -> list[tuple[str, str]]:
-        """Stored history before the user message, newest kept within the budget."""
-        history: list[tuple[str, str]] = []
+    def _contents(
+        self, conversation: Any, user: UserMessage
+    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+        """Stored history before the user message, newest kept within the budget; and the
+        files of each of those contents."""
+        history: list[tuple[str, str, tuple[Any, ...]]] = []
         for message in conversation.messages:
             if message.id == user.id:
                 break
-            if message.role == "user" and message.text.strip():
-                history.append(("user", message.text))
+            if message.role == "user" and (message.text.strip() or message.files):
+                history.append(("user", message.text, message.files))
             elif (
                 message.role == "assistant"
                 and message.text.strip()
                 and message.status in ("complete", "streaming", "stopped")
                 and message.finish_reason != "content-filter"
             ):
-                history.append(("model", message.text))
+                history.append(("model", message.text, ()))
         budget = self.settings.history_max_chars - len(user.text)
-        kept: list[tuple[str, str]] = []
-        for role, text in reversed(history):
-            budget -= len(text)
+        kept: list[tuple[str, str, tuple[Any, ...]]] = []
+        for item in reversed(history):
+            budget -= len(item[1])
             if budget < 0:
                 break
-            kept.append((role, text))
+            kept.append(item)
         kept.reverse()
         while kept and kept[0][0] != "user":
             kept.pop(0)
-        return [*kept, ("user", user.text)]
+        kept.append(("user", user.text, user.files))
+        return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
 
 
 def _replay(reply: Message) -> list[Event]:

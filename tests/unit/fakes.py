@@ -235,7 +235,11 @@ class ScriptedModel:
         self.started = threading.Semaphore(0)
 
     async def stream(
-        self, system: str, contents: list[tuple[str, str]], thinking_budget: int | None = None
+        self,
+        system: str,
+        contents: list[tuple[str, str]],
+        thinking_budget: int | None = None,
+        files: Any = None,
     ) -> Any:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self.calls.append(contents)
