@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from google.oauth2.credentials import Credentials
 
 from tests import support
@@ -20,7 +21,12 @@ from workshop_chat.model import make_client
 from workshop_chat.service import build
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
-PREFIX = "sessions/s1/steps/empathize/messages/"
+
+
+def obj(message_id: str, n: int, data: bytes, session: str = "s1", step: str = "empathize") -> str:
+    """Where a message's n-th file is stored: its number and its content name it."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"sessions/{session}/steps/{step}/messages/{message_id}/{n}-{digest}"
 
 
 def attach(data: bytes, media_type: str = "image/png", name: str = "wall.png") -> dict[str, Any]:
@@ -89,10 +95,10 @@ def test_one_object_per_file_and_firestore_keeps_only_a_reference(
     )
     assert client.post("/", json=body).status_code == 200
     stored = objects(storage_client)
-    assert sorted(stored) == [PREFIX + "m1/0", PREFIX + "m1/1"]
-    assert stored[PREFIX + "m1/0"].download_as_bytes() == JPEG
-    assert stored[PREFIX + "m1/1"].download_as_bytes() == TEXT
-    assert stored[PREFIX + "m1/0"].content_type == "image/jpeg"
+    assert sorted(stored) == [obj("m1", 0, JPEG), obj("m1", 1, TEXT)]
+    assert stored[obj("m1", 0, JPEG)].download_as_bytes() == JPEG
+    assert stored[obj("m1", 1, TEXT)].download_as_bytes() == TEXT
+    assert stored[obj("m1", 0, JPEG)].content_type == "image/jpeg"
     assert doc(db, "m1")["parts"] == [
         {"type": "text", "text": "Notes"},
         {
@@ -102,7 +108,7 @@ def test_one_object_per_file_and_firestore_keeps_only_a_reference(
             "filename": "a.jpg",
             "size": len(JPEG),
             "sha256": hashlib.sha256(JPEG).hexdigest(),
-            "path": PREFIX + "m1/0",
+            "path": obj("m1", 0, JPEG),
         },
         {
             "type": "file",
@@ -111,7 +117,7 @@ def test_one_object_per_file_and_firestore_keeps_only_a_reference(
             "filename": "n.txt",
             "size": len(TEXT),
             "sha256": hashlib.sha256(TEXT).hexdigest(),
-            "path": PREFIX + "m1/1",
+            "path": obj("m1", 1, TEXT),
         },
     ]
 
@@ -155,6 +161,29 @@ def test_the_history_gives_each_file_back_at_its_route(client: Any) -> None:
     )
 
 
+def test_file_urls_are_https_behind_cloud_runs_front_end(client: Any) -> None:
+    assert client.post("/", json=with_files("x", "m1", attach(PNG))).status_code == 200
+    history = client.get(
+        "/sessions/s1/steps/empathize/messages",
+        headers={"X-Forwarded-Proto": "https", "Host": "chat-abc-ew.a.run.app"},
+    )
+    (user, _reply) = history.get_json()["messages"]
+    assert user["parts"][1]["url"] == (
+        "https://chat-abc-ew.a.run.app/sessions/s1/steps/empathize/files/m1/0"
+    )
+
+
+def test_another_instance_serves_a_file_its_cached_copy_has_not_seen(
+    make_app: Callable[..., Flask],
+) -> None:
+    other = make_app().test_client()
+    this = make_app().test_client()
+    assert this.post("/", json=chat_body("first", "m0")).status_code == 200
+    assert this.get("/sessions/s1/steps/empathize/messages").status_code == 200  # cached
+    assert other.post("/", json=with_files("x", "m1", attach(PNG))).status_code == 200
+    assert this.get("/sessions/s1/steps/empathize/files/m1/0").data == PNG
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -180,7 +209,7 @@ def test_the_file_route_takes_only_get(client: Any) -> None:
 
 def test_a_file_whose_object_is_gone_is_404(client: Any, storage_client: Any) -> None:
     assert client.post("/", json=with_files("x", "m1", attach(PNG))).status_code == 200
-    storage_client.bucket(support.FILES_BUCKET).blob(PREFIX + "m1/0").delete()
+    storage_client.bucket(support.FILES_BUCKET).blob(obj("m1", 0, PNG)).delete()
     assert client.get("/sessions/s1/steps/empathize/files/m1/0").status_code == 404
 
 
@@ -255,6 +284,22 @@ def test_only_a_request_with_files_may_be_larger_than_a_text_one(
     assert seen(big, "image/png") in text_of(sse_chunks(response.data))
 
 
+def test_a_small_file_does_not_make_room_for_a_large_text(
+    make_app: Callable[..., Flask], db: Any, storage_client: Any
+) -> None:
+    client = make_app(MAX_REQUEST_BYTES="20000", MAX_MESSAGE_CHARS="100000").test_client()
+    padded = with_files("x" * 30_000, "m1", attach(TEXT, "text/plain", "t.txt"))
+    response = client.post("/", json=padded)
+    assert (response.status_code, response.get_json()["error"]["code"]) == (413, "body_too_large")
+    # Nor does a file in a `message` that is not the message read (`messages` wins).
+    big = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100
+    decoy = chat_body("small", "m1")
+    decoy["message"] = with_files("big", "m1", attach(big))["messages"][0]
+    response = client.post("/", json=decoy)
+    assert (response.status_code, response.get_json()["error"]["code"]) == (413, "body_too_large")
+    assert all_docs(db) == [] and objects(storage_client) == {}
+
+
 def test_files_in_earlier_messages_of_the_request_are_not_read(
     client: Any, storage_client: Any, standin: Any
 ) -> None:
@@ -299,24 +344,49 @@ def test_a_re_send_changes_nothing_anywhere(
     assert len(standin.model_requests()) == 1  # the stored reply is replayed
 
 
+def settled(storage_client: Any, expected: list[str]) -> list[str]:
+    """The bucket's objects once the clean-up an edit or regenerate starts after its commit
+    (in the background) has run; at most a few seconds."""
+    deadline = time.monotonic() + 10
+    while (names := sorted(objects(storage_client))) != sorted(expected):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return names
+
+
 def test_an_edit_replaces_the_messages_files(
     client: Any, db: Any, storage_client: Any, standin: Any
 ) -> None:
-    assert client.post(
-        "/", json=with_files("wall", "m1", attach(PNG), attach(TEXT, "text/plain", "t.txt"))
-    ).data
+    first = with_files("wall", "m1", attach(PNG), attach(TEXT, "text/plain", "t.txt"))
+    assert client.post("/", json=first).data
     edit = {
         **with_files("wall, better photo", "m1", attach(JPEG, "image/jpeg", "b.jpg")),
         "messageId": "m1",
     }
     response = client.post("/", json=edit)
-    assert (
-        text_of(sse_chunks(response.data)) == f"Echo: wall, better photo {seen(JPEG, 'image/jpeg')}"
+    assert text_of(sse_chunks(response.data)) == (
+        f"Echo: wall, better photo {seen(JPEG, 'image/jpeg')}"
     )
-    # The new file gets a new number, so the old objects stay whole until the edit commits.
-    assert sorted(objects(storage_client)) == [PREFIX + "m1/2"]
+    # A new content gets a new name, so the old objects stay whole until the edit commits.
+    assert settled(storage_client, [obj("m1", 0, JPEG)]) == [obj("m1", 0, JPEG)]
     files = [p for p in doc(db, "m1")["parts"] if p["type"] == "file"]
-    assert [(f["n"], f["filename"], f["path"]) for f in files] == [(2, "b.jpg", PREFIX + "m1/2")]
+    assert [(f["n"], f["filename"], f["path"]) for f in files] == [(0, "b.jpg", obj("m1", 0, JPEG))]
+    served = client.get("/sessions/s1/steps/empathize/files/m1/0")
+    assert served.data == JPEG and served.headers["Content-Type"] == "image/jpeg"
+
+
+def test_an_edit_of_the_text_that_keeps_a_file_keeps_its_object(
+    client: Any, db: Any, storage_client: Any
+) -> None:
+    assert client.post(
+        "/", json=with_files("wall", "m1", attach(PNG), attach(PDF, "application/pdf", "p.pdf"))
+    ).data
+    before = {name: b.generation for name, b in objects(storage_client).items()}
+    edit = {**with_files("the wall, again", "m1", attach(PNG)), "messageId": "m1"}
+    assert client.post("/", json=edit).data
+    assert settled(storage_client, [obj("m1", 0, PNG)]) == [obj("m1", 0, PNG)]
+    assert objects(storage_client)[obj("m1", 0, PNG)].generation == before[obj("m1", 0, PNG)]
 
 
 def test_an_edit_that_drops_the_files_deletes_them(
@@ -324,7 +394,7 @@ def test_an_edit_that_drops_the_files_deletes_them(
 ) -> None:
     assert client.post("/", json=with_files("wall", "m1", attach(PNG))).data
     assert client.post("/", json={**chat_body("no photo after all", "m1"), "messageId": "m1"}).data
-    assert objects(storage_client) == {}
+    assert settled(storage_client, []) == []
     assert doc(db, "m1")["parts"] == [{"type": "text", "text": "no photo after all"}]
 
 
@@ -332,12 +402,10 @@ def test_an_edit_or_regenerate_deletes_the_later_messages_files(
     client: Any, db: Any, storage_client: Any, standin: Any
 ) -> None:
     assert client.post("/", json=with_files("one", "m1", attach(PNG))).data
-    assert client.post(
-        "/", json=with_files("two", "m2", attach(PDF, "application/pdf", "p.pdf"))
-    ).data
-    assert client.post(
-        "/", json=with_files("three", "m3", attach(TEXT, "text/plain", "t.txt"))
-    ).data
+    two = with_files("two", "m2", attach(PDF, "application/pdf", "p.pdf"))
+    assert client.post("/", json=two).data
+    three = with_files("three", "m3", attach(TEXT, "text/plain", "t.txt"))
+    assert client.post("/", json=three).data
     assert len(objects(storage_client)) == 3
     regenerate = {
         **chat_body("two", "m2"),
@@ -345,14 +413,16 @@ def test_an_edit_or_regenerate_deletes_the_later_messages_files(
         "messageId": "m2~reply",
     }
     assert sse_chunks(client.post("/", json=regenerate).data)[-1] == "[DONE]"
-    assert sorted(objects(storage_client)) == [PREFIX + "m1/0", PREFIX + "m2/0"]
+    kept = [obj("m1", 0, PNG), obj("m2", 0, PDF)]
+    assert settled(storage_client, kept) == sorted(kept)
+    assert doc(db, "m3") is None
     # The regenerated reply saw m2's file again, and m1's from the history.
     request = standin.model_requests()[-1]
     kinds = [[next(iter(p)) for p in parts] for parts in user_parts(request)]
     assert kinds == [["text", "inlineData"], ["text", "inlineData"]]
     edit = {**chat_body("ONE", "m1"), "messageId": "m1"}
     assert client.post("/", json=edit).data
-    assert objects(storage_client) == {}
+    assert settled(storage_client, []) == []
     assert doc(db, "m2") is None
 
 
@@ -362,17 +432,24 @@ def test_deleting_the_session_deletes_its_objects(client: Any, storage_client: A
     assert client.post("/", json=with_files("other", "m1", attach(PNG), session="s2")).data
     assert len(objects(storage_client)) == 3
     assert client.delete("/sessions/s1").status_code == 200
-    assert sorted(objects(storage_client)) == ["sessions/s2/steps/empathize/messages/m1/0"]
+    assert sorted(objects(storage_client)) == [obj("m1", 0, PNG, session="s2")]
 
 
-def test_a_session_whose_bucket_is_unreachable_is_not_deleted(
-    make_app: Callable[..., Flask], db: Any
+def test_a_delete_the_bucket_refused_is_finished_by_the_next_one(
+    make_app: Callable[..., Flask], db: Any, storage_client: Any
 ) -> None:
-    assert make_app().test_client().post("/", json=with_files("one", "m1", attach(PNG))).data
-    client = make_app(FILES_BUCKET="no-such-bucket").test_client()
-    response = client.delete("/sessions/s1")
+    owner = make_app().test_client()
+    assert owner.post("/", json=with_files("one", "m1", attach(PNG))).data
+    broken = make_app(FILES_BUCKET="no-such-bucket").test_client()
+    response = broken.delete("/sessions/s1")
     assert response.status_code == 503
-    assert doc(db, "m1") is not None  # the delete can simply be tried again
+    assert response.get_json()["error"]["code"] == "storage_unavailable"
+    # Marked as going: it reads as gone, and no document names a deleted file.
+    assert doc(db, "m1") is not None and len(objects(storage_client)) == 1
+    assert owner.get("/sessions/s1/steps/empathize/messages").status_code == 404
+    again = owner.delete("/sessions/s1")
+    assert again.status_code == 200, again.data
+    assert all_docs(db) == [] and objects(storage_client) == {}
 
 
 # --- Earlier files in later turns -----------------------------------------------------------------
@@ -413,7 +490,7 @@ def test_an_earlier_file_that_cannot_be_read_becomes_a_note(
     make_app: Callable[..., Flask], storage_client: Any, standin: Any
 ) -> None:
     assert make_app().test_client().post("/", json=with_files("first", "m1", attach(PNG))).data
-    storage_client.bucket(support.FILES_BUCKET).blob(PREFIX + "m1/0").delete()
+    storage_client.bucket(support.FILES_BUCKET).blob(obj("m1", 0, PNG)).delete()
     client = make_app().test_client()  # a new instance: nothing cached
     response = client.post("/", json=chat_body("second", "m2"))
     assert text_of(sse_chunks(response.data)) == "Echo: second"
@@ -453,22 +530,35 @@ def test_on_vertex_ai_files_go_as_cloud_storage_uris(
     )
     api = build(Config.from_env(env), db=db, genai_client=vertex, storage_client=storage_client)
     app = Flask("vertex")
-    app.add_url_rule("/", "root", lambda: api(__import__("flask").request), methods=["POST"])
+    app.add_url_rule("/", "root", lambda: api(request), methods=["POST"])
     client = app.test_client()
     assert client.post("/", json=with_files("first", "m1", attach(PNG))).data
     response = client.post(
         "/", json=with_files("second", "m2", attach(PDF, "application/pdf", "p.pdf"))
     )
-    uri = f"gs://{support.FILES_BUCKET}/{PREFIX}"
-    assert text_of(sse_chunks(response.data)) == f"Echo: second [application/pdf at {uri}m2/0]"
-    request = standin.model_requests()[-1]
-    assert "/projects/demo-workshop-chat/locations/europe-west4/" in request["path"]
-    assert user_parts(request) == [
-        [{"text": "first"}, {"fileData": {"mimeType": "image/png", "fileUri": uri + "m1/0"}}],
-        [
-            {"text": "second"},
-            {"fileData": {"mimeType": "application/pdf", "fileUri": uri + "m2/0"}},
-        ],
+    gs = f"gs://{support.FILES_BUCKET}/"
+    png, pdf = gs + obj("m1", 0, PNG), gs + obj("m2", 0, PDF)
+    assert text_of(sse_chunks(response.data)) == f"Echo: second [application/pdf at {pdf}]"
+    sent = standin.model_requests()[-1]
+    assert "/projects/demo-workshop-chat/locations/europe-west4/" in sent["path"]
+    assert user_parts(sent) == [
+        [{"text": "first"}, {"fileData": {"mimeType": "image/png", "fileUri": png}}],
+        [{"text": "second"}, {"fileData": {"mimeType": "application/pdf", "fileUri": pdf}}],
     ]
     # The objects were there before the model was asked to read them.
-    assert sorted(objects(storage_client)) == [PREFIX + "m1/0", PREFIX + "m2/0"]
+    assert sorted(objects(storage_client)) == [obj("m1", 0, PNG), obj("m2", 0, PDF)]
+
+
+def test_a_reply_taken_over_after_its_instance_died_sees_the_files(
+    make_app: Callable[..., Flask], db: Any, standin: Any
+) -> None:
+    assert make_app().test_client().post("/", json=with_files("wall", "m1", attach(PNG))).data
+    # As if the generating instance died a moment ago, mid-reply.
+    db.document(f"{MESSAGES}/m1~reply").update({"status": "streaming", "parts": []})
+    follower = make_app(LEASE_SECONDS="1", CHECKPOINT_SECONDS="0.2").test_client()
+    resumed = follower.get("/sessions/s1/steps/empathize/stream")
+    assert resumed.status_code == 200
+    assert text_of(sse_chunks(resumed.data)) == f"Echo: wall {seen(PNG, 'image/png')}"
+    first, again = standin.model_requests()
+    assert user_parts(again) == user_parts(first)
+    assert doc(db, "m1~reply")["status"] == "complete"

@@ -57,3 +57,37 @@ def test_every_problem_is_reported_at_once_one_line_each():
 def test_origins_are_normalised():
     config = Config.from_env({**MINIMAL, "ALLOWED_ORIGINS": " https://a.example/ ,http://b:5173"})
     assert config.allowed_origins == ("https://a.example", "http://b:5173")
+
+
+def test_file_settings_default_to_the_firebase_bucket_and_fit_every_limit():
+    config = Config.from_env(MINIMAL)
+    assert config.files_bucket == "demo-x.firebasestorage.app"
+    limits = config.file_limits
+    assert (limits.max_files, limits.max_file_bytes, limits.max_total_bytes) == (
+        4,
+        5 << 20,
+        10 << 20,
+    )
+    # The largest request stays under Cloud Run's 32 MiB; the files a model request may carry,
+    # in base64, leave room for the text under Gemini's 20 MB.
+    assert config.max_request_bytes_with_files < 32 << 20
+    assert config.history_max_file_bytes * 4 / 3 < 20_000_000 - 2_000_000
+    assert config.request_bytes_for(0, 0) == config.max_request_bytes
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FILES_BUCKET", "gs://my-bucket"),
+        ("FILES_BUCKET", "My_Bucket"),
+        ("MAX_FILES_BYTES", str(13 << 20)),
+        ("HISTORY_MAX_FILE_BYTES", str(13 << 20)),
+        ("HISTORY_MAX_FILE_BYTES", str(1 << 20)),  # smaller than one message's files
+        ("ALLOWED_FILE_TYPES", "image/png, pdf"),
+        ("MAX_FILE_BYTES", "12"),
+    ],
+)
+def test_a_bad_file_setting_stops_the_start(name, value):
+    with pytest.raises(ConfigError) as error:
+        Config.from_env({**MINIMAL, name: value})
+    assert len(error.value.problems) == 1 and name in error.value.problems[0]

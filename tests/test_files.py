@@ -52,6 +52,7 @@ SAMPLES = {
     "application/pdf": PDF,
     "text/plain": TEXT,
 }
+SHA = hashlib.sha256(b"names the object's content").hexdigest()
 CODES = {
     "too_many_files": BadRequest,
     "invalid_file": BadRequest,
@@ -422,12 +423,16 @@ def test_well_formed_files_arrive_unchanged(media_type: str, tail: bytes) -> Non
 
 
 def test_object_paths() -> None:
-    assert object_path("s1", "empathize", "m1", 2) == "sessions/s1/steps/empathize/messages/m1/2"
+    assert object_path("s1", "empathize", "m1", 2, SHA) == (
+        f"sessions/s1/steps/empathize/messages/m1/2-{SHA[:16]}"
+    )
+    with pytest.raises(ValueError):
+        object_path("s1", "empathize", "m1", 2, "../../x")
     assert message_prefix("s1", "define", "m1~x") == "sessions/s1/steps/define/messages/m1~x/"
     assert session_prefix("s1") == "sessions/s1/"
     for bad in ("", "a/b", ".", ".."):
         with pytest.raises(ValueError):
-            object_path("s1", "t", bad, 0)
+            object_path("s1", "t", bad, 0, SHA)
 
 
 @pytest.fixture
@@ -440,19 +445,19 @@ def stored(client: storage.Client, prefix: str = "") -> dict[str, Any]:
 
 
 def test_put_and_get(files: FileStore, storage_client: storage.Client) -> None:
-    path = object_path("s1", "empathize", "m1", 0)
+    path = object_path("s1", "empathize", "m1", 0, SHA)
     assert files.put(path, PNG, "image/png") is True
     assert files.get(path) == (PNG, "image/png")
     blob = stored(storage_client)[path]
     assert blob.metadata == {"sha256": hashlib.sha256(PNG).hexdigest()}
     assert blob.content_type == "image/png" and blob.size == len(PNG)
-    assert files.get(object_path("s1", "empathize", "m1", 1)) is None
+    assert files.get(object_path("s1", "empathize", "m1", 1, SHA)) is None
 
 
 def test_a_re_put_of_the_same_bytes_writes_nothing(
     files: FileStore, storage_client: storage.Client
 ) -> None:
-    path = object_path("s1", "empathize", "m1", 0)
+    path = object_path("s1", "empathize", "m1", 0, SHA)
     (parsed,) = parse_files([file_part(PDF, "application/pdf")])
     assert files.put(path, parsed.data, parsed.media_type, parsed.sha256) is True
     first = stored(storage_client)[path]
@@ -465,7 +470,7 @@ def test_a_re_put_of_the_same_bytes_writes_nothing(
 
 
 def test_different_bytes_at_the_same_path_replace_the_object(files: FileStore) -> None:
-    path = object_path("s1", "empathize", "m1", 0)
+    path = object_path("s1", "empathize", "m1", 0, SHA)
     files.put(path, PNG, "image/png")
     assert files.put(path, JPEG, "image/jpeg") is True
     assert files.get(path) == (JPEG, "image/jpeg")
@@ -475,7 +480,7 @@ def test_different_bytes_at_the_same_path_replace_the_object(files: FileStore) -
 
 
 def test_a_reader_can_insist_on_the_bytes_its_document_names(files: FileStore) -> None:
-    path = object_path("s1", "empathize", "m1", 0)
+    path = object_path("s1", "empathize", "m1", 0, SHA)
     files.put(path, PNG, "image/png")
     assert files.get(path, sha256=hashlib.sha256(PNG).hexdigest()) == (PNG, "image/png")
     assert files.get(path, sha256=hashlib.sha256(JPEG).hexdigest()) is None
@@ -483,7 +488,7 @@ def test_a_reader_can_insist_on_the_bytes_its_document_names(files: FileStore) -
 
 def test_five_mebibytes_round_trip(files: FileStore) -> None:
     data = os.urandom(5 * MIB)
-    path = object_path("s1", "ideate", "m9", 3)
+    path = object_path("s1", "ideate", "m9", 3, SHA)
     assert files.put(path, data, "image/webp")
     assert files.get(path) == (data, "image/webp")
 
@@ -492,25 +497,25 @@ def test_delete_prefix_deletes_a_message_and_nothing_beside_it(
     files: FileStore, storage_client: storage.Client
 ) -> None:
     keep = [
-        object_path("s1", "empathize", "m10", 0),  # m1's prefix must not match m10
-        object_path("s1", "define", "m1", 0),
-        object_path("s2", "empathize", "m1", 0),
+        object_path("s1", "empathize", "m10", 0, SHA),  # m1's prefix must not match m10
+        object_path("s1", "define", "m1", 0, SHA),
+        object_path("s2", "empathize", "m1", 0, SHA),
     ]
-    for path in [object_path("s1", "empathize", "m1", n) for n in range(3)] + keep:
+    for path in [object_path("s1", "empathize", "m1", n, SHA) for n in range(3)] + keep:
         files.put(path, TEXT, "text/plain")
     assert files.delete_prefix(message_prefix("s1", "empathize", "m1")) == 3
     assert sorted(stored(storage_client)) == sorted(keep)
     assert files.delete_prefix(message_prefix("s1", "empathize", "m1")) == 0
     assert files.delete_prefix(session_prefix("s1")) == 2
-    assert list(stored(storage_client)) == [object_path("s2", "empathize", "m1", 0)]
+    assert list(stored(storage_client)) == [object_path("s2", "empathize", "m1", 0, SHA)]
 
 
 @pytest.mark.parametrize("prefix", ["", "/", "sessions/s1", "/sessions/s1/", "//"])
 def test_delete_prefix_wants_a_folder(files: FileStore, prefix: str) -> None:
-    files.put(object_path("s1", "t", "m", 0), PNG, "image/png")
+    files.put(object_path("s1", "t", "m", 0, SHA), PNG, "image/png")
     with pytest.raises(ValueError):
         files.delete_prefix(prefix)
-    assert files.get(object_path("s1", "t", "m", 0)) is not None
+    assert files.get(object_path("s1", "t", "m", 0, SHA)) is not None
 
 
 def test_a_missing_bucket_is_unavailable_and_never_created(storage_client: storage.Client) -> None:
@@ -527,7 +532,7 @@ def test_an_unreachable_storage_is_unavailable() -> None:
         client_options={"api_endpoint": f"http://127.0.0.1:{support.free_port()}"},
     )
     files = FileStore(client, support.FILES_BUCKET, timeout=0.5)  # makes no request
-    path = object_path("s1", "t", "m", 0)
+    path = object_path("s1", "t", "m", 0, SHA)
     for call in (
         lambda: files.put(path, PNG, "image/png"),
         lambda: files.get(path),

@@ -64,16 +64,16 @@ class Attachments:
         self.settings = settings
         self._bytes = _Bytes(settings.cache_bytes)
 
-    def store(self, key: tuple[str, str], user: UserMessage, after: int = -1) -> UserMessage:
-        """Upload the message's new files (numbered after `after`); the message then names them.
+    def store(self, key: tuple[str, str], user: UserMessage) -> UserMessage:
+        """Upload the message's new files; the message then names them.
 
         The same bytes at the same path are not uploaded again, so a re-sent message changes
         nothing in the bucket.
         """
         refs = []
-        for offset, part in enumerate(user.files):
-            n = after + 1 + offset
-            path = object_path(key[0], key[1], user.id, n)
+        for part in user.files:
+            n = part.index
+            path = object_path(key[0], key[1], user.id, n, part.sha256)
             self.files.put(path, part.data, part.media_type, part.sha256)
             self._bytes.put(part.sha256, part.data)
             refs.append(FileRef(n, part.media_type, part.filename, part.size, part.sha256, path))
@@ -130,10 +130,5 @@ class Attachments:
         except StoreUnavailable:
             log.warning("file clean-up failed", extra={"fields": {"objects": len(paths)}})
 
-    def forget_session(self, session_id: str, quietly: bool = False) -> None:
-        try:
-            self.files.delete_prefix(session_prefix(session_id))
-        except StoreUnavailable:
-            if not quietly:
-                raise
-            log.warning("file clean-up failed", extra={"fields": {"sessionId": session_id}})
+    def forget_session(self, session_id: str) -> None:
+        self.files.delete_prefix(session_prefix(session_id))

@@ -7,6 +7,7 @@ line per problem, instead of on the first unlucky request.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -86,10 +87,12 @@ class Config:
 
     @property
     def max_request_bytes_with_files(self) -> int:
-        """A request with files may grow by its files in base64 (a third more) and their JSON."""
-        limits = self.file_limits
-        base64 = -(-limits.max_total_bytes * 4 // 3)
-        return self.max_request_bytes + base64 + limits.max_files * 1024
+        """The most any request may be: the largest files a message may carry."""
+        return self.request_bytes_for(self.file_limits.max_total_bytes, self.file_limits.max_files)
+
+    def request_bytes_for(self, file_bytes: int, files: int) -> int:
+        """A request may grow by its own files in base64 (a third more) and their JSON."""
+        return self.max_request_bytes + -(-file_bytes * 4 // 3) + files * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -179,12 +182,15 @@ class Config:
             file_limits=FileLimits(
                 max_files=reader.integer("MAX_FILES", 4, 0, 16),
                 max_file_bytes=reader.integer("MAX_FILE_BYTES", 5 * MIB, 1024, 10 * MIB),
-                max_total_bytes=reader.integer("MAX_FILES_BYTES", 10 * MIB, 1024, 14 * MIB),
+                max_total_bytes=reader.integer("MAX_FILES_BYTES", 10 * MIB, 1024, 12 * MIB),
                 allowed_types=_types(env.get("ALLOWED_FILE_TYPES"), problems),
             ),
-            history_max_file_bytes=reader.integer("HISTORY_MAX_FILE_BYTES", 12 * MIB, 0, 14 * MIB),
+            # 12 MiB is 16 MiB in base64: with the text, a request stays under Gemini's 20 MB.
+            history_max_file_bytes=reader.integer("HISTORY_MAX_FILE_BYTES", 12 * MIB, 0, 12 * MIB),
             uses_vertex=uses_vertex,
         )
+        if config.files_bucket and not _BUCKET.fullmatch(config.files_bucket):
+            problems.append("FILES_BUCKET must be a bucket name (lower case, no gs://)")
         if config.max_request_bytes_with_files > 32 * MIB:
             problems.append("MAX_REQUEST_BYTES and MAX_FILES_BYTES together exceed 32 MiB")
         if config.file_limits.max_total_bytes > config.history_max_file_bytes:
@@ -194,6 +200,9 @@ class Config:
         if problems:
             raise ConfigError(problems)
         return config
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
 def _types(raw: str | None, problems: list[str]) -> tuple[str, ...]:
@@ -228,6 +237,7 @@ class _Reader:
             return default
         if not low <= value <= high:
             self.problems.append(f"{name} must be between {low} and {high}, not {value}")
+            return default  # so the checks that combine settings report nothing twice
         return value
 
     def optional_integer(self, name: str, low: int, high: int) -> int | None:
@@ -262,4 +272,5 @@ class _Reader:
             return default
         if not low <= value <= high:
             self.problems.append(f"{name} must be between {low} and {high}, not {value}")
+            return default  # so the checks that combine settings report nothing twice
         return value

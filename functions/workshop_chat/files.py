@@ -9,6 +9,7 @@ emulator.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,9 +47,16 @@ def message_prefix(session_id: str, step_id: str, message_id: str) -> str:
     return f"{session_prefix(session_id)}steps/{step}/messages/{message}/"
 
 
-def object_path(session_id: str, step_id: str, message_id: str, index: int) -> str:
-    """sessions/<s>/steps/<t>/messages/<messageId>/<n>: the message's own place."""
-    return f"{message_prefix(session_id, step_id, message_id)}{int(index)}"
+def object_path(session_id: str, step_id: str, message_id: str, index: int, sha256: str) -> str:
+    """sessions/<s>/steps/<t>/messages/<messageId>/<n>-<hash>: the message's own place.
+
+    The name carries the bytes' hash, so a path only ever holds one content: two requests
+    racing with different bytes for one message (two tabs editing it, say) can never overwrite
+    the object the winner's document names, and a re-send finds its own object in place.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"{message_prefix(session_id, step_id, message_id)}{int(index)}-{sha256[:16]}"
 
 
 def make_client(project: str) -> storage.Client:
@@ -117,8 +125,8 @@ class FileStore:
         """The bytes and their type, in one request; None when there is no such object, or
         when `sha256` is given and the bytes are not the ones it names. Uploads carry no
         precondition the emulator would enforce, so a reader checks what its document says."""
-        blob = self._bucket.blob(path)
         with self._calling("download"):
+            blob = self._bucket.blob(path)
             try:
                 data = blob.download_as_bytes(timeout=self._timeout, retry=self._retry)
             except gexc.NotFound:

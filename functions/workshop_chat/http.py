@@ -155,7 +155,6 @@ class Api:
         cfg = self.config
         body, size = self._json_body(request, cfg.max_request_bytes_with_files)
         if size > cfg.max_request_bytes and not protocol.has_files(body):
-            # Only a message with files may be larger than a text-only request.
             raise TooLarge(
                 "body_too_large", f"the body may be at most {cfg.max_request_bytes} bytes"
             )
@@ -166,6 +165,11 @@ class Api:
             max_parts=cfg.max_parts,
             file_limits=cfg.file_limits,
         )
+        files = turn.user.files
+        limit = cfg.request_bytes_for(sum(f.size for f in files), len(files))
+        if size > limit:
+            # A request may be larger than a text-only one only by the files it carries.
+            raise TooLarge("body_too_large", f"this body may be at most {limit} bytes")
         text_mode = request.args.get("protocol", "data") == "text"
         trace = trace_from_headers(request.headers, cfg.project)
         events = self.chat.run(turn, uid, trace)
@@ -220,7 +224,7 @@ class Api:
                 protocol.encode_ui_stream(_chain(head, rest)), 200, protocol.UI_STREAM_HEADERS
             )
         messages = self.chat.history(session_id, step_id, uid)
-        base = request.host_url.rstrip("/") + request.script_root
+        base = _public_base(request)
 
         def file_url(message_id: str, n: int) -> str:
             return f"{base}/sessions/{session_id}/steps/{step_id}/files/{message_id}/{n}"
@@ -281,6 +285,16 @@ def _read_at_most(stream: Any, size: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _public_base(request: Request) -> str:
+    """This function's URL as the browser sees it. Cloud Run ends TLS in front of the
+    container, so the scheme comes from X-Forwarded-Proto; a forged one only changes the
+    caller's own links."""
+    scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if scheme not in ("http", "https"):
+        scheme = request.scheme
+    return f"{scheme}://{request.host}{request.script_root}"
 
 
 def _reject_constant(name: str) -> Any:

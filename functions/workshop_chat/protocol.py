@@ -92,13 +92,9 @@ def parse_turn(
     if target is not None:
         target = check_id(target, "messageId", max_id_chars)
 
-    if "message" in body and "messages" not in body:
-        message = body["message"]
-    else:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("invalid_messages", "messages must be a non-empty array")
-        message = messages[-1]
+    message = last_message(body)
+    if message is None:
+        raise BadRequest("invalid_messages", "messages must be a non-empty array")
     user = parse_user_message(
         message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
     )
@@ -110,13 +106,20 @@ def parse_turn(
     return Turn(session_id, step_id, user, trigger, target)
 
 
-def has_files(body: Any) -> bool:
-    """Whether the request's last message carries file parts (its size limit depends on it)."""
+def last_message(body: Any) -> Any:
+    """The one message a turn takes from the client: `message` in the send-last-message form,
+    else the last of `messages`; None when there is none."""
     if not isinstance(body, dict):
-        return False
-    message = body.get("message")
-    if message is None and isinstance(body.get("messages"), list) and body["messages"]:
-        message = body["messages"][-1]
+        return None
+    if "message" in body and "messages" not in body:
+        return body["message"]
+    messages = body.get("messages")
+    return messages[-1] if isinstance(messages, list) and messages else None
+
+
+def has_files(body: Any) -> bool:
+    """Whether the message a turn would take carries file parts."""
+    message = last_message(body)
     parts = message.get("parts") if isinstance(message, dict) else None
     return isinstance(parts, list) and any(
         isinstance(p, dict) and p.get("type") == "file" for p in parts

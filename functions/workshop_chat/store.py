@@ -811,6 +811,16 @@ class FirestoreStore:
             raise StoreUnavailable() from exc
         return [s for s in steps if s["messageCount"]]
 
+    def mark_deleting(self, session_id: str, uid: str) -> None:
+        """The first step of a delete, for the owner only (also of a session half deleted):
+        turns elsewhere fail their precondition on the session and then read it as gone, so
+        nothing new lands while its files and documents go."""
+        snap = self._owned_session(session_id, uid)
+        try:
+            snap.reference.update({"deleting": True}, retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+
     def delete_session(self, session_id: str, uid: str, batch_size: int = 400) -> int:
         """Every message, step and summary of the session, in batches; the session document
         goes last, so an interrupted delete is finished by the next one. Returns the number
@@ -819,9 +829,6 @@ class FirestoreStore:
         session_ref = snap.reference
         deleted = 0
         try:
-            # First mark it: turns elsewhere fail their precondition on the session and then
-            # read it as gone, so nothing new lands while its documents go.
-            session_ref.update({"deleting": True}, retry=self._retry, timeout=self.timeout)
             for step in session_ref.collection("steps").stream(
                 retry=self._retry, timeout=self.timeout
             ):

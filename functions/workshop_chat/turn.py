@@ -194,7 +194,7 @@ class Chat:
             user = conversation.get(reply.reply_to or "")
         if user is None:
             return None
-        message = UserMessage(user.id, user.text)
+        message = UserMessage(user.id, user.text, user.files)
         return self._follow((session_id, step_id), conversation, message, reply, None)
 
     def stop(self, session_id: str, step_id: str, uid: str) -> int:
@@ -221,10 +221,11 @@ class Chat:
         return sorted(steps, key=lambda s: workshop_place(s["stepId"], s["startedAt"]))
 
     def delete(self, session_id: str, uid: str) -> int:
-        """The whole session: replies in flight are stopped first, then every file and document
-        goes."""
+        """The whole session: it is marked as going (it reads as gone from then on), its
+        replies in flight are stopped, then every file and document goes. Each step may be
+        repeated, so a delete that failed half-way is finished by the owner's next one."""
         try:
-            self.store.overview(session_id, uid)  # the owner's, and not gone: else 404
+            self.store.mark_deleting(session_id, uid)  # the owner's: else 404
             with self._lock:
                 local = [r for (s, _, _), r in self._active.items() if s == session_id]
             for reply in local:
@@ -236,14 +237,10 @@ class Chat:
             for reply in local:
                 reply.wait_closed(5)
             if self.attachments is not None:
-                # The files first: if the bucket cannot be reached, nothing is deleted yet and
-                # the delete can simply be tried again.
+                # Before the documents, so none is left naming a deleted file, and the delete
+                # can be tried again while the session document is there.
                 self.attachments.forget_session(session_id)
-            deleted = self.store.delete_session(session_id, uid)
-            if self.attachments is not None:
-                # A turn that uploaded while this ran finds its session gone: its files too.
-                self.attachments.forget_session(session_id, quietly=True)
-            return deleted
+            return self.store.delete_session(session_id, uid)
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
 
@@ -253,8 +250,10 @@ class Chat:
         """A stored file's bytes, for the owner of its session only."""
         try:
             conversation = self._owned(session_id, step_id, uid)
-            message = conversation.get(message_id)
-            ref = next((f for f in (message.files if message else ()) if f.n == n), None)
+            ref = _file_ref(conversation, message_id, n)
+            if ref is None:  # this instance's copy may predate the message, or its edit
+                conversation = self.store.open(session_id, step_id, uid, fresh=True)
+                ref = _file_ref(conversation, message_id, n)
             data = self.attachments.read(ref) if ref and self.attachments else None
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
@@ -371,17 +370,16 @@ class Chat:
         try:
             if mode in ("new", "edit") and user.files:
                 # Uploaded before the claim's commit names them (and before Vertex reads them).
+                user = self._attachments().store(key, user)
+            if mode == "edit":
+                # The edited message's old objects go once the edit is stored.
                 stored = conversation.get(user.id)
-                old = stored.files if stored is not None and mode == "edit" else ()
-                superseded = tuple(f.path for f in old)
-                after = max((f.n for f in old), default=-1)
-                user = self._attachments().store(key, user, after)
-            elif mode == "edit":
-                stored = conversation.get(user.id)
-                superseded = tuple(f.path for f in (stored.files if stored else ()))
+                kept = {f.path for f in user.files}
+                old = stored.files if stored is not None else ()
+                superseded = tuple(f.path for f in old if f.path not in kept)
             contents, files = self._contents(conversation, user)
             parts = self.attachments.for_model(files) if self.attachments else {}
-        except (StoreUnavailable, ChatError):
+        except BaseException:
             reply.abandon()
             raise
         # The step's own turns take precedence; earlier steps' outcomes get what is left.
@@ -518,6 +516,11 @@ class Chat:
             kept.pop(0)
         kept.append(("user", user.text, user.files))
         return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
+
+
+def _file_ref(conversation: Any, message_id: str, n: int) -> FileRef | None:
+    message = conversation.get(message_id)
+    return next((f for f in (message.files if message else ()) if f.n == n), None)
 
 
 def _replay(reply: Message) -> list[Event]:
