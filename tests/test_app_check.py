@@ -17,6 +17,8 @@ from firebase_admin import app_check
 
 from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
+from tests.test_attachments import attach
+from tests.test_files import PNG
 
 PROJECT = support.PROJECT
 NUMBER = "123456789012"
@@ -104,6 +106,7 @@ ROUTES = [
     ("POST", "/sessions/s1/steps/empathize/stop", None),
     ("GET", "/sessions/s1", None),
     ("DELETE", "/sessions/s1", None),
+    ("GET", "/sessions/s1/steps/empathize/files/m1/0", None),
 ]
 
 
@@ -164,6 +167,12 @@ def test_enforce_lets_a_valid_token_through(app_check_app, db, standin):
     assert text_of(sse_chunks(response.data)) == "Echo: Hi"
     history = send(client, "GET", ROUTES[1][1], None, app_check_token())
     assert history.status_code == 200
+    body = chat_body("A photo", "m2")
+    body["messages"][-1]["parts"].append(attach(PNG))
+    assert send(client, "POST", "/", body, app_check_token()).status_code == 200
+    path = "/sessions/s1/steps/empathize/files/m2/0"
+    assert send(client, "GET", path, None, app_check_token()).data == PNG
+    assert send(client, "GET", path, None, None).status_code == 401
 
 
 def test_monitor_logs_what_enforce_would_refuse_and_serves_it(app_check_app, standin, caplog):
