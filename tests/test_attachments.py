@@ -291,13 +291,30 @@ def test_a_small_file_does_not_make_room_for_a_large_text(
     padded = with_files("x" * 30_000, "m1", attach(TEXT, "text/plain", "t.txt"))
     response = client.post("/", json=padded)
     assert (response.status_code, response.get_json()["error"]["code"]) == (413, "body_too_large")
-    # Nor does a file in a `message` that is not the message read (`messages` wins).
-    big = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100
-    decoy = chat_body("small", "m1")
-    decoy["message"] = with_files("big", "m1", attach(big))["messages"][0]
-    response = client.post("/", json=decoy)
-    assert (response.status_code, response.get_json()["error"]["code"]) == (413, "body_too_large")
     assert all_docs(db) == [] and objects(storage_client) == {}
+
+
+def test_the_default_transport_may_send_earlier_files_again(
+    make_app: Callable[..., Flask], storage_client: Any, standin: Any
+) -> None:
+    """Until a reload, useChat's default transport sends every message, with the data: URLs of
+    files sent before: they count as file parts (and are not read), not as text."""
+    client = make_app(MAX_REQUEST_BYTES="20000").test_client()
+    big = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100  # 34 kB in base64
+    first = with_files("wall", "m1", attach(big))
+    assert client.post("/", json=first).status_code == 200
+    then = chat_body("what do you see?", "m2")
+    then["messages"] = [
+        first["messages"][0],
+        {"id": "m1~reply", "role": "assistant", "parts": [{"type": "text", "text": "Echo"}]},
+        *then["messages"],
+    ]
+    response = client.post("/", json=then)
+    assert response.status_code == 200, response.data
+    assert text_of(sse_chunks(response.data)) == "Echo: what do you see?"
+    assert len(objects(storage_client)) == 1
+    # The model got the file once, from the stored message.
+    assert [len(parts) for parts in user_parts(standin.model_requests()[-1])] == [2, 1]
 
 
 def test_files_in_earlier_messages_of_the_request_are_not_read(

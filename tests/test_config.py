@@ -72,7 +72,6 @@ def test_file_settings_default_to_the_firebase_bucket_and_fit_every_limit():
     # in base64, leave room for the text under Gemini's 20 MB.
     assert config.max_request_bytes_with_files < 32 << 20
     assert config.history_max_file_bytes * 4 / 3 < 20_000_000 - 2_000_000
-    assert config.request_bytes_for(0, 0) == config.max_request_bytes
 
 
 @pytest.mark.parametrize(

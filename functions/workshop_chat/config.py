@@ -87,12 +87,11 @@ class Config:
 
     @property
     def max_request_bytes_with_files(self) -> int:
-        """The most any request may be: the largest files a message may carry."""
-        return self.request_bytes_for(self.file_limits.max_total_bytes, self.file_limits.max_files)
-
-    def request_bytes_for(self, file_bytes: int, files: int) -> int:
-        """A request may grow by its own files in base64 (a third more) and their JSON."""
-        return self.max_request_bytes + -(-file_bytes * 4 // 3) + files * 1024
+        """The most any request may be: the largest files a message may carry, in base64 (a
+        third more), with their JSON."""
+        limits = self.file_limits
+        base64 = -(-limits.max_total_bytes * 4 // 3)
+        return self.max_request_bytes + base64 + limits.max_files * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

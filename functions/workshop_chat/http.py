@@ -154,10 +154,10 @@ class Api:
         uid = self.verifier.uid(request.headers.get("Authorization"))
         cfg = self.config
         body, size = self._json_body(request, cfg.max_request_bytes_with_files)
-        if size > cfg.max_request_bytes and not protocol.has_files(body):
-            raise TooLarge(
-                "body_too_large", f"the body may be at most {cfg.max_request_bytes} bytes"
-            )
+        # A request may be larger than a text-only one only by the file parts it carries.
+        limit = cfg.max_request_bytes + protocol.file_part_bytes(body)
+        if size > limit:
+            raise TooLarge("body_too_large", f"the body may be at most {limit} bytes")
         turn = protocol.parse_turn(
             body,
             max_id_chars=cfg.max_id_chars,
@@ -165,11 +165,6 @@ class Api:
             max_parts=cfg.max_parts,
             file_limits=cfg.file_limits,
         )
-        files = turn.user.files
-        limit = cfg.request_bytes_for(sum(f.size for f in files), len(files))
-        if size > limit:
-            # A request may be larger than a text-only one only by the files it carries.
-            raise TooLarge("body_too_large", f"this body may be at most {limit} bytes")
         text_mode = request.args.get("protocol", "data") == "text"
         trace = trace_from_headers(request.headers, cfg.project)
         events = self.chat.run(turn, uid, trace)

@@ -106,6 +106,10 @@ def parse_turn(
     return Turn(session_id, step_id, user, trigger, target)
 
 
+# What a file part may add beside its URL: its keys, type and name.
+FILE_PART_ROOM = 1024
+
+
 def last_message(body: Any) -> Any:
     """The one message a turn takes from the client: `message` in the send-last-message form,
     else the last of `messages`; None when there is none."""
@@ -117,13 +121,21 @@ def last_message(body: Any) -> Any:
     return messages[-1] if isinstance(messages, list) and messages else None
 
 
-def has_files(body: Any) -> bool:
-    """Whether the message a turn would take carries file parts."""
-    message = last_message(body)
-    parts = message.get("parts") if isinstance(message, dict) else None
-    return isinstance(parts, list) and any(
-        isinstance(p, dict) and p.get("type") == "file" for p in parts
-    )
+def file_part_bytes(body: Any) -> int:
+    """How many bytes of the request its file parts may take: each one's URL and room for its
+    other fields. Earlier messages count too (only the last one's files are read): until a
+    reload, useChat's default transport sends the data: URLs of files sent before again."""
+    if not isinstance(body, dict):
+        return 0
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    total = 0
+    for message in [*messages, body.get("message")]:
+        parts = message.get("parts") if isinstance(message, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") == "file":
+                url = part.get("url")
+                total += (len(url) if isinstance(url, str) else 0) + FILE_PART_ROOM
+    return total
 
 
 def parse_user_message(
