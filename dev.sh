@@ -62,8 +62,14 @@ start_group .venv/bin/functions-framework --target chat --source functions/main.
 wait_http "http://127.0.0.1:$PORT/healthz" 30 || { tail -20 .run/function.log; exit 1; }
 
 echo "== demo page on http://localhost:$DEMO_PORT (log: .run/demo.log)"
+# App Check (optional, off unless a site key is set): VITE_APP_CHECK_SITE_KEY (reCAPTCHA
+# Enterprise), VITE_APP_CHECK_DEBUG_TOKEN, and the web app's VITE_FIREBASE_APP_ID and
+# VITE_FIREBASE_API_KEY.
 VITE_CHAT_URL="http://127.0.0.1:$PORT" VITE_FIREBASE_PROJECT="$GOOGLE_CLOUD_PROJECT" \
 VITE_AUTH_EMULATOR_URL="${FIREBASE_AUTH_EMULATOR_HOST:+http://$FIREBASE_AUTH_EMULATOR_HOST}" \
+VITE_FIREBASE_APP_ID="${VITE_FIREBASE_APP_ID:-}" VITE_FIREBASE_API_KEY="${VITE_FIREBASE_API_KEY:-}" \
+VITE_APP_CHECK_SITE_KEY="${VITE_APP_CHECK_SITE_KEY:-}" \
+VITE_APP_CHECK_DEBUG_TOKEN="${VITE_APP_CHECK_DEBUG_TOKEN:-}" \
   start_group npm --prefix demo run dev -- --host 127.0.0.1 --port "$DEMO_PORT" --strictPort \
   >.run/demo.log 2>&1
 wait_http "http://127.0.0.1:$DEMO_PORT/" 30 || tail -20 .run/demo.log

@@ -2,9 +2,11 @@
 
 The module starts its own stack on free ports: the Firebase Auth emulator (anonymous sign-in, so
 every request carries a real, if unsigned, ID token), the function under gunicorn with
-AUTH_MODE=firebase, and the demo page built with `vite build` and served by `vite preview`; the
-Firestore emulator and the Gemini stand-in come from conftest. The stand-in is steered through
-directives in the message text, exactly as a person trying the page would.
+AUTH_MODE=firebase and thought summaries and Google Search on (so every reply has a reasoning
+part and two sources), and the demo page built with `vite build` and served by `vite preview`,
+twice: as is, and with App Check configured. The Firestore and Cloud Storage emulators and the
+Gemini stand-in come from conftest. The stand-in is steered through directives in the message
+text, exactly as a person trying the page would.
 
 Needs Debian's Chromium (`ensure_apt chromium chromium`), the Python `playwright` package and the
 demo's npm packages (`ensure_npm demo`); without them the tests fail, they never skip.
@@ -13,13 +15,17 @@ Set UPDATE_SCREENSHOT=1 to rewrite docs/screenshot.png (it is written anyway whe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import struct
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +55,23 @@ TIMEOUT_MS = 20_000
 ASSISTANT = "[data-testid=message][data-role=assistant]"
 ASSISTANT_TEXTS = f"{ASSISTANT} [data-testid=message-text]"
 STATUS_MARKERS = f"{ASSISTANT} [data-testid=reply-status]"
+USER = "[data-testid=message][data-role=user]"
+
+# The second build of the page turns App Check on with a debug token; the test answers the SDK's
+# token exchange itself (no network here) with APP_CHECK_TOKEN.
+APP_CHECK_DEBUG_TOKEN = "e2e-debug-token-0b1c"
+APP_CHECK_APP_ID = "1:123456789012:web:0e2e0e2e0e2e0e2e"
+APP_CHECK_TOKEN = "e2e-app-check-token"
+APP_CHECK_EXCHANGE = (
+    f"https://content-firebaseappcheck.googleapis.com/v1/projects/{support.PROJECT}"
+    f"/apps/{APP_CHECK_APP_ID}:exchangeDebugToken"
+)
+# What the stand-in thinks and cites when the function asks for thoughts and Google Search.
+THOUGHT_SUMMARY = "**Reading the request**\n\nThe team wants an echo, so I will echo it."
+SOURCES = [
+    ("example.com", "https://vertexaisearch.cloud.google.com/grounding-api-redirect/standin-a"),
+    ("example.org", "https://vertexaisearch.cloud.google.com/grounding-api-redirect/standin-b"),
+]
 
 # Samples the last assistant reply in the page every few ms until the chat is ready again, and
 # returns every distinct length seen: proof that the reply was drawn piece by piece.
@@ -114,6 +137,7 @@ class Stack:
     function_url: str
     standin_url: str
     function: support.Service
+    app_check_demo_url: str  # the same page built with App Check configured
 
 
 @pytest.fixture(scope="module")
@@ -125,24 +149,29 @@ def stack(
 ) -> Iterator[Stack]:
     _require_tools()
     tmp = tmp_path_factory.mktemp("browser")
-    auth_port, function_port, demo_port = (support.free_port() for _ in range(3))
+    auth_port, function_port, demo_port, app_check_port = (support.free_port() for _ in range(4))
     function_url = f"http://127.0.0.1:{function_port}"
+    page_env = {
+        "VITE_CHAT_URL": function_url,
+        "VITE_FIREBASE_PROJECT": support.PROJECT,
+        "VITE_AUTH_EMULATOR_URL": f"http://127.0.0.1:{auth_port}",
+    }
+    app_check_env = {
+        **page_env,
+        "VITE_FIREBASE_APP_ID": APP_CHECK_APP_ID,
+        "VITE_APP_CHECK_SITE_KEY": "e2e-recaptcha-enterprise-site-key",
+        "VITE_APP_CHECK_DEBUG_TOKEN": APP_CHECK_DEBUG_TOKEN,
+    }
     services: list[support.Service] = []
     try:
-        with ThreadPoolExecutor(2) as pool:
-            # The Auth emulator takes tens of seconds of CPU to start: build the page meanwhile.
+        with ThreadPoolExecutor(1) as pool:
+            # The Auth emulator takes tens of seconds of CPU to start: build the pages meanwhile
+            # (about a second each).
             auth = pool.submit(support.start_auth_emulator, tmp / "auth", port=auth_port)
-            build = pool.submit(
-                support.build_demo,
-                tmp / "dist",
-                {
-                    "VITE_CHAT_URL": function_url,
-                    "VITE_FIREBASE_PROJECT": support.PROJECT,
-                    "VITE_AUTH_EMULATOR_URL": f"http://127.0.0.1:{auth_port}",
-                },
-            )
-            build.result()
+            support.build_demo(tmp / "dist", page_env)
+            support.build_demo(tmp / "dist-app-check", app_check_env)
             services.append(support.start_demo(tmp / "dist", port=demo_port))
+            services.append(support.start_demo(tmp / "dist-app-check", port=app_check_port))
             services.append(auth.result())
         function = support.start_function(
             {
@@ -154,17 +183,28 @@ def stack(
                 "GOOGLE_GEMINI_BASE_URL": standin_service.url,
                 "AUTH_MODE": "firebase",
                 "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{auth_port}",
-                "ALLOWED_ORIGINS": f"http://127.0.0.1:{demo_port}",
+                "ALLOWED_ORIGINS": (
+                    f"http://127.0.0.1:{demo_port},http://127.0.0.1:{app_check_port}"
+                ),
                 "THREADS": "32",
                 "RATE_LIMIT_PER_MINUTE": "0",
                 "GEMINI_RETRY_ATTEMPTS": "2",
                 "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.05",
+                # Every reply then has the stand-in's thought summary and two sources.
+                "GEMINI_INCLUDE_THOUGHTS": "true",
+                "GEMINI_GOOGLE_SEARCH": "true",
                 "XDG_RUNTIME_DIR": str(tmp / "gunicorn"),
             },
             port=function_port,
         )
         services.append(function)
-        yield Stack(f"http://127.0.0.1:{demo_port}", function_url, standin_service.url, function)
+        yield Stack(
+            f"http://127.0.0.1:{demo_port}",
+            function_url,
+            standin_service.url,
+            function,
+            f"http://127.0.0.1:{app_check_port}",
+        )
     finally:
         for service in reversed(services):
             service.stop()
@@ -207,8 +247,10 @@ def page(browser_context: Any, stack: Stack) -> Iterator[Any]:
 # --- Helpers --------------------------------------------------------------------------------
 
 
-def open_chat(page: Any, stack: Stack, session: str, step: str = "empathize") -> None:
-    page.goto(f"{stack.demo_url}/?session={session}&step={step}")
+def open_chat(
+    page: Any, stack: Stack, session: str, step: str = "empathize", demo_url: str = ""
+) -> None:
+    page.goto(f"{demo_url or stack.demo_url}/?session={session}&step={step}")
     wait_loaded(page)
 
 
@@ -319,6 +361,73 @@ def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "condi
 
 def new_session() -> str:
     return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real, one-colour PNG: the function checks the signature, the browser must draw it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = (b"\x00" + bytes(rgb) * width) * height  # filter byte 0, then the pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def seen_by_model(media_type: str, data: bytes) -> str:
+    """What the stand-in appends to its echo for a file it received inline."""
+    return f"[{media_type}, {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}]"
+
+
+def upload(name: str, media_type: str, data: bytes) -> dict[str, Any]:
+    return {"name": name, "mimeType": media_type, "buffer": data}
+
+
+def drawn_images(page: Any, selector: str) -> list[dict[str, Any]]:
+    """The images under `selector` once each has loaded: their src scheme and natural width."""
+    page.wait_for_function(
+        "(s) => [...document.querySelectorAll(s)].every(i => i.complete)", arg=selector
+    )
+    return page.eval_on_selector_all(
+        selector,
+        "images => images.map(i => ({scheme: i.src.split(':')[0], width: i.naturalWidth}))",
+    )
+
+
+# Pastes a file into the message box as a browser does when an image is on the clipboard.
+PASTE_FILE_JS = """
+([name, type, bytes]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([new Uint8Array(bytes)], name, { type }));
+  const input = document.querySelector("[data-testid=message-input]");
+  input.focus();
+  const paste = new ClipboardEvent("paste", {
+    clipboardData: data, bubbles: true, cancelable: true,
+  });
+  input.dispatchEvent(paste);
+  return paste.defaultPrevented;
+}
+"""
+
+
+def function_requests(page: Any, stack: Stack) -> list[Any]:
+    """Every request the page sends to the function from now on (not CORS preflights)."""
+    seen: list[Any] = []
+    page.on(
+        "request",
+        lambda r: (
+            seen.append(r)
+            if r.url.startswith(stack.function_url) and r.method != "OPTIONS"
+            else None
+        ),
+    )
+    return seen
 
 
 # --- Tests ----------------------------------------------------------------------------------
@@ -682,6 +791,312 @@ def test_delete_session_asks_first_then_starts_a_new_one(page: Any, stack: Stack
     # Still gone a moment later (the deleted reply's background summary may have landed since).
     assert status_of(stack, history, authorization)[0] == 404
     assert status_of(stack, f"/sessions/{session}", authorization)[0] == 404
+
+
+def test_attached_image_reaches_the_model_and_stays_after_reload(
+    page: Any, stack: Stack, tmp_path: Path
+) -> None:
+    session = new_session()
+    wall = png_bytes(24, 16, (240, 200, 40))
+    notes = f"Interview notes {uuid.uuid4().hex[:6]}: handovers at 7 am.\n".encode()
+    sent = function_requests(page, stack)
+    everything: list[str] = []
+    page.on("request", lambda r: everything.append(r.url))
+    open_chat(page, stack, session, "empathize")
+
+    # Picked files show as previews first, each removable.
+    page.get_by_test_id("file-input").set_input_files(
+        [
+            upload("wall.png", "image/png", wall),
+            upload("notes.txt", "text/plain", notes),
+            upload("spare.png", "image/png", png_bytes(4, 4, (0, 0, 0))),
+        ]
+    )
+    tray = page.get_by_test_id("attachment")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=attachment]')]"
+        ".filter(a => a.dataset.ready === 'true').length === 3"
+    )
+    assert [w["width"] for w in drawn_images(page, "[data-testid=attachment] img")] == [24, 4]
+    tray.filter(has_text="notes.txt").wait_for()
+    page.locator("[data-testid=attachment][data-name='spare.png']").get_by_test_id(
+        "attachment-remove"
+    ).click()
+    assert [tray.nth(i).get_attribute("data-name") for i in range(tray.count())] == [
+        "wall.png",
+        "notes.txt",
+    ]
+
+    with page.expect_request(lambda r: r.method == "POST" and r.url == f"{stack.function_url}/"):
+        send(page, "Our sticky-note wall")
+    assert wait_ready(page) == "ready"
+    assert not tray.count(), "the previews stay after sending"
+
+    # The model got both files whole, in their order.
+    expected = (
+        "Echo: Our sticky-note wall "
+        f"{seen_by_model('image/png', wall)} {seen_by_model('text/plain', notes)}"
+    )
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    assert shown[1]["text"] == expected
+    # Only the last message goes to the function, with its files as data: URLs.
+    body = json.loads(sent[-1].post_data)
+    assert "messages" not in body and body["message"]["role"] == "user"
+    files = [part for part in body["message"]["parts"] if part["type"] == "file"]
+    assert [(f["filename"], f["mediaType"]) for f in files] == [
+        ("wall.png", "image/png"),
+        ("notes.txt", "text/plain"),
+    ]
+    assert all(f["url"].startswith(f"data:{f['mediaType']};base64,") for f in files)
+
+    # Just sent: the image is drawn from its data: URL, the text file is a chip.
+    user_images = f"{USER} [data-testid=file-image]"
+    assert drawn_images(page, user_images) == [{"scheme": "data", "width": 24}]
+    assert page.locator(USER).get_by_test_id("file-chip").inner_text().endswith("notes.txt")
+
+    # After a reload the stored image comes from the function's file route, fetched with the
+    # ID token and shown from a blob: URL.
+    with page.expect_response(
+        lambda r: r.request.method == "GET" and "/files/" in r.url and r.url.endswith("/0")
+    ) as image_call:
+        authorization = reload_and_capture_token(page)
+    assert image_call.value.status == 200
+    assert image_call.value.request.all_headers().get("authorization") == authorization
+    page.locator(user_images).wait_for()
+    assert drawn_images(page, user_images) == [{"scheme": "blob", "width": 24}]
+    assert messages(page) == shown
+
+    # The text file downloads through the same authenticated fetch, bytes unchanged.
+    with page.expect_download() as download:
+        page.locator(USER).get_by_test_id("file-chip").click()
+    assert download.value.suggested_filename == "notes.txt"
+    saved = tmp_path / "notes.txt"
+    download.value.save_as(saved)
+    assert saved.read_bytes() == notes
+
+    # App Check is not configured for this page: no token header, nothing sent anywhere else,
+    # and its code (a chunk of its own) never loaded.
+    assert sent and not [r.url for r in sent if "x-firebase-appcheck" in r.all_headers()]
+    scripts = {url for url in everything if url.startswith(stack.demo_url) and url.endswith(".js")}
+    assert len(scripts) == 1, scripts
+    assert all(url.startswith(("http://127.0.0.1:", "data:", "blob:")) for url in everything), [
+        url for url in everything if not url.startswith("http://127.0.0.1:")
+    ]
+
+
+def test_a_pasted_image_is_sent_without_text(page: Any, stack: Stack) -> None:
+    session = new_session()
+    sketch = png_bytes(10, 12, (30, 120, 220))
+    open_chat(page, stack, session, "prototype")
+
+    assert page.evaluate(PASTE_FILE_JS, ["image.png", "image/png", list(sketch)])
+    page.locator("[data-testid=attachment][data-ready=true]").wait_for()
+    assert drawn_images(page, "[data-testid=attachment] img") == [{"scheme": "data", "width": 10}]
+    assert page.get_by_test_id("message-input").input_value() == ""
+
+    # A photo of the wall may go alone.
+    page.get_by_test_id("send").click()
+    assert wait_ready(page) == "ready"
+    shown = messages(page)
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    assert shown[0]["text"] == ""
+    reply = shown[1]["text"]
+    assert reply.startswith("Echo:") and reply.endswith(seen_by_model("image/png", sketch)), reply
+    assert drawn_images(page, f"{USER} [data-testid=file-image]") == [
+        {"scheme": "data", "width": 10}
+    ]
+
+    reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    assert messages(page) == shown
+    page.locator(f"{USER} [data-testid=file-image]").wait_for()
+    assert drawn_images(page, f"{USER} [data-testid=file-image]") == [
+        {"scheme": "blob", "width": 10}
+    ]
+
+
+def test_files_the_function_would_refuse_are_not_sent(page: Any, stack: Stack) -> None:
+    session = new_session()
+    sent = function_requests(page, stack)
+    open_chat(page, stack, session, "define")
+    problem = page.get_by_test_id("attach-error")
+    picker = page.get_by_test_id("file-input")
+
+    # A type the function does not take, and a file over 5 MiB: refused here, with a reason.
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+    picker.set_input_files(upload("drawing.svg", "image/svg+xml", svg))
+    problem.wait_for()
+    assert "drawing.svg" in problem.inner_text() and "cannot be attached" in problem.inner_text()
+    picker.set_input_files(upload("huge.png", "image/png", b"\x89PNG" + bytes(5 * 1024 * 1024)))
+    page.wait_for_function(
+        "(t) => document.querySelector('[data-testid=attach-error]')?.textContent.includes(t)",
+        arg='"huge.png" is too large',
+    )
+    assert not page.get_by_test_id("attachment").count()
+    assert page.get_by_test_id("send").is_disabled()
+    page.get_by_test_id("message-input").press("Enter")
+    page.wait_for_timeout(300)  # lets a POST the page might still send reach the listener
+    assert not [r.url for r in sent if r.method == "POST"]
+    assert messages(page) == []
+
+    # The function has the last word: a "PNG" that is not one passes here and is refused there,
+    # with its JSON error shown, and nothing is stored.
+    picker.set_input_files(upload("fake.png", "image/png", b"this is not a picture"))
+    page.locator("[data-testid=attachment][data-ready=true]").wait_for()
+    assert not problem.count()
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url == f"{stack.function_url}/"
+    ) as answer:
+        send(page, "Is this our prototype?")
+    assert answer.value.status == 400
+    assert answer.value.json()["error"]["code"] == "file_content_mismatch"
+    assert wait_ready(page) == "error"
+    assert "(file_content_mismatch)" in page.get_by_test_id("error-text").inner_text()
+    assert not page.get_by_test_id("retry").count(), "a retry would go without the file"
+    authorization = reload_and_capture_token(page)
+    page.get_by_test_id("empty").wait_for()
+    assert status_of(stack, f"/sessions/{session}/steps/define/messages", authorization)[0] == 404
+
+
+def test_reasoning_and_sources_show_live_and_after_reload(page: Any, stack: Stack) -> None:
+    session = new_session()
+    open_chat(page, stack, session, "empathize")
+    send(page, "What do we know about night shifts? [[standin chunks=10 delay_ms=400]]")
+
+    # While the reply is written the thinking is open above it...
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=chat]')?.dataset.status === 'streaming'"
+        " && document.querySelector('[data-testid=reasoning]')?.open === true"
+    )
+    assert page.get_by_test_id("reasoning").locator("summary").inner_text() == "Thinking…"
+    assert wait_ready(page) == "ready"
+
+    def check_reply() -> None:
+        reply = page.locator(ASSISTANT)
+        # ...and collapsed once it is done; the thoughts are never part of the text.
+        reasoning = reply.get_by_test_id("reasoning")
+        assert reasoning.evaluate("d => d.open") is False
+        assert reasoning.locator("summary").inner_text() == "Thoughts"
+        assert reply.get_by_test_id("message-text").inner_text() == (
+            "Echo: What do we know about night shifts?"
+        )
+        text = reply.get_by_test_id("reasoning-text")
+        assert text.evaluate("e => e.textContent") == THOUGHT_SUMMARY.replace("**", "")
+        assert text.locator("strong").evaluate("e => e.textContent") == "Reading the request"
+        assert not text.is_visible()
+        reasoning.locator("summary").click()
+        assert reasoning.evaluate("d => d.open") is True
+        assert text.is_visible()
+        # The sources under the reply, once each, opening in a new tab without a referrer.
+        links = reply.get_by_test_id("source-link")
+        assert [
+            (links.nth(i).inner_text(), links.nth(i).get_attribute("href"))
+            for i in range(links.count())
+        ] == SOURCES
+        for i in range(links.count()):
+            assert links.nth(i).get_attribute("target") == "_blank"
+            assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
+
+    check_reply()
+    authorization = reload_and_capture_token(page)
+    page.locator(ASSISTANT_TEXTS).wait_for()
+    check_reply()
+    reply = stored(stack, session, "empathize", authorization)[1]
+    assert [p["type"] for p in reply["parts"]] == ["reasoning", "text", "source-url", "source-url"]
+    assert reply["parts"][0]["text"] == THOUGHT_SUMMARY
+
+
+def test_app_check_token_goes_with_every_call_to_the_function(page: Any, stack: Stack) -> None:
+    """The App Check build sends X-Firebase-AppCheck on every route the page calls.
+
+    No network here: the SDK's debug token exchange is answered by the test, and the reCAPTCHA
+    Enterprise script that the provider loads on start (unused with a debug token) is refused.
+    """
+    exchanges: list[tuple[str, Any]] = []
+    outside: list[str] = []
+    cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*"}
+
+    def exchange(route: Any) -> None:
+        request = route.request
+        if request.method == "OPTIONS":
+            route.fulfill(status=204, headers=cors)
+            return
+        exchanges.append((request.url, json.loads(request.post_data)))
+        route.fulfill(
+            status=200,
+            headers=cors,
+            content_type="application/json",
+            body=json.dumps({"token": APP_CHECK_TOKEN, "ttl": "3600s"}),
+        )
+
+    page.route("https://content-firebaseappcheck.googleapis.com/**", exchange)
+    page.route("https://www.google.com/recaptcha/**", lambda route: route.abort())
+    scripts: set[str] = set()
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith("http://127.0.0.1:") else None,
+    )
+    page.on("request", lambda r: scripts.add(r.url) if r.url.endswith(".js") else None)
+    sent = function_requests(page, stack)
+    session = new_session()
+    step = f"/sessions/{session}/steps/ideate"
+    open_chat(page, stack, session, "ideate", demo_url=stack.app_check_demo_url)
+
+    # A message with an image, reloaded mid-reply (history, overview, stream, file), then
+    # stopped, then the whole session deleted: every route the page knows.
+    page.get_by_test_id("file-input").set_input_files(
+        upload("wall.png", "image/png", png_bytes(8, 8, (200, 60, 60)))
+    )
+    page.locator("[data-testid=attachment][data-ready=true]").wait_for()
+    send(page, "Ideas please [[standin words=120 chunks=60 delay_ms=250]]")
+    page.wait_for_function(
+        "(s) => [...document.querySelectorAll(s)].some(e => e.textContent.length > 20)",
+        arg=ASSISTANT_TEXTS,
+    )
+    with page.expect_response(
+        lambda r: r.request.method == "GET" and r.url.endswith(f"{step}/stream")
+    ) as resumed:
+        page.reload()
+    wait_loaded(page)
+    assert resumed.value.status == 200
+    page.locator(f"{USER} [data-testid=file-image]").wait_for()
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(f"{step}/stop")
+    ) as stopped:
+        page.get_by_test_id("stop").click()
+    assert stopped.value.status == 200
+    assert wait_ready(page) == "ready"
+    page.on("dialog", lambda dialog: dialog.accept())
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        page.get_by_test_id("delete-session").click()
+    assert deleted.value.status == 200
+
+    kinds = set()
+    for request in sent:
+        path = request.url[len(stack.function_url) :]
+        headers = request.all_headers()
+        assert headers.get("x-firebase-appcheck") == APP_CHECK_TOKEN, (request.method, path)
+        assert headers.get("authorization", "").startswith("Bearer "), (request.method, path)
+        kinds.add((request.method, re.sub(r"/files/.*", "/files/*", path.replace(session, "<s>"))))
+    assert {
+        ("POST", "/"),
+        ("GET", "/sessions/<s>/steps/ideate/messages"),
+        ("GET", "/sessions/<s>/steps/ideate/stream"),
+        ("GET", "/sessions/<s>/steps/ideate/files/*"),
+        ("POST", "/sessions/<s>/steps/ideate/stop"),
+        ("GET", "/sessions/<s>"),
+        ("DELETE", "/sessions/<s>"),
+    } <= kinds, kinds
+    # The SDK traded the configured debug token, for this app of this project.
+    assert exchanges, "App Check never asked for a token"
+    assert {url.split("?")[0] for url, _ in exchanges} == {APP_CHECK_EXCHANGE}
+    assert {body["debug_token"] for _, body in exchanges} == {APP_CHECK_DEBUG_TOKEN}
+    # The App Check SDK is the page's second script, loaded only in this build.
+    assert len({url for url in scripts if url.startswith(stack.app_check_demo_url)}) == 2, scripts
+    # Nothing else left the machine but the reCAPTCHA script, asked for and refused above.
+    others = {url for url in outside if not url.startswith(APP_CHECK_EXCHANGE)}
+    assert others <= {"https://www.google.com/recaptcha/enterprise.js?render=explicit"}, outside
 
 
 def test_screenshot_of_a_conversation(page: Any, stack: Stack, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@ import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
 import { deleteSession, describeError, fetchHistory, requestStop, stepUrl } from "./api.js";
+import { AttachButton, AttachmentTray, useAttachments } from "./attachments.jsx";
 import { authEnabled, authHeaders, currentUser } from "./auth.js";
 import { CHAT_URL, STEPS } from "./config.js";
+import { MessageContent, stillWriting } from "./messages.jsx";
 import { OutcomesPanel, useOutcomes } from "./outcomes.jsx";
 
 function randomSessionId() {
@@ -196,6 +198,12 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
         api: `${CHAT_URL}/`,
         body: { sessionId: session, stepId: step },
         headers: authHeaders, // called per request, so the ID token is always fresh
+        // The function reads only the last message, so only that one is sent: earlier ones may
+        // still hold the data: URLs of files just sent, megabytes the function would refuse.
+        prepareSendMessagesRequest: ({ id, messages, body, headers, trigger, messageId }) => ({
+          headers,
+          body: { ...body, id, message: messages.at(-1), trigger, messageId },
+        }),
         // On mount (resume below) useChat asks the step's stream route for the reply in flight:
         // 204 when there is none, else the reply from its start under its stored id, so the
         // SDK replaces the partial copy from the history in place instead of adding a second.
@@ -220,6 +228,7 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
       onFinish: () => onReplyEnd(session, step),
     });
   const [input, setInput] = useState("");
+  const attachments = useAttachments();
   const [loadError, setLoadError] = useState(historyError);
   const [stopping, setStopping] = useState(false);
   const bottom = useRef(null);
@@ -276,16 +285,23 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
     }
   };
 
+  // A photo of the wall may go alone, without text.
+  const canSend = (input.trim() || attachments.items.length > 0) && attachments.ready;
   const send = (event) => {
     event.preventDefault();
     const text = input.trim();
-    if (!text || busy || stopping) return;
+    if (!canSend || busy || stopping) return;
+    const files = attachments.parts();
     setInput("");
+    attachments.clear();
     setLoadError(null);
-    sendMessage({ text });
+    sendMessage(text ? { text, files } : { files });
   };
 
   const shownError = error ?? loadError;
+  // A message the function refused as it is (400, 413, 415: a bad file, say) would only be
+  // refused again, and a retry, being a regenerate, would not even carry its files.
+  const retryable = error && last?.role === "user" && ![400, 413, 415].includes(error.statusCode);
 
   return (
     <main className="chat" data-testid="chat" data-status={status}>
@@ -304,20 +320,9 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
             data-message-id={message.id}
           >
             <div className="bubble">
-              <div className="text" data-testid="message-text">
-                {textOf(message)}
-              </div>
-              {!textOf(message) && message.role === "assistant" && !busy && (
-                <div className="placeholder">
-                  {message.metadata?.status === "streaming"
-                    ? "The reply is still being written…"
-                    : message.metadata?.status === "stopped"
-                      ? "Stopped before the first word."
-                      : "No reply was stored. Regenerate it, or send the message again."}
-                </div>
-              )}
-              <MessageFooter
+              <MessageContent
                 message={message}
+                busy={busy}
                 streaming={busy && message.id === last?.id && message.role === "assistant"}
               />
             </div>
@@ -342,7 +347,7 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
       {shownError && (
         <div className="error" role="alert" data-testid="error">
           <span data-testid="error-text">{describeError(shownError)}</span>
-          {error && last?.role === "user" && (
+          {retryable && (
             <button
               type="button"
               className="link"
@@ -368,13 +373,16 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
         </div>
       )}
 
+      <AttachmentTray attachments={attachments} />
       <form className="composer" onSubmit={send}>
+        <AttachButton attachments={attachments} />
         <textarea
           data-testid="message-input"
           value={input}
           placeholder={`Message (${step})… Enter sends, Shift+Enter breaks the line`}
           rows={2}
           onChange={(event) => setInput(event.target.value)}
+          onPaste={attachments.paste}
           onKeyDown={(event) => {
             if (event.key === "Enter" && !event.shiftKey && !event.nativeEvent.isComposing) {
               send(event);
@@ -392,7 +400,7 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
             {stopping ? "Stopping…" : "Stop"}
           </button>
         ) : (
-          <button type="submit" data-testid="send" disabled={!input.trim()}>
+          <button type="submit" data-testid="send" disabled={!canSend}>
             Send
           </button>
         )}
@@ -401,44 +409,5 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
         {status === "submitted" ? "Waiting for the reply…" : status === "streaming" ? "Replying…" : ""}
       </p>
     </main>
-  );
-}
-
-/** Whether a history ends with a reply the server is still writing. */
-function stillWriting(messages) {
-  const last = messages.at(-1);
-  return last?.role === "assistant" && last.metadata?.status === "streaming";
-}
-
-function textOf(message) {
-  return message.parts
-    .filter((part) => part.type === "text")
-    .map((part) => part.text)
-    .join("");
-}
-
-function MessageFooter({ message, streaming }) {
-  const meta = message.metadata ?? {};
-  const bits = [];
-  if (meta.createdAt) {
-    bits.push(new Date(meta.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
-  }
-  if (message.role === "assistant" && meta.model) bits.push(meta.model);
-  if (streaming) bits.push("writing…");
-  // A stored status other than complete (stopped, error, interrupted, streaming) gets a marker.
-  const status = !streaming && meta.status && meta.status !== "complete" ? meta.status : null;
-  if (bits.length === 0 && !status) return null;
-  return (
-    <div className="meta" data-testid="message-meta">
-      {bits.join(" · ")}
-      {status && (
-        <>
-          {bits.length > 0 && " · "}
-          <span className={`reply-status ${status}`} data-testid="reply-status" data-status={status}>
-            {status === "streaming" ? "still being written…" : status}
-          </span>
-        </>
-      )}
-    </div>
   );
 }

@@ -73,3 +73,21 @@ export async function deleteSession(sessionId) {
   if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
   return JSON.parse(text).deletedDocuments;
 }
+
+/** Whether a URL is one of the function's own routes: only those get our tokens. */
+export function isFunctionUrl(url) {
+  try {
+    return new URL(url).origin === new URL(CHAT_URL).origin;
+  } catch {
+    return false;
+  }
+}
+
+/** An attached file's bytes from the function's file route (which needs the bearer token, so
+ * an `<img src>` or a plain link cannot load it). */
+export async function fetchFile(url, signal) {
+  if (!isFunctionUrl(url)) throw new Error("not a file of this function");
+  const response = await fetch(url, { headers: await authHeaders(), signal });
+  if (!response.ok) throw new Error((await response.text()) || `HTTP ${response.status}`);
+  return response.blob();
+}

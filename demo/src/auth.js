@@ -1,5 +1,4 @@
 // Anonymous sign-in against the Firebase Auth emulator, when one is configured.
-import { initializeApp } from "firebase/app";
 import {
   browserLocalPersistence,
   connectAuthEmulator,
@@ -7,7 +6,9 @@ import {
   initializeAuth,
   signInAnonymously,
 } from "firebase/auth";
-import { AUTH_EMULATOR_URL, FIREBASE_PROJECT } from "./config.js";
+import { appCheckHeaders } from "./appcheck.js";
+import { AUTH_EMULATOR_URL } from "./config.js";
+import { firebaseApp } from "./firebase.js";
 
 export const authEnabled = Boolean(AUTH_EMULATOR_URL);
 
@@ -16,13 +17,10 @@ let signingIn = null;
 
 function getAuthInstance() {
   if (!auth) {
-    const app = initializeApp({
-      projectId: FIREBASE_PROJECT,
-      apiKey: "demo-api-key", // the emulator accepts any key
-      authDomain: `${FIREBASE_PROJECT}.firebaseapp.com`,
-    });
     // No popup/redirect resolver: it would load an iframe from the (unreachable) auth domain.
-    auth = initializeAuth(app, { persistence: [indexedDBLocalPersistence, browserLocalPersistence] });
+    auth = initializeAuth(firebaseApp(), {
+      persistence: [indexedDBLocalPersistence, browserLocalPersistence],
+    });
     connectAuthEmulator(auth, AUTH_EMULATOR_URL, { disableWarnings: true });
   }
   return auth;
@@ -44,9 +42,12 @@ export function currentUser() {
   return signingIn;
 }
 
-/** Headers for every call to the function; the SDK refreshes the ID token when it expires. */
+/**
+ * Headers for every call to the function: the ID token (the SDK refreshes it when it expires)
+ * and, when configured, the App Check token.
+ */
 export async function authHeaders() {
-  const user = await currentUser();
-  if (!user) return {};
-  return { Authorization: `Bearer ${await user.getIdToken()}` };
+  const [user, appCheck] = await Promise.all([currentUser(), appCheckHeaders()]);
+  if (!user) return appCheck;
+  return { ...appCheck, Authorization: `Bearer ${await user.getIdToken()}` };
 }
