@@ -167,7 +167,7 @@ _api = build(_config, db=_db)
 def chat(request):  # noqa: ANN001, ANN201 - the framework's signature
     if request.path == "/_bench/stats":
         body = snapshot()
-        body["storeReads"] = _api.chat.store.reads
+        body["storeReads"] = _api.chat.store.access.reads
         return json.dumps(body), 200, {"Content-Type": "application/json"}
     _add(requests=1)  # per worker: how gunicorn split the connections
     return _api(request)

@@ -1,4 +1,4 @@
-"""Stored histories, written straight into the emulator in the format store.py writes.
+"""Stored histories, written straight into the emulator in the format documents.py defines.
 
 Seeding through the function would take two model calls per message pair and would warm the
 instance's history cache as a side effect; writing the documents directly gives a conversation

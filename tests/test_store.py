@@ -6,6 +6,9 @@ import pytest
 
 from workshop_chat.checkpoints import ReplyWrite
 from workshop_chat.domain import Ending, NotFound, UserMessage
+from workshop_chat.firestore_access import FirestoreAccess
+from workshop_chat.rate_limit import RateLimiter
+from workshop_chat.reply_writes import ReplyWriter
 from workshop_chat.store import FirestoreStore
 
 NOW = 1_800_000_000.0
@@ -14,7 +17,12 @@ REPLY = "sessions/s1/steps/define/messages/u1~reply"
 
 @pytest.fixture
 def store(db) -> FirestoreStore:
-    return FirestoreStore(db)
+    return FirestoreStore(FirestoreAccess(db))
+
+
+def write(store: FirestoreStore, writes: list[ReplyWrite]) -> list[str]:
+    """What the checkpointer of `store`'s process writes (they share `access`)."""
+    return ReplyWriter(store.access).write_replies(writes)
 
 
 def begin_new(
@@ -25,7 +33,7 @@ def begin_new(
 
 
 def finish(store: FirestoreStore, claim, text: str = "Echo") -> str:
-    (outcome,) = store.write_replies([ReplyWrite(claim, text, Ending("complete", "stop"))])
+    (outcome,) = write(store, [ReplyWrite(claim, text, Ending("complete", "stop"))])
     return outcome
 
 
@@ -42,7 +50,7 @@ def test_a_new_turn_creates_session_step_user_message_and_claimed_reply(store, d
 def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
     assert begin_new(store) is not None
     before = db.document("sessions/s1/steps/define/messages/u1").get().update_time
-    twin = FirestoreStore(db)
+    twin = FirestoreStore(FirestoreAccess(db))
     conversation = twin.open("s1", "define", "alice")
     conversation.messages = []  # what a racing request saw before the winner's write
     twin_user = UserMessage("u1", "Hi")
@@ -52,13 +60,13 @@ def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
 
 def test_a_warm_turn_reads_nothing_and_a_stale_copy_is_caught_by_the_precondition(store, db):
     assert finish(store, begin_new(store)) == "wrote"
-    store.reads = 0
+    store.access.reads = 0
     conversation = store.open("s1", "define", "alice")
     assert [m.text for m in conversation.messages] == ["Hi", "Echo"]
-    assert store.reads == 0
+    assert store.access.reads == 0
     # Another instance writes the step: our next claim fails its precondition, writes
     # nothing, and the history is read again.
-    other = FirestoreStore(db)
+    other = FirestoreStore(FirestoreAccess(db))
     assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
     stale = store.begin(conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None)
     assert stale is None
@@ -70,9 +78,9 @@ def test_a_warm_turn_reads_nothing_and_a_stale_copy_is_caught_by_the_preconditio
 def test_reads_per_turn_do_not_grow_with_history(store):
     for i in range(30):
         assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") == "wrote"
-    store.reads = 0
+    store.access.reads = 0
     store.open("s1", "define", "alice")
-    assert store.reads == 0
+    assert store.access.reads == 0
 
 
 def test_another_user_gets_not_found(store):
@@ -80,19 +88,19 @@ def test_another_user_gets_not_found(store):
     with pytest.raises(NotFound):
         store.open("s1", "define", "mallory")
     with pytest.raises(NotFound):
-        FirestoreStore(store.db).open("s1", "define", "mallory")
+        FirestoreStore(FirestoreAccess(store.access.db)).open("s1", "define", "mallory")
 
 
 def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
     claim = begin_new(store)
-    assert store.write_replies([ReplyWrite(claim, "partial")]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "partial")]) == ["wrote"]
     conversation = store.open("s1", "define", "alice", fresh=True)
     seen = conversation.get("u1~reply")
     newer = store.begin(
         conversation, UserMessage("u1", "Hi"), "u1~reply", "regenerate", NOW + 1, seen
     )
     assert newer is not None
-    assert store.write_replies([ReplyWrite(claim, "more")]) == ["lost"]
+    assert write(store, [ReplyWrite(claim, "more")]) == ["lost"]
     assert finish(store, claim, "done") == "lost"
     assert finish(store, newer, "new") == "wrote"
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "new"}]
@@ -114,7 +122,7 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
     stale = claims[2]
     stale.update_time = claims[0].update_time  # as if another write had landed meanwhile
     db.document("sessions/s1/steps/define/messages/u2~reply").update({"generation": "other"})
-    outcomes = store.write_replies([ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)])
+    outcomes = write(store, [ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)])
     assert outcomes == ["wrote", "wrote", "lost", "wrote", "wrote"]
     texts = [
         db.document(f"sessions/s1/steps/define/messages/u{i}~reply").get().to_dict()["parts"]
@@ -124,10 +132,10 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
 
 
 def test_a_lease_renewal_writes_no_text_and_a_lapsed_lease_reads_as_lapsed(db):
-    store = FirestoreStore(db, lease_seconds=1.0)
+    store = FirestoreStore(FirestoreAccess(db, lease_seconds=1.0))
     claim = begin_new(store)
-    assert store.write_replies([ReplyWrite(claim, "some")]) == ["wrote"]
-    assert store.write_replies([ReplyWrite(claim, None)]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "some")]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, None)]) == ["wrote"]
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "some"}]
     assert not store.reply("s1", "define", "u1~reply").lapsed
     import time
@@ -137,7 +145,7 @@ def test_a_lease_renewal_writes_no_text_and_a_lapsed_lease_reads_as_lapsed(db):
 
 
 def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
-    store = FirestoreStore(db, lease_seconds=0.2)
+    store = FirestoreStore(FirestoreAccess(db, lease_seconds=0.2))
     claim = begin_new(store)
     import time
 
@@ -145,7 +153,7 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
     conversation = store.open("s1", "define", "alice", fresh=True)
     seen = store.reply("s1", "define", "u1~reply")
     assert seen.lapsed
-    assert store.write_replies([ReplyWrite(claim, None)]) == ["wrote"]  # it was only slow
+    assert write(store, [ReplyWrite(claim, None)]) == ["wrote"]  # it was only slow
     user = UserMessage("u1", "Hi")
     assert store.begin(conversation, user, "u1~reply", "resume", NOW + 1, seen) is None
     time.sleep(0.3)
@@ -155,10 +163,11 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
 
 
 def test_the_rate_limit_counts_per_user_per_minute(store):
-    assert [store.take_turn_token("alice", 2, NOW) for _ in range(2)] == [None, None]
-    assert store.take_turn_token("alice", 2, NOW + 1) == 59
-    assert store.take_turn_token("bob", 2, NOW + 1) is None
-    assert store.take_turn_token("alice", 2, NOW + 61) is None
+    limiter = RateLimiter(store.access)
+    assert [limiter.take_turn_token("alice", 2, NOW) for _ in range(2)] == [None, None]
+    assert limiter.take_turn_token("alice", 2, NOW + 1) == 59
+    assert limiter.take_turn_token("bob", 2, NOW + 1) is None
+    assert limiter.take_turn_token("alice", 2, NOW + 61) is None
 
 
 def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, db):
@@ -166,9 +175,9 @@ def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, d
     our own write. The generation tells that apart from a takeover."""
     claim = begin_new(store)
     stale = claim.update_time
-    assert store.write_replies([ReplyWrite(claim, "partial")]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "partial")]) == ["wrote"]
     claim.update_time = stale
-    assert store.write_replies([ReplyWrite(claim, "more")]) == ["unstored"]  # ours: try again
+    assert write(store, [ReplyWrite(claim, "more")]) == ["unstored"]  # ours: try again
     assert finish(store, claim, "done") == "wrote"
     reply = db.document(REPLY).get().to_dict()
     assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")

@@ -455,7 +455,7 @@ def app_on(own_emulator, genai_client, **env):
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
     api = build(Config.from_env({**BASE_ENV, **env}), db=db, genai_client=genai_client)
     db.document("warm/up").set({})  # a cold emulator's first answers can take seconds
-    api.chat.store.timeout = 1.0
+    api.chat.store.access.timeout = 1.0
     app = Flask("own")
     app.api = api
     app.add_url_rule("/", "root", lambda: api(request), methods=["POST"])
@@ -473,7 +473,7 @@ def test_storage_down_gives_503_and_the_model_is_not_called(own_emulator, genai_
 
 def test_a_failed_final_write_is_retried(own_emulator, genai_client, standin):
     client, db = app_on(own_emulator, genai_client, CHECKPOINT_SECONDS="60")
-    client.application.api.chat.store.timeout = 2.0
+    client.application.api.chat.store.access.timeout = 2.0
     response = client.post("/", json=chat_body("freeze [[standin chunks=2 delay_ms=300]]"))
     os.killpg(own_emulator.process.pid, signal.SIGSTOP)  # longer than one write may take
     thaw = threading.Timer(3.0, os.killpg, (own_emulator.process.pid, signal.SIGCONT))

@@ -23,7 +23,7 @@ from .memory import Summaries, Workshop
 from .prompts import PromptError, check_all, system_prompt
 from .prompts import thinking_budget as prompt_thinking_budget
 from .reply import Limits
-from .turn import Chat, Settings
+from .turn import Chat, Settings, Stores
 
 log = logging.getLogger("workshop_chat")
 
@@ -31,7 +31,12 @@ log = logging.getLogger("workshop_chat")
 def build(
     config: Config, db: Any = None, genai_client: Any = None, storage_client: Any = None
 ) -> Api:
+    from .firestore_access import FirestoreAccess
     from .model import Gemini, Generation, Retries, make_client
+    from .rate_limit import RateLimiter
+    from .reply_writes import ReplyWriter
+    from .sessions import SessionStore
+    from .step_outcomes import OutcomeStore
     from .store import FirestoreStore
 
     if db is None:
@@ -58,8 +63,9 @@ def build(
         ),
         summary_model=config.summary_model,
     )
-    store = FirestoreStore(db, lease_seconds=config.lease_seconds)
-    checkpointer = Checkpointer(store, Cadence(config.checkpoint_seconds, config.lease_seconds))
+    access = FirestoreAccess(db, lease_seconds=config.lease_seconds)
+    cadence = Cadence(config.checkpoint_seconds, config.lease_seconds)
+    checkpointer = Checkpointer(ReplyWriter(access), cadence)
     settings = Settings(
         history_max_chars=config.history_max_chars,
         rate_limit_per_minute=config.rate_limit_per_minute,
@@ -67,10 +73,15 @@ def build(
         follow_seconds=config.checkpoint_seconds,
         limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
     )
-    summaries = Summaries(store, model.summarize, config.summary_max_chars)
+    summaries = Summaries(OutcomeStore(access), model.summarize, config.summary_max_chars)
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
-    attachments = _attachments(config, storage_client)
-    chat = Chat(store, model, workshop, checkpointer, settings, attachments=attachments)
+    stores = Stores(
+        FirestoreStore(access),
+        SessionStore(access),
+        RateLimiter(access),
+        _attachments(config, storage_client),
+    )
+    chat = Chat(stores, model, workshop, checkpointer, settings)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
     return Api(config, chat, verifier, AppCheck(config.project, config.app_check))
 

@@ -79,10 +79,34 @@ class Store(Protocol):
 
     def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
 
-    def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None: ...
-
     def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
         """Held from reading a session's cached state to committing a claim on it."""
+
+
+class Sessions(Protocol):
+    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]: ...
+
+    def mark_deleting(self, session_id: str, uid: str) -> None: ...
+
+    def step_ids(self, session_id: str) -> list[str]: ...
+
+    def delete_session(self, session_id: str, uid: str) -> int: ...
+
+
+class RateLimit(Protocol):
+    def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Stores:
+    """What a chat keeps outside the process: each step's conversation and the claims on its
+    replies, whole sessions, the per-user rate limit, and files (None: this deployment takes
+    none)."""
+
+    conversations: Store
+    sessions: Sessions
+    rate_limit: RateLimit
+    attachments: Attachments | None = None
 
 
 @dataclass(frozen=True)
@@ -104,17 +128,18 @@ class Chat:
 
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         model: Model,
         workshop: Workshop,
         checkpointer: Checkpointer,
         settings: Settings,
         *,
-        attachments: Attachments | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.attachments = attachments
-        self.store = store
+        self.attachments = stores.attachments
+        self.store = stores.conversations
+        self.sessions = stores.sessions
+        self.rate_limit = stores.rate_limit
         self.model = model
         self.workshop = workshop
         self.checkpointer = checkpointer
@@ -129,7 +154,7 @@ class Chat:
         """Claim or find the reply, then return its events. Raises ChatError before any event."""
         if self.settings.rate_limit_per_minute:
             try:
-                wait = self.store.take_turn_token(
+                wait = self.rate_limit.take_turn_token(
                     uid, self.settings.rate_limit_per_minute, self.clock()
                 )
             except StoreUnavailable as exc:
@@ -215,7 +240,7 @@ class Chat:
     def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
         """The session's steps in workshop order, each with its outcome so far."""
         try:
-            steps = self.store.overview(session_id, uid)
+            steps = self.sessions.overview(session_id, uid)
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
         return sorted(steps, key=lambda s: workshop_place(s["stepId"], s["startedAt"]))
@@ -225,12 +250,12 @@ class Chat:
         replies in flight are stopped, then every file and document goes. Each step may be
         repeated, so a delete that failed half-way is finished by the owner's next one."""
         try:
-            self.store.mark_deleting(session_id, uid)  # the owner's: else 404
+            self.sessions.mark_deleting(session_id, uid)  # the owner's: else 404
             with self._lock:
                 local = [r for (s, _, _), r in self._active.items() if s == session_id]
             for reply in local:
                 reply.stop()
-            for step_id in self.store.step_ids(session_id):
+            for step_id in self.sessions.step_ids(session_id):
                 for reply in self.store.streaming(session_id, step_id):
                     if not reply.lapsed:
                         self.store.request_stop(session_id, step_id, reply.id)
@@ -240,7 +265,7 @@ class Chat:
                 # Before the documents, so none is left naming a deleted file, and the delete
                 # can be tried again while the session document is there.
                 self.attachments.forget_session(session_id)
-            return self.store.delete_session(session_id, uid)
+            return self.sessions.delete_session(session_id, uid)
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
 

@@ -13,7 +13,7 @@ from workshop_chat.checkpoints import Cadence, Checkpointer
 from workshop_chat.domain import Event, Turn, UserMessage
 from workshop_chat.memory import Workshop
 from workshop_chat.reply import Limits
-from workshop_chat.turn import Chat, Settings
+from workshop_chat.turn import Chat, Settings, Stores
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Chat]:
         checkpointer = Checkpointer(store, Cadence(3600.0, 36_000.0, final_attempts=3))
         options = {"keepalive_seconds": 5.0, "follow_seconds": 0.01, **settings}
         return Chat(
-            store,
+            Stores(store, store, store),  # one fake: conversations, rate limit, (unused) sessions
             model,
             Workshop(lambda step: f"prompt for {step}"),
             checkpointer,

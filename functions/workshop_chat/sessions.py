@@ -1,0 +1,114 @@
+"""Firestore: a whole session, for its owner: the overview of its steps, and its deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from . import documents
+from .domain import NotFound, StoreUnavailable
+from .firestore_access import FirestoreAccess
+
+
+class SessionStore:
+    """What it shares with the other Firestore adapters (client, caches) comes in `access`."""
+
+    def __init__(self, access: FirestoreAccess) -> None:
+        self.access = access
+
+    def _owned_session(self, session_id: str, uid: str) -> Any:
+        access = self.access
+        try:
+            snap = access.session(session_id).get(retry=access.retry, timeout=access.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        access.reads += 1
+        data = snap.to_dict() or {} if snap.exists else {}
+        if not snap.exists or data.get("ownerUid") != uid:
+            raise NotFound("not_found", "no such session")
+        return snap
+
+    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
+        """Each step with messages: its summary, when it was made, its size and last change."""
+        access = self.access
+        snap = self._owned_session(session_id, uid)
+        if (snap.to_dict() or {}).get("deleting"):
+            raise NotFound("not_found", "no such session")
+        steps = []
+        try:
+            for step in (
+                access.session(session_id)
+                .collection("steps")
+                .stream(retry=access.retry, timeout=access.timeout)
+            ):
+                count = (
+                    access.messages(session_id, step.id)
+                    .count()
+                    .get(retry=access.retry, timeout=access.timeout)
+                )
+                data = step.to_dict() or {}
+                steps.append(
+                    {
+                        "stepId": step.id,
+                        "summary": data.get("summary"),
+                        "summaryUpdatedAt": documents.seconds(data.get("summaryUpdatedAt")) or None,
+                        "messageCount": int(count[0][0].value),
+                        "updatedAt": documents.seconds(data.get("updatedAt")),
+                        "startedAt": documents.seconds(data.get("createdAt")),
+                    }
+                )
+                access.reads += 2
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return [s for s in steps if s["messageCount"]]
+
+    def mark_deleting(self, session_id: str, uid: str) -> None:
+        """The first step of a delete, for the owner only (also of a session half deleted):
+        turns elsewhere fail their precondition on the session and then read it as gone, so
+        nothing new lands while its files and documents go."""
+        access = self.access
+        snap = self._owned_session(session_id, uid)
+        try:
+            snap.reference.update({"deleting": True}, retry=access.retry, timeout=access.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+
+    def delete_session(self, session_id: str, uid: str, batch_size: int = 400) -> int:
+        """Every message, step and summary of the session, in batches; the session document
+        goes last, so an interrupted delete is finished by the next one. Returns the number
+        of documents deleted."""
+        access = self.access
+        snap = self._owned_session(session_id, uid)
+        session_ref = snap.reference
+        deleted = 0
+        try:
+            for step in session_ref.collection("steps").stream(
+                retry=access.retry, timeout=access.timeout
+            ):
+                messages = step.reference.collection("messages")
+                while True:
+                    docs = list(messages.limit(batch_size).stream(retry=access.retry))
+                    if not docs:
+                        break
+                    batch = access.db.batch()
+                    for doc in docs:
+                        batch.delete(doc.reference)
+                    batch.commit(retry=access.retry, timeout=access.timeout)
+                    deleted += len(docs)
+                step.reference.delete(retry=access.retry, timeout=access.timeout)
+                access.histories.drop((session_id, step.id))
+                deleted += 1
+            session_ref.delete(retry=access.retry, timeout=access.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        access.owners.pop(session_id, None)
+        access.session_states.pop(session_id, None)
+        return deleted + 1
+
+    def step_ids(self, session_id: str) -> list[str]:
+        try:
+            refs = self.access.session(session_id).collection("steps").list_documents()
+            return [ref.id for ref in refs]
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
