@@ -35,6 +35,7 @@ from .domain import (
     UnsupportedMedia,
 )
 from .logs import trace_from_headers
+from .session_ops import SessionOps
 from .turn import Chat
 
 log = logging.getLogger("workshop_chat.http")
@@ -95,9 +96,17 @@ def failure_error(failed: Failed) -> ChatError:
 class Api:
     """The function's request handler; everything it uses is handed in."""
 
-    def __init__(self, config: Config, chat: Chat, verifier: Verifier, app_check: AppCheck) -> None:
+    def __init__(
+        self,
+        config: Config,
+        chat: Chat,
+        ops: SessionOps,
+        verifier: Verifier,
+        app_check: AppCheck,
+    ) -> None:
         self.config = config
         self.chat = chat
+        self.ops = ops
         self.verifier = verifier
         self.app_check = app_check
 
@@ -183,7 +192,7 @@ class Api:
         uid = self.verifier.uid(request.headers.get("Authorization"))
         for value, name in ((session_id, "sessionId"), (step_id, "stepId"), (mid, "messageId")):
             protocol.check_id(value, name, self.config.max_id_chars)
-        data, ref = self.chat.file(session_id, step_id, mid, int(n), uid)
+        data, ref = self.ops.file(session_id, step_id, mid, int(n), uid)
         disposition = "inline" if ref.media_type.startswith("image/") else "attachment"
         quoted = urllib.parse.quote(ref.filename, safe="")
         headers = {
@@ -198,9 +207,9 @@ class Api:
         uid = self.verifier.uid(request.headers.get("Authorization"))
         protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
         if request.method == "DELETE":
-            deleted = self.chat.delete(session_id, uid)
+            deleted = self.ops.delete(session_id, uid)
             return json_response(200, {"sessionId": session_id, "deletedDocuments": deleted})
-        steps = self.chat.overview(session_id, uid)
+        steps = self.ops.overview(session_id, uid)
         return json_response(200, protocol.overview(session_id, steps))
 
     def _step_route(self, request: Request, session_id: str, step_id: str, what: str) -> Response:
@@ -208,17 +217,17 @@ class Api:
         protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
         protocol.check_id(step_id, "stepId", self.config.max_id_chars)
         if what == "stop":
-            stopped = self.chat.stop(session_id, step_id, uid)
+            stopped = self.ops.stop(session_id, step_id, uid)
             return json_response(200, {"stopped": stopped})
         if what == "stream":
-            events = self.chat.resume(session_id, step_id, uid)
+            events = self.ops.resume(session_id, step_id, uid)
             if events is None:
                 return Response(status=204)
             head, rest = _first_text(events)
             return Response(
                 protocol.encode_ui_stream(_chain(head, rest)), 200, protocol.UI_STREAM_HEADERS
             )
-        messages = self.chat.history(session_id, step_id, uid)
+        messages = self.ops.history(session_id, step_id, uid)
         base = _public_base(request)
 
         def file_url(message_id: str, n: int) -> str:

@@ -23,6 +23,7 @@ from .memory import Summaries, Workshop
 from .prompts import PromptError, check_all, system_prompt
 from .prompts import thinking_budget as prompt_thinking_budget
 from .reply import Limits
+from .session_ops import SessionOps
 from .turn import Chat, Settings, Stores
 
 log = logging.getLogger("workshop_chat")
@@ -83,7 +84,8 @@ def build(
     )
     chat = Chat(stores, model, workshop, checkpointer, settings)
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
-    return Api(config, chat, verifier, AppCheck(config.project, config.app_check))
+    app_check = AppCheck(config.project, config.app_check)
+    return Api(config, chat, SessionOps(chat, stores), verifier, app_check)
 
 
 def _attachments(config: Config, client: Any) -> Attachments:

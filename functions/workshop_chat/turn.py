@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import aio
@@ -28,7 +28,6 @@ from .domain import (
     Ending,
     Event,
     Failed,
-    FileRef,
     Finished,
     KeepAlive,
     Message,
@@ -45,7 +44,7 @@ from .domain import (
     metadata,
     reply_id_for,
 )
-from .memory import Workshop, workshop_place
+from .memory import Workshop
 from .reply import Limits, Reply, Request, drive
 
 log = logging.getLogger("workshop_chat.turn")
@@ -119,7 +118,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-_UNAVAILABLE = "storage is unavailable; try again"
+UNAVAILABLE = "storage is unavailable; try again"
 
 
 class Chat:
@@ -138,7 +137,6 @@ class Chat:
     ) -> None:
         self.attachments = stores.attachments
         self.store = stores.conversations
-        self.sessions = stores.sessions
         self.rate_limit = stores.rate_limit
         self.model = model
         self.workshop = workshop
@@ -158,7 +156,7 @@ class Chat:
                     uid, self.settings.rate_limit_per_minute, self.clock()
                 )
             except StoreUnavailable as exc:
-                raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+                raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
             if wait is not None:
                 raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
         fresh = False
@@ -168,7 +166,7 @@ class Chat:
                     conversation = self.store.open(turn.session_id, turn.step_id, uid, fresh)
                     events = self._decide(turn, conversation, trace)
             except StoreUnavailable as exc:
-                raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+                raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
             except (Conflict, NotFound):
                 # Refusals write nothing, so no precondition checked what this instance
                 # remembers: refuse only what a fresh read confirms.
@@ -181,124 +179,18 @@ class Chat:
             # Lost a race, or this instance's copy was stale: look again at what is stored.
         raise Unavailable("busy", "the conversation is busy; try again")
 
-    def history(self, session_id: str, step_id: str, uid: str) -> list[Message]:
-        """The stored messages, read fresh; a reply whose lease lapsed shows as interrupted."""
-        try:
-            conversation = self.store.open(session_id, step_id, uid, fresh=True)
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-        if not conversation.session_exists:
-            raise NotFound("not_found", "no such session")
-        return [
-            replace(m, status="interrupted") if m.lapsed else m
-            for m in conversation.messages
-            # A reply that failed before saying anything is not a message: the live client
-            # never showed it, and an empty assistant turn breaks clients that replay history.
-            if not (m.role == "assistant" and m.status == "error" and not m.text)
-        ]
-
-    def resume(self, session_id: str, step_id: str, uid: str) -> Iterator[Event] | None:
-        """The reply being generated in the step, from its beginning; None when there is none.
-
-        On the generating instance it comes from memory; elsewhere it follows the checkpoints.
-        """
-        try:
-            conversation = self._owned(session_id, step_id, uid)
-            local = self._local(session_id, step_id)
-            if local:
-                return local[-1].listen(self.settings.keepalive_seconds)
-            live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-        if not live:
-            return None
-        reply = live[-1]
-        user = conversation.get(reply.reply_to or "")
-        if user is None:  # this instance's copy predates the turn: read it
-            conversation = self.store.open(session_id, step_id, uid, fresh=True)
-            user = conversation.get(reply.reply_to or "")
-        if user is None:
-            return None
-        message = UserMessage(user.id, user.text, user.files)
-        return self._follow((session_id, step_id), conversation, message, reply, None)
-
-    def stop(self, session_id: str, step_id: str, uid: str) -> int:
-        """Stop the step's replies in flight, here or, through their documents, elsewhere."""
-        try:
-            self._owned(session_id, step_id, uid)
-            local = self._local(session_id, step_id, claimed=False)
-            if local:
-                stopped = [reply for reply in local if reply.stop()]
-                for reply in stopped:  # answer once it is stored as stopped (or failed to be)
-                    reply.wait_closed(self.settings.follow_seconds * 5 + 5)
-                return len(stopped)
-            live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
-            return sum(self.store.request_stop(session_id, step_id, m.id) for m in live)
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-
-    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
-        """The session's steps in workshop order, each with its outcome so far."""
-        try:
-            steps = self.sessions.overview(session_id, uid)
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-        return sorted(steps, key=lambda s: workshop_place(s["stepId"], s["startedAt"]))
-
-    def delete(self, session_id: str, uid: str) -> int:
-        """The whole session: it is marked as going (it reads as gone from then on), its
-        replies in flight are stopped, then every file and document goes. Each step may be
-        repeated, so a delete that failed half-way is finished by the owner's next one."""
-        try:
-            self.sessions.mark_deleting(session_id, uid)  # the owner's: else 404
-            with self._lock:
-                local = [r for (s, _, _), r in self._active.items() if s == session_id]
-            for reply in local:
-                reply.stop()
-            for step_id in self.sessions.step_ids(session_id):
-                for reply in self.store.streaming(session_id, step_id):
-                    if not reply.lapsed:
-                        self.store.request_stop(session_id, step_id, reply.id)
-            for reply in local:
-                reply.wait_closed(5)
-            if self.attachments is not None:
-                # Before the documents, so none is left naming a deleted file, and the delete
-                # can be tried again while the session document is there.
-                self.attachments.forget_session(session_id)
-            return self.sessions.delete_session(session_id, uid)
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-
-    def file(
-        self, session_id: str, step_id: str, message_id: str, n: int, uid: str
-    ) -> tuple[bytes, FileRef]:
-        """A stored file's bytes, for the owner of its session only."""
-        try:
-            conversation = self._owned(session_id, step_id, uid)
-            ref = _file_ref(conversation, message_id, n)
-            if ref is None:  # this instance's copy may predate the message, or its edit
-                conversation = self.store.open(session_id, step_id, uid, fresh=True)
-                ref = _file_ref(conversation, message_id, n)
-            data = self.attachments.read(ref) if ref and self.attachments else None
-        except StoreUnavailable as exc:
-            raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
-        if ref is None or data is None:
-            raise NotFound("not_found", "no such file")
-        return data, ref
-
-    def _owned(self, session_id: str, step_id: str, uid: str) -> Any:
-        conversation = self.store.open(session_id, step_id, uid)
-        if not conversation.session_exists:
-            raise NotFound("not_found", "no such session")
-        return conversation
-
-    def _local(self, session_id: str, step_id: str, claimed: bool = True) -> list[Reply]:
-        """This instance's replies in the step (a stop also takes one still claiming)."""
+    def local(
+        self, session_id: str, step_id: str | None = None, claimed: bool = True
+    ) -> list[Reply]:
+        """This instance's replies in the step, or in the whole session (a stop also takes one
+        still claiming)."""
         with self._lock:
             return [
                 reply
                 for (s, t, _), reply in self._active.items()
-                if s == session_id and t == step_id and (reply.claim is not None or not claimed)
+                if s == session_id
+                and step_id in (None, t)
+                and (reply.claim is not None or not claimed)
             ]
 
     def checkpoint_all(self) -> int:
@@ -355,7 +247,7 @@ class Chat:
             # Nothing usable, or its instance died: answering it again is the retry.
             return self._generate(key, conversation, user, "resume", trace, reply)
         if reply.status == "streaming":
-            return self._follow(key, conversation, user, reply, trace)
+            return self.follow(key, conversation, user, reply, trace)
         return iter(_replay(reply))
 
     def _join(self, reply: Reply) -> Iterator[Event] | None:
@@ -402,7 +294,7 @@ class Chat:
                 kept = {f.path for f in user.files}
                 old = stored.files if stored is not None else ()
                 superseded = tuple(f.path for f in old if f.path not in kept)
-            contents, files = self._contents(conversation, user)
+            contents, files = model_contents(conversation, user, self.settings.history_max_chars)
             parts = self.attachments.for_model(files) if self.attachments else {}
         except BaseException:
             reply.abandon()
@@ -448,7 +340,7 @@ class Chat:
         if reply.stored:  # the step's history changed: its outcome follows
             self.workshop.after_reply(slot[0], slot[1])
 
-    def _follow(
+    def follow(
         self,
         key: tuple[str, str],
         conversation: Any,
@@ -501,7 +393,7 @@ class Chat:
                 fresh = self.store.reply(key[0], key[1], reply.id)
             except StoreUnavailable as exc:
                 if not started:
-                    raise Unavailable("storage_unavailable", _UNAVAILABLE) from exc
+                    raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
                 yield Failed(CUT_TEXT, cause="storage")
                 return
             if fresh is None:
@@ -511,41 +403,37 @@ class Chat:
             reply = fresh
             yield KeepAlive()
 
-    def _contents(
-        self, conversation: Any, user: UserMessage
-    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
-        """Stored history before the user message, newest kept within the budget; and the
-        files of each of those contents."""
-        history: list[tuple[str, str, tuple[Any, ...]]] = []
-        for message in conversation.messages:
-            if message.id == user.id:
-                break
-            if message.role == "user" and (message.text.strip() or message.files):
-                history.append(("user", message.text, message.files))
-            elif (
-                message.role == "assistant"
-                and message.text.strip()
-                and message.status in ("complete", "streaming", "stopped")
-                and message.finish_reason != "content-filter"
-            ):
-                history.append(("model", message.text, ()))
-        budget = self.settings.history_max_chars - len(user.text)
-        kept: list[tuple[str, str, tuple[Any, ...]]] = []
-        for item in reversed(history):
-            budget -= len(item[1])
-            if budget < 0:
-                break
-            kept.append(item)
-        kept.reverse()
-        while kept and kept[0][0] != "user":
-            kept.pop(0)
-        kept.append(("user", user.text, user.files))
-        return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
 
-
-def _file_ref(conversation: Any, message_id: str, n: int) -> FileRef | None:
-    message = conversation.get(message_id)
-    return next((f for f in (message.files if message else ()) if f.n == n), None)
+def model_contents(
+    conversation: Any, user: UserMessage, max_chars: int
+) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+    """Stored history before the user message, newest kept within `max_chars`; and the files
+    of each of those contents."""
+    history: list[tuple[str, str, tuple[Any, ...]]] = []
+    for message in conversation.messages:
+        if message.id == user.id:
+            break
+        if message.role == "user" and (message.text.strip() or message.files):
+            history.append(("user", message.text, message.files))
+        elif (
+            message.role == "assistant"
+            and message.text.strip()
+            and message.status in ("complete", "streaming", "stopped")
+            and message.finish_reason != "content-filter"
+        ):
+            history.append(("model", message.text, ()))
+    budget = max_chars - len(user.text)
+    kept: list[tuple[str, str, tuple[Any, ...]]] = []
+    for item in reversed(history):
+        budget -= len(item[1])
+        if budget < 0:
+            break
+        kept.append(item)
+    kept.reverse()
+    while kept and kept[0][0] != "user":
+        kept.pop(0)
+    kept.append(("user", user.text, user.files))
+    return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
 
 
 def _replay(reply: Message) -> list[Event]:

@@ -13,6 +13,7 @@ from workshop_chat.checkpoints import Cadence, Checkpointer
 from workshop_chat.domain import Event, Turn, UserMessage
 from workshop_chat.memory import Workshop
 from workshop_chat.reply import Limits
+from workshop_chat.session_ops import SessionOps
 from workshop_chat.turn import Chat, Settings, Stores
 
 
@@ -47,6 +48,11 @@ def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Chat]:
 @pytest.fixture
 def chat(make_chat: Callable[..., Chat]) -> Chat:
     return make_chat()
+
+
+@pytest.fixture
+def ops(chat: Chat, store: MemoryStore) -> SessionOps:
+    return SessionOps(chat, Stores(store, store, store))
 
 
 def turn(text: str = "Hello", mid: str = "m1", **extra: Any) -> Turn:

@@ -174,28 +174,28 @@ def _wait_text(reply: Reply, text: str) -> None:
 # --- Stop -----------------------------------------------------------------------------------
 
 
-def test_stop_keeps_the_text_so_far_closes_the_model_and_stores_stopped(chat, store, model):
+def test_stop_keeps_the_text_so_far_closes_the_model_and_stores_stopped(chat, ops, store, model):
     listener = start(chat, model)
     model.send("so far")
     _wait_text(reply_of(chat), "so far")
-    assert chat.stop("s1", "define", "alice") == 1
+    assert ops.stop("s1", "define", "alice") == 1
     events = listener.join()
     assert texts(events) == "so far"
     assert isinstance(events[-1], Finished) and events[-1].metadata["status"] == "stopped"
     stored = store.doc("s1", "define", "m1~reply")
     assert (stored.status, stored.text) == ("stopped", "so far")
     assert model.wait_closed(1) == 1
-    assert chat.stop("s1", "define", "alice") == 0  # nothing in flight: nothing written
+    assert ops.stop("s1", "define", "alice") == 0  # nothing in flight: nothing written
     assert len([w for batch in store.batches for w in batch]) == 1
 
 
-def test_stop_racing_finish_ends_the_reply_once_whichever_came_first(chat, store, model):
+def test_stop_racing_finish_ends_the_reply_once_whichever_came_first(chat, ops, store, model):
     listener = start(chat, model)
     model.send("whole")
     reply = reply_of(chat)
     _wait_text(reply, "whole")
     model.finish()
-    stopped = chat.stop("s1", "define", "alice")
+    stopped = ops.stop("s1", "define", "alice")
     events = listener.join()
     assert len(ends(events)) == 1
     stored = store.doc("s1", "define", "m1~reply")
@@ -203,7 +203,7 @@ def test_stop_racing_finish_ends_the_reply_once_whichever_came_first(chat, store
     assert stored.text == texts(events) == "whole"
 
 
-def test_stop_racing_regenerate_stops_only_the_generation_it_found(chat, store, model):
+def test_stop_racing_regenerate_stops_only_the_generation_it_found(chat, ops, store, model):
     first = start(chat, model)
     model.send("old")
     old = reply_of(chat)
@@ -211,7 +211,7 @@ def test_stop_racing_regenerate_stops_only_the_generation_it_found(chat, store, 
     regenerate = Listener(chat, turn(trigger="regenerate-message", target_id="m1~reply"))
     model.wait_call()
     assert first.join()[-1].cause == "replaced"
-    assert chat.stop("s1", "define", "alice") == 1  # the new generation
+    assert ops.stop("s1", "define", "alice") == 1  # the new generation
     events = regenerate.join()
     assert isinstance(events[-1], Finished) and events[-1].metadata["status"] == "stopped"
     assert store.doc("s1", "define", "m1~reply").status == "stopped"
@@ -245,13 +245,13 @@ def test_a_stop_asked_on_another_instance_reaches_the_generation_through_its_doc
     assert model.wait_closed(1) == 1
 
 
-def test_stop_on_a_session_of_another_user_is_not_found(chat, store, model):
+def test_stop_on_a_session_of_another_user_is_not_found(chat, ops, store, model):
     import pytest
 
     from workshop_chat.domain import NotFound
 
     listener = start(chat, model)
     with pytest.raises(NotFound):
-        chat.stop("s1", "define", "mallory")
+        ops.stop("s1", "define", "mallory")
     model.finish()
     assert isinstance(listener.join()[-1], Finished)

@@ -180,46 +180,46 @@ def test_regenerate_on_the_same_instance_replaces_the_generation_in_flight(chat,
     assert model.wait_closed(2) == 2
 
 
-def test_history_reports_a_lapsed_reply_as_interrupted(chat, store):
+def test_history_reports_a_lapsed_reply_as_interrupted(chat, ops, store):
     store.begin(
         chat.store.open("s1", "define", "alice"), turn().user, "m1~reply", "new", store.now, None
     )
-    assert [m.status for m in chat.history("s1", "define", "alice")] == ["complete", "streaming"]
+    assert [m.status for m in ops.history("s1", "define", "alice")] == ["complete", "streaming"]
     store.now += store.lease_seconds + 1
-    assert [m.status for m in chat.history("s1", "define", "alice")] == ["complete", "interrupted"]
+    assert [m.status for m in ops.history("s1", "define", "alice")] == ["complete", "interrupted"]
 
 
-def test_store_errors_surface_as_unavailable_on_history(chat, store):
+def test_store_errors_surface_as_unavailable_on_history(chat, ops, store):
     store.unavailable = True
     with pytest.raises(Unavailable):
-        chat.history("s1", "define", "alice")
+        ops.history("s1", "define", "alice")
     with pytest.raises(StoreUnavailable):
         store.reply("s1", "define", "x")
 
 
 def test_resume_on_the_generating_instance_replays_from_the_start_then_goes_live(
-    chat, store, model
+    chat, ops, store, model
 ):
     listener = Listener(chat, turn())
     model.wait_call()
     model.send("first ")
     while not listener.events:
         threading.Event().wait(0.01)
-    resumed = chat.resume("s1", "define", "alice")
+    resumed = ops.resume("s1", "define", "alice")
     model.send("second")
     model.finish()
     events = list(resumed)
     assert events[0] == listener.join()[0]  # the same start, the same messageId
     assert texts(events) == "first second" == texts(listener.events)
-    assert chat.resume("s1", "define", "alice") is None  # settled: nothing to resume
+    assert ops.resume("s1", "define", "alice") is None  # settled: nothing to resume
 
 
-def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, store, model):
+def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, ops, store, model):
     from workshop_chat.domain import NotFound
 
     listener = Listener(chat, turn())
     model.wait_call()
     with pytest.raises(NotFound):
-        chat.resume("s1", "define", "mallory")
+        ops.resume("s1", "define", "mallory")
     model.finish()
     listener.join()
