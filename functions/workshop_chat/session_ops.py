@@ -50,15 +50,15 @@ class SessionOps:
             if local:
                 return local[-1].listen(self.chat.settings.keepalive_seconds)
             live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
+            if not live:
+                return None
+            reply = live[-1]
+            user = conversation.get(reply.reply_to or "")
+            if user is None:  # this instance's copy predates the turn: read it
+                conversation = self.store.open(session_id, step_id, uid, fresh=True)
+                user = conversation.get(reply.reply_to or "")
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
-        if not live:
-            return None
-        reply = live[-1]
-        user = conversation.get(reply.reply_to or "")
-        if user is None:  # this instance's copy predates the turn: read it
-            conversation = self.store.open(session_id, step_id, uid, fresh=True)
-            user = conversation.get(reply.reply_to or "")
         if user is None:
             return None
         message = UserMessage(user.id, user.text, user.files)
