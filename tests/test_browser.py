@@ -402,9 +402,10 @@ def drawn_images(page: Any, selector: str) -> list[dict[str, Any]]:
 
 # Pastes a file into the message box as a browser does when an image is on the clipboard.
 PASTE_FILE_JS = """
-([name, type, bytes]) => {
+([name, type, bytes, text]) => {
   const data = new DataTransfer();
   data.items.add(new File([new Uint8Array(bytes)], name, { type }));
+  if (text) data.setData("text/plain", text);
   const input = document.querySelector("[data-testid=message-input]");
   input.focus();
   const paste = new ClipboardEvent("paste", {
@@ -890,7 +891,12 @@ def test_a_pasted_image_is_sent_without_text(page: Any, stack: Stack) -> None:
     sketch = png_bytes(10, 12, (30, 120, 220))
     open_chat(page, stack, session, "prototype")
 
-    assert page.evaluate(PASTE_FILE_JS, ["image.png", "image/png", list(sketch)])
+    # Cells copied from a spreadsheet come with a picture of them: the text is what was meant.
+    cells = ["image.png", "image/png", list(sketch), "Persona\tNeed"]
+    assert not page.evaluate(PASTE_FILE_JS, cells), "the text paste goes ahead"
+    assert not page.get_by_test_id("attachment").count()
+
+    assert page.evaluate(PASTE_FILE_JS, ["image.png", "image/png", list(sketch), ""])
     page.locator("[data-testid=attachment][data-ready=true]").wait_for()
     assert drawn_images(page, "[data-testid=attachment] img") == [{"scheme": "data", "width": 10}]
     assert page.get_by_test_id("message-input").input_value() == ""
@@ -953,7 +959,17 @@ def test_files_the_function_would_refuse_are_not_sent(page: Any, stack: Stack) -
     assert answer.value.json()["error"]["code"] == "file_content_mismatch"
     assert wait_ready(page) == "error"
     assert "(file_content_mismatch)" in page.get_by_test_id("error-text").inner_text()
-    assert not page.get_by_test_id("retry").count(), "a retry would go without the file"
+    assert not page.get_by_test_id("retry").count(), "it would only be refused again"
+    # The refused message goes back into the composer, text and file, to be fixed.
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=message-input]').value"
+        " === 'Is this our prototype?'"
+    )
+    assert messages(page) == []
+    assert page.get_by_test_id("attachment").count() == 1
+    assert page.get_by_test_id("attachment").get_attribute("data-name") == "fake.png"
+    assert page.get_by_test_id("attachment").get_attribute("data-ready") == "true"
+    assert page.get_by_test_id("send").is_enabled()
     authorization = reload_and_capture_token(page)
     page.get_by_test_id("empty").wait_for()
     assert status_of(stack, f"/sessions/{session}/steps/define/messages", authorization)[0] == 404

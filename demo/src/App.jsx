@@ -28,6 +28,17 @@ function writeLocation({ session, step }) {
   window.history.replaceState(null, "", url);
 }
 
+/** The one message a request carries. A regenerate answers the stored message, so its files
+ * go without their bytes (they may still be data: URLs of megabytes). */
+function lastMessage(messages, trigger) {
+  const last = messages.at(-1);
+  if (trigger !== "regenerate-message" || !last) return last;
+  const parts = last.parts.map((part) =>
+    part.type === "file" ? { type: "file", mediaType: part.mediaType, filename: part.filename } : part,
+  );
+  return { ...last, parts };
+}
+
 export default function App() {
   const [place, setPlace] = useState(readLocation);
   const [draftSession, setDraftSession] = useState(place.session);
@@ -202,7 +213,7 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
         // still hold the data: URLs of files just sent, megabytes the function would refuse.
         prepareSendMessagesRequest: ({ id, messages, body, headers, trigger, messageId }) => ({
           headers,
-          body: { ...body, id, message: messages.at(-1), trigger, messageId },
+          body: { ...body, id, message: lastMessage(messages, trigger), trigger, messageId },
         }),
         // On mount (resume below) useChat asks the step's stream route for the reply in flight:
         // 204 when there is none, else the reply from its start under its stored id, so the
@@ -300,8 +311,18 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
 
   const shownError = error ?? loadError;
   // A message the function refused as it is (400, 413, 415: a bad file, say) would only be
-  // refused again, and a retry, being a regenerate, would not even carry its files.
-  const retryable = error && last?.role === "user" && ![400, 413, 415].includes(error.statusCode);
+  // refused again: it goes back into the composer, text and files, to be fixed. Anything else
+  // (busy, a lost connection) may be retried as it is.
+  const refused = [400, 413, 415].includes(error?.statusCode);
+  const retryable = error && last?.role === "user" && !refused;
+  const restoredFor = useRef(null);
+  useEffect(() => {
+    if (!refused || restoredFor.current === error || last?.role !== "user") return;
+    restoredFor.current = error; // once per refusal
+    setMessages((shown) => shown.slice(0, -1));
+    setInput(last.parts.filter((part) => part.type === "text").map((part) => part.text).join(""));
+    attachments.restore(last.parts);
+  });
 
   return (
     <main className="chat" data-testid="chat" data-status={status}>
@@ -354,7 +375,9 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
               data-testid="retry"
               onClick={() => {
                 clearError();
-                regenerate(); // answers the last user message again (no messageId)
+                // Sent again as it is: the function answers it whether or not it was stored
+                // (a regenerate would need it stored).
+                sendMessage({ parts: last.parts, messageId: last.id });
               }}
             >
               Retry

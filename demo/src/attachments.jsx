@@ -111,12 +111,26 @@ export function useAttachments() {
       setProblem(null);
     },
     dismiss: () => setProblem(null),
-    // Pasted images become attachments; pasted text stays text.
+    // Pasted images become attachments; pasted text stays text (spreadsheets and slides put a
+    // picture of the copied text beside it on the clipboard: the text is what was meant).
     paste: (event) => {
       const files = [...event.clipboardData.files];
-      if (files.length === 0) return;
+      if (files.length === 0 || event.clipboardData.getData("text/plain")) return;
       event.preventDefault();
       add(files);
+    },
+    // A refused message's files, back in the tray to be fixed and sent again.
+    restore: (parts) => {
+      const restored = parts
+        .filter((part) => part.type === "file" && part.url?.startsWith("data:"))
+        .map((part) => ({
+          id: ++lastId,
+          name: part.filename || "file",
+          mediaType: part.mediaType,
+          size: Math.floor((part.url.length - part.url.indexOf(",") - 1) * 0.75),
+          url: part.url,
+        }));
+      setItems(restored);
     },
     parts: () =>
       items.map(({ mediaType, name, url }) => ({ type: "file", mediaType, filename: name, url })),
@@ -133,7 +147,7 @@ export function AttachButton({ attachments }) {
         type="file"
         multiple
         hidden
-        accept={FILE_TYPES.join(",")}
+        accept={[...FILE_TYPES, ".heic", ".heif"].join(",")}
         data-testid="file-input"
         onChange={(event) => {
           attachments.add([...event.target.files]);

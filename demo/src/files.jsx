@@ -35,14 +35,15 @@ function useShownUrl(url) {
 
 /** Save a file under its name; the file route's bytes come through an authenticated fetch. */
 async function saveFile(url, name) {
-  const blob = url.startsWith("data:") ? null : await fetchFile(url);
-  const href = blob ? URL.createObjectURL(blob) : url;
+  // A just-sent file's data: URL becomes a blob too: long data: links may fail to download.
+  const blob = url.startsWith("data:") ? await (await fetch(url)).blob() : await fetchFile(url);
+  const href = URL.createObjectURL(blob);
   const link = Object.assign(document.createElement("a"), { href, download: name });
   document.body.append(link);
   link.click();
   link.remove();
   // The download has taken its bytes by then; the URL only holds memory.
-  if (blob) setTimeout(() => URL.revokeObjectURL(href), 10_000);
+  setTimeout(() => URL.revokeObjectURL(href), 10_000);
 }
 
 function FileImage({ url, name }) {
