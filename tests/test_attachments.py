@@ -429,6 +429,10 @@ def test_an_edit_or_regenerate_deletes_the_later_messages_files(
         "trigger": "regenerate-message",
         "messageId": "m2~reply",
     }
+    # As the demo sends it: the stored message's file named, its bytes left behind.
+    regenerate["messages"][-1]["parts"].append(
+        {"type": "file", "mediaType": "application/pdf", "filename": "p.pdf"}
+    )
     assert sse_chunks(client.post("/", json=regenerate).data)[-1] == "[DONE]"
     kept = [obj("m1", 0, PNG), obj("m2", 0, PDF)]
     assert settled(storage_client, kept) == sorted(kept)
