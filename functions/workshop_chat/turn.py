@@ -284,10 +284,16 @@ class Chat:
         if joined is not None:
             return self._join(joined)
         superseded: tuple[str, ...] = ()
+        upload: UserMessage | None = None
         try:
             if mode in ("new", "edit") and user.files:
-                # Uploaded before the claim's commit names them (and before Vertex reads them).
-                user = self._attachments().store(key, user)
+                # Uploaded before the claim's commit names them: before the model is asked on
+                # Vertex AI, which reads them; else while the model starts on its inline copy.
+                attachments = self._attachments()
+                if attachments.model_reads_bucket:
+                    user = attachments.store(key, user)
+                else:
+                    upload, user = user, attachments.name(key, user)
             if mode == "edit":
                 # The edited message's old objects go once the edit is stored.
                 stored = conversation.get(user.id)
@@ -308,9 +314,11 @@ class Chat:
             drive(reply, self.model, request, self.settings.limits, where, trace)
         )
         try:
+            if upload is not None:
+                self._attachments().upload(key, upload)
             claim = self.store.begin(conversation, user, reply_id, mode, self.clock(), seen_reply)
-        except (StoreUnavailable, ChatError):
-            reply.abandon()
+        except BaseException:
+            reply.abandon()  # the model call is cancelled, and nothing was written
             raise
         if claim is None:
             reply.abandon()

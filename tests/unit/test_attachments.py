@@ -115,3 +115,16 @@ def test_a_re_stored_message_writes_nothing_new() -> None:
     assert first == again and len(bucket.objects) == 2
     assert [r.n for r in first] == [0, 1]
     assert first[0].path.startswith("sessions/s1/steps/empathize/messages/m1/0-")
+
+
+def test_naming_a_message_s_files_asks_nothing_of_the_bucket_and_uploading_stores_them() -> None:
+    bucket = Bucket()
+    attachments = Attachments(bucket, FileSettings())
+    user = UserMessage("m1", "x", (part(b"wall", 0),))
+    (ref,) = attachments.name(("s1", "empathize"), user).files
+    assert bucket.objects == {} and bucket.downloads == 0
+    assert attachments.for_model([(ref,)]) == {0: [inline(b"wall")]}  # from memory
+    attachments.upload(("s1", "empathize"), user)
+    assert bucket.objects == {ref.path: (b"wall", "image/png")}
+    assert not attachments.model_reads_bucket
+    assert Attachments(bucket, FileSettings(vertex_bucket="b")).model_reads_bucket
