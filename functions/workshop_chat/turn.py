@@ -23,7 +23,6 @@ from .domain import (
     CUT_TEXT,
     REPLACED_TEXT,
     BadRequest,
-    ChatError,
     Conflict,
     Ending,
     Event,
