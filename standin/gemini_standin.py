@@ -213,6 +213,7 @@ def contents_problem(body: Any, vertex: bool = False) -> str | None:
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         return "* GenerateContentRequest.contents: contents is not specified\n"
+    inline = 0
     for i, content in enumerate(contents):
         where = f"GenerateContentRequest.contents[{i}]"
         if not isinstance(content, dict):
@@ -228,64 +229,54 @@ def contents_problem(body: Any, vertex: bool = False) -> str | None:
                     f"* {where}.parts[{j}]: contents.parts must not be empty: "
                     "required oneof field 'data' must have one initialized field\n"
                 )
-            problem = file_problem(part, f"{where}.parts[{j}]", vertex)
-            if problem:
-                return problem
-    inline = sum(len(f["data"]) for f in attached(contents) if "data" in f)
+            try:
+                found = file_of(part, f"{where}.parts[{j}]", vertex)
+            except FileProblem as problem:
+                return str(problem)
+            inline += len(found.get("data", b"")) if found else 0
     if inline > MAX_INLINE_BYTES:
         return f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes."
     return None
 
 
-def file_problem(part: dict[str, Any], where: str, vertex: bool) -> str | None:
-    """Gemini's complaint about a file part: inline bytes must be base64 with a type, and a
-    `fileData` part on Vertex AI names a Cloud Storage object."""
+class FileProblem(ValueError):
+    """Gemini's complaint about a file part."""
+
+
+def file_of(part: dict[str, Any], where: str, vertex: bool) -> dict[str, Any] | None:
+    """A part's file: its type, and its decoded bytes or its object's URI; None when the part
+    is no file. Inline bytes must be base64 with a type, and a `fileData` part on Vertex AI
+    names a Cloud Storage object (Gemini reads snake_case and lowerCamel names alike)."""
     inline = part.get("inlineData", part.get("inline_data"))
     if inline is not None:
         mime = inline.get("mimeType", inline.get("mime_type")) if isinstance(inline, dict) else None
         if not mime:
-            return f"* {where}.inline_data.mime_type: required field is not set\n"
+            raise FileProblem(f"* {where}.inline_data.mime_type: required field is not set\n")
         try:
-            base64.b64decode(inline.get("data") or "", validate=True)
+            data = base64.b64decode(inline.get("data") or "", validate=True)
         except (ValueError, TypeError):
             field = f"'{where}.inline_data.data' (TYPE_BYTES)"
-            return f"Invalid value at {field}, Base64 decoding failed"
-    data = part.get("fileData", part.get("file_data"))
-    if data is not None:
-        uri = data.get("fileUri", data.get("file_uri")) if isinstance(data, dict) else None
+            raise FileProblem(f"Invalid value at {field}, Base64 decoding failed") from None
+        return {"mimeType": mime, "data": data}
+    linked = part.get("fileData", part.get("file_data"))
+    if linked is not None:
+        uri = linked.get("fileUri", linked.get("file_uri")) if isinstance(linked, dict) else None
         if not uri or (vertex and not str(uri).startswith("gs://")):
-            return f"* {where}.file_data.file_uri: a Cloud Storage URI (gs://) is required\n"
+            raise FileProblem(
+                f"* {where}.file_data.file_uri: a Cloud Storage URI (gs://) is required\n"
+            )
+        return {"mimeType": linked.get("mimeType", linked.get("mime_type")), "uri": uri}
     return None
 
 
-def attached(contents: list[Any]) -> list[dict[str, Any]]:
-    """The files of the given contents: the type, and the decoded bytes or the object's URI."""
-    found: list[dict[str, Any]] = []
-    for content in contents:
-        for part in content.get("parts") or []:
-            inline = part.get("inlineData", part.get("inline_data"))
-            data = part.get("fileData", part.get("file_data"))
-            if isinstance(inline, dict):
-                found.append(
-                    {
-                        "mimeType": inline.get("mimeType", inline.get("mime_type")),
-                        "data": base64.b64decode(inline.get("data") or ""),
-                    }
-                )
-            elif isinstance(data, dict):
-                found.append(
-                    {
-                        "mimeType": data.get("mimeType", data.get("mime_type")),
-                        "uri": data.get("fileUri", data.get("file_uri")),
-                    }
-                )
-    return found
-
-
-def describe(files: list[dict[str, Any]]) -> str:
-    """What the echo says it saw, so a test can tell the model got each file whole."""
+def describe(content: dict[str, Any] | None, vertex: bool) -> str:
+    """What the echo says it saw of a content's files, so a test can tell the model got each
+    file whole."""
     seen = []
-    for f in files:
+    for part in content["parts"] if content else ():
+        f = file_of(part, "", vertex)
+        if f is None:
+            continue
         if "data" in f:
             digest = hashlib.sha256(f["data"]).hexdigest()[:12]
             seen.append(f"[{f['mimeType']}, {len(f['data'])} bytes, sha256 {digest}]")
@@ -470,7 +461,8 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         )
     if not is_json:
         return gemini_error(400, "Invalid JSON payload received.")
-    problem = contents_problem(body, vertex=route["vertex"] is not None)
+    vertex = route["vertex"] is not None
+    problem = contents_problem(body, vertex)
     if problem:
         return gemini_error(400, problem)
 
@@ -503,7 +495,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         model=route["model"],
         response_id=f"standin-{state.replies:06d}",
         prompt_chars=sum(len(text_of(c)) for c in contents),
-        text=f"Echo: {text}{filler}{describe(attached(users[-1:]))}",
+        text=f"Echo: {text}{filler}{describe(users[-1] if users else None, vertex)}",
         knobs=knobs,
         thoughts=include_thoughts is True,
         grounding=any(

@@ -74,22 +74,18 @@ class Attachments:
         bytes, so nothing is asked of the bucket); the bytes are kept for the model."""
         refs = []
         for part in user.files:
-            n = part.index
-            path = object_path(key[0], key[1], user.id, n, part.sha256)
+            path = object_path(key[0], key[1], user.id, part.index, part.sha256)
             self._bytes.put(part.sha256, part.data)
-            refs.append(FileRef(n, part.media_type, part.filename, part.size, part.sha256, path))
+            refs.append(
+                FileRef(part.index, part.media_type, part.filename, part.size, part.sha256, path)
+            )
         return replace(user, files=tuple(refs))
 
-    def upload(self, key: tuple[str, str], user: UserMessage) -> None:
-        """Store the new message's files where `name` says. The same bytes at the same path are
-        not uploaded again, so a re-sent message changes nothing in the bucket."""
-        for part, ref in zip(user.files, self.name(key, user).files, strict=True):
+    def upload(self, new: UserMessage, named: UserMessage) -> None:
+        """Store the new message's files where `name` put them. The same bytes at the same
+        path are not uploaded again, so a re-sent message changes nothing in the bucket."""
+        for part, ref in zip(new.files, named.files, strict=True):
             self.files.put(ref.path, part.data, part.media_type, part.sha256)
-
-    def store(self, key: tuple[str, str], user: UserMessage) -> UserMessage:
-        """Upload the message's new files; the message then names them."""
-        self.upload(key, user)
-        return self.name(key, user)
 
     def for_model(self, files: list[tuple[FileRef, ...]]) -> dict[int, list[dict[str, Any]]]:
         """Gemini parts for each content's files, newest first within the byte budget.

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .file_parts import DEFAULT_LIMITS as DEFAULT_FILE_LIMITS
-from .file_parts import DEFAULT_TYPES, MIB, FileLimits
+from .file_parts import DEFAULT_TYPES, FILE_PART_ROOM, MIB, FileLimits
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 # Gemini's thresholds for the four harm categories (google-genai's HarmBlockThreshold names).
@@ -91,7 +91,7 @@ class Config:
         third more), with their JSON."""
         limits = self.file_limits
         base64 = -(-limits.max_total_bytes * 4 // 3)
-        return self.max_request_bytes + base64 + limits.max_files * 1024
+        return self.max_request_bytes + base64 + limits.max_files * FILE_PART_ROOM
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

@@ -20,12 +20,15 @@ def seconds(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else 0.0
 
 
-def text(parts: Any) -> str:
+def _of_type(parts: Any, kind: str) -> list[dict[str, Any]]:
+    """A stored message's parts of one type; anything malformed is no part."""
     if not isinstance(parts, list):
-        return ""
-    return "".join(
-        p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
-    )
+        return []
+    return [p for p in parts if isinstance(p, dict) and p.get("type") == kind]
+
+
+def text(parts: Any) -> str:
+    return "".join(p.get("text", "") for p in _of_type(parts, "text"))
 
 
 def parts(text: str, reasoning: str = "", sources: tuple[Source, ...] = ()) -> list[dict[str, str]]:
@@ -60,8 +63,6 @@ def user_parts(user: UserMessage) -> list[dict[str, Any]]:
 
 
 def _file_refs(parts: Any) -> tuple[FileRef, ...]:
-    if not isinstance(parts, list):
-        return ()
     return tuple(
         FileRef(
             int(p.get("n", 0)),
@@ -71,26 +72,15 @@ def _file_refs(parts: Any) -> tuple[FileRef, ...]:
             str(p.get("sha256", "")),
             str(p.get("path", "")),
         )
-        for p in parts
-        if isinstance(p, dict) and p.get("type") == "file" and p.get("path")
-    )
-
-
-def _reasoning(parts: Any) -> str:
-    if not isinstance(parts, list):
-        return ""
-    return "".join(
-        p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "reasoning"
+        for p in _of_type(parts, "file")
+        if p.get("path")
     )
 
 
 def _sources(parts: Any) -> tuple[Source, ...]:
-    if not isinstance(parts, list):
-        return ()
     return tuple(
         Source(str(p.get("sourceId", "")), str(p.get("url", "")), p.get("title"))
-        for p in parts
-        if isinstance(p, dict) and p.get("type") == "source-url"
+        for p in _of_type(parts, "source-url")
     )
 
 
@@ -107,7 +97,7 @@ def message(snap: Any, lease_seconds: float) -> Message:
         id=snap.id,
         role=data.get("role", "user"),
         text=text(data.get("parts")),
-        reasoning=_reasoning(data.get("parts")),
+        reasoning="".join(p.get("text", "") for p in _of_type(data.get("parts"), "reasoning")),
         sources=_sources(data.get("parts")),
         files=_file_refs(data.get("parts")),
         status=status,

@@ -28,6 +28,8 @@ DEFAULT_TYPES = (
     "text/plain",
 )
 MAX_FILENAME_CHARS = 120
+# What a file part of a request may take beside its data: URL: its keys, type and name.
+FILE_PART_ROOM = 1024
 _EXTENSIONS = {"image/jpeg": ".jpg", "application/pdf": ".pdf", "text/plain": ".txt"}
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _MAX_HEADER = 256  # "data:<type>;<params>;base64" is short; a longer head is not a file

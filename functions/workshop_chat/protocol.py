@@ -27,7 +27,7 @@ from .domain import (
     UserMessage,
     iso_time,
 )
-from .file_parts import FileLimits, parse_files
+from .file_parts import FILE_PART_ROOM, FileLimits, parse_files
 
 # A conservative id alphabet: every AI SDK id generator (nanoid, uuid, "id-0") fits it, and it
 # keeps ids clear of Firestore's reserved forms (`/`, `.`, `..`, `__x__`).
@@ -104,10 +104,6 @@ def parse_turn(
         # A photo of the wall may come alone; a regenerate answers the stored message.
         raise BadRequest("empty_message", "the message has no text and no file")
     return Turn(session_id, step_id, user, trigger, target)
-
-
-# What a file part may add beside its URL: its keys, type and name.
-FILE_PART_ROOM = 1024
 
 
 def last_message(body: Any) -> Any:

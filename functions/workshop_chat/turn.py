@@ -283,16 +283,16 @@ class Chat:
         if joined is not None:
             return self._join(joined)
         superseded: tuple[str, ...] = ()
-        upload: UserMessage | None = None
+        unsent: UserMessage | None = None  # a new message whose files are still to upload
         try:
             if mode in ("new", "edit") and user.files:
                 # Uploaded before the claim's commit names them: before the model is asked on
                 # Vertex AI, which reads them; else while the model starts on its inline copy.
                 attachments = self._attachments()
+                unsent, user = user, attachments.name(key, user)
                 if attachments.model_reads_bucket:
-                    user = attachments.store(key, user)
-                else:
-                    upload, user = user, attachments.name(key, user)
+                    attachments.upload(unsent, user)
+                    unsent = None
             if mode == "edit":
                 # The edited message's old objects go once the edit is stored.
                 stored = conversation.get(user.id)
@@ -313,8 +313,8 @@ class Chat:
             drive(reply, self.model, request, self.settings.limits, where, trace)
         )
         try:
-            if upload is not None:
-                self._attachments().upload(key, upload)
+            if unsent is not None:
+                self._attachments().upload(unsent, user)
             claim = self.store.begin(conversation, user, reply_id, mode, self.clock(), seen_reply)
         except BaseException:
             reply.abandon()  # the model call is cancelled, and nothing was written
@@ -329,10 +329,9 @@ class Chat:
             old.end(Ending("error", "error", failure=Failed(REPLACED_TEXT)), write=False)
         self.checkpointer.track(reply)
         reply.claimed(claim, self.checkpointer)
-        removed = tuple(getattr(claim, "removed", ()))
-        if self.attachments is not None and (removed or superseded):
+        if self.attachments is not None and (claim.removed or superseded):
             forget = self.attachments.forget
-            aio.spawn(asyncio.to_thread(forget, key, removed, superseded))
+            aio.spawn(asyncio.to_thread(forget, key, claim.removed, superseded))
         return reply.listen(self.settings.keepalive_seconds)
 
     def _attachments(self) -> Attachments:

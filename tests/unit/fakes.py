@@ -37,6 +37,7 @@ class Claim:
     update_time: int
     created_at: float
     generation: str
+    removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted
 
 
 class MemoryStore:

@@ -41,7 +41,10 @@ def part(data: bytes, index: int = 0, media_type: str = "image/png") -> FilePart
 
 def stored(attachments: Attachments, message_id: str, *data: bytes) -> tuple[FileRef, ...]:
     parts = tuple(part(d, n) for n, d in enumerate(data))
-    return attachments.store(("s1", "empathize"), UserMessage(message_id, "x", parts)).files
+    new = UserMessage(message_id, "x", parts)
+    named = attachments.name(("s1", "empathize"), new)
+    attachments.upload(new, named)
+    return named.files
 
 
 def inline(data: bytes) -> dict:
@@ -121,10 +124,11 @@ def test_naming_a_message_s_files_asks_nothing_of_the_bucket_and_uploading_store
     bucket = Bucket()
     attachments = Attachments(bucket, FileSettings())
     user = UserMessage("m1", "x", (part(b"wall", 0),))
-    (ref,) = attachments.name(("s1", "empathize"), user).files
+    named = attachments.name(("s1", "empathize"), user)
+    (ref,) = named.files
     assert bucket.objects == {} and bucket.downloads == 0
     assert attachments.for_model([(ref,)]) == {0: [inline(b"wall")]}  # from memory
-    attachments.upload(("s1", "empathize"), user)
+    attachments.upload(user, named)
     assert bucket.objects == {ref.path: (b"wall", "image/png")}
     assert not attachments.model_reads_bucket
     assert Attachments(bucket, FileSettings(vertex_bucket="b")).model_reads_bucket
