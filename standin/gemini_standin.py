@@ -41,6 +41,7 @@ import re
 import resource
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -269,6 +270,34 @@ def file_of(part: dict[str, Any], where: str, vertex: bool) -> dict[str, Any] | 
     return None
 
 
+def step_record(prompt: str) -> str | None:
+    """A readable stand-in summary of a step: the previous summary's points, then one point
+    per team turn of the new transcript (one JSON object a line), newest last, at most 12.
+
+    None when `prompt` is not such a transcript (then the stand-in echoes, as for any call).
+    """
+    points: list[str] = []
+    found = False
+    for line in prompt.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("summary"), str):
+            points += [p for p in item["summary"].splitlines() if p.startswith("- ")]
+            found = True
+        elif isinstance(item, dict) and item.get("from") in ("team", "facilitator"):
+            found = True
+            if item["from"] == "team" and isinstance(item.get("text"), str):
+                text = " ".join(item["text"].split())
+                points.append(f"- {text[:80]}")
+    if not found:
+        return None
+    return "Findings:\n" + "\n".join(points[-12:])
+
+
 def describe(content: dict[str, Any] | None, vertex: bool) -> str:
     """What the echo says it saw of a content's files, so a test can tell the model got each
     file whole."""
@@ -408,6 +437,7 @@ def record(state: State, request: web.Request, body: Any) -> dict[str, Any]:
     headers = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in request.headers.items()}
     query = {k: ("***" if k == "key" else v) for k, v in request.query.items()}
     entry = {
+        "at": time.monotonic(),  # arrival, on the clock every local process shares (benchmark)
         "method": request.method,
         "path": request.path,
         "query": query,
@@ -503,6 +533,9 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         ),
     )
     if route["method"] == "generateContent":
+        outcome = step_record(text)
+        if outcome is not None:
+            reply.text = outcome
         if "whole_status" in knobs:  # refuse only the non-streamed calls (summaries)
             code = int(knobs["whole_status"])
             return gemini_error(code, STATUS_MESSAGES.get(code, "Injected failure."))

@@ -89,7 +89,8 @@ def test_both_messages_are_stored_at_the_exact_path_with_their_fields(client, db
     step = db.document("sessions/s1/steps/empathize").get().to_dict()
     assert session["ownerUid"] == "local-user"
     assert session["createdAt"] <= session["updatedAt"]
-    assert step["createdAt"] <= step["updatedAt"]
+    assert session["steps"]["empathize"]["startedAt"] == step["createdAt"]
+    assert session["steps"]["empathize"]["messages"] == 2
 
 
 def test_the_same_request_twice_stores_nothing_new_and_calls_the_model_once(client, db, standin):

@@ -1,13 +1,12 @@
-"""Firestore adapter on the emulator: claims, the precondition-validated cache, batched writes."""
+"""Firestore adapter on the emulator: claims, copies validated in one look, batched writes."""
 
 from __future__ import annotations
 
 import pytest
 
 from workshop_chat.checkpoints import ReplyWrite
-from workshop_chat.domain import Ending, NotFound, UserMessage
+from workshop_chat.domain import Ending, Moved, NotFound, Quota, UserMessage
 from workshop_chat.firestore_access import FirestoreAccess
-from workshop_chat.rate_limit import RateLimiter
 from workshop_chat.reply_writes import ReplyWriter
 from workshop_chat.store import FirestoreStore
 
@@ -41,7 +40,16 @@ def test_a_new_turn_creates_session_step_user_message_and_claimed_reply(store, d
     claim = begin_new(store)
     assert claim is not None
     session = db.document("sessions/s1").get().to_dict()
-    assert session["ownerUid"] == "alice"
+    assert session["ownerUid"] == "alice" and len(session["incarnation"]) == 32
+    assert session["steps"]["define"] | {"startedAt": None, "updatedAt": None} == {
+        "seq": 2,
+        "messages": 2,
+        "cuts": 0,
+        "startedAt": None,
+        "updatedAt": None,
+        "recent": [{"id": "u1", "seq": 1}, {"id": "u1~reply", "seq": 2}],
+    }
+    assert db.document("sessions/s1/steps/define").get().exists
     reply = db.document(REPLY).get().to_dict()
     assert (reply["status"], reply["replyTo"], reply["parts"]) == ("streaming", "u1", [])
     assert claim.created_at == NOW + 0.001
@@ -58,21 +66,70 @@ def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
     assert db.document("sessions/s1/steps/define/messages/u1").get().update_time == before
 
 
-def test_a_warm_turn_reads_nothing_and_a_stale_copy_is_caught_by_the_precondition(store, db):
+def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
     assert finish(store, begin_new(store)) == "wrote"
-    store.access.reads = 0
+    store.access.reads = store.access.full_reads = 0
     conversation = store.open("s1", "define", "alice")
     assert [m.text for m in conversation.messages] == ["Hi", "Echo"]
-    assert store.access.reads == 0
-    # Another instance writes the step: our next claim fails its precondition, writes
-    # nothing, and the history is read again.
+    # The head alone: the step has not moved since this process's copy.
+    assert (store.access.reads, store.access.full_reads) == (1, 0)
+    # Another instance takes a turn: this one's next look reads just those two messages.
     other = FirestoreStore(FirestoreAccess(db))
     assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
-    stale = store.begin(conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None)
-    assert stale is None
-    assert not db.document("sessions/s1/steps/define/messages/u3").get().exists
+    store.access.reads = 0
     fresh = store.open("s1", "define", "alice")
     assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
+    assert (store.access.reads, store.access.full_reads) == (3, 0)  # the head, then by id
+
+
+def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):
+    assert finish(store, begin_new(store)) == "wrote"
+    conversation = store.open("s1", "define", "alice")
+    other = FirestoreStore(FirestoreAccess(db))
+    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
+    moved = store.begin(conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None)
+    assert isinstance(moved, Moved)
+    assert [m.id for m in moved.conversation.messages] == ["u1", "u1~reply", "u2", "u2~reply"]
+    assert not db.document("sessions/s1/steps/define/messages/u3").get().exists
+    again = store.begin(
+        moved.conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None
+    )
+    assert again is not None and not isinstance(again, Moved)
+
+
+def test_a_copy_follows_an_edit_made_elsewhere_without_reading_the_whole_step(store, db):
+    for i in range(3):
+        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), f"r{i}") == "wrote"
+    assert len(store.open("s1", "define", "alice").messages) == 6
+    other = FirestoreStore(FirestoreAccess(db))
+    seen = other.open("s1", "define", "alice")
+    edited = UserMessage("u1", "m1 edited")
+    edit = other.begin(seen, edited, "u1~reply", "edit", NOW + 9, seen.get("u1~reply"))
+    assert edit is not None and edit.removed == ("u2", "u2~reply")
+    store.access.full_reads = 0
+    after = store.open("s1", "define", "alice")
+    assert [(m.id, m.text) for m in after.messages] == [
+        ("u0", "m0"),
+        ("u0~reply", "r0"),
+        ("u1", "m1 edited"),
+        ("u1~reply", ""),
+    ]
+    assert store.access.full_reads == 0
+    assert db.document("sessions/s1").get().to_dict()["steps"]["define"]["messages"] == 4
+
+
+def test_a_deleted_and_recreated_session_is_never_seen_through_an_old_copy(store, db):
+    assert finish(store, begin_new(store)) == "wrote"
+    store.open("s1", "define", "alice")
+    for doc in db.collection("sessions/s1/steps/define/messages").stream():
+        doc.reference.delete()
+    db.document("sessions/s1/steps/define").delete()
+    db.document("sessions/s1").delete()
+    other = FirestoreStore(FirestoreAccess(db))
+    assert finish(other, begin_new(other, "New life", "u9", uid="bob"), "ok") == "wrote"
+    with pytest.raises(NotFound):
+        store.open("s1", "define", "alice")
+    assert [m.text for m in store.open("s1", "define", "bob").messages] == ["New life", "ok"]
 
 
 def test_reads_per_turn_do_not_grow_with_history(store):
@@ -80,7 +137,7 @@ def test_reads_per_turn_do_not_grow_with_history(store):
         assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") == "wrote"
     store.access.reads = 0
     store.open("s1", "define", "alice")
-    assert store.access.reads == 0
+    assert store.access.reads == 1
 
 
 def test_another_user_gets_not_found(store):
@@ -94,7 +151,7 @@ def test_another_user_gets_not_found(store):
 def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
     claim = begin_new(store)
     assert write(store, [ReplyWrite(claim, "partial")]) == ["wrote"]
-    conversation = store.open("s1", "define", "alice", fresh=True)
+    conversation = store.open("s1", "define", "alice")
     seen = conversation.get("u1~reply")
     newer = store.begin(
         conversation, UserMessage("u1", "Hi"), "u1~reply", "regenerate", NOW + 1, seen
@@ -108,7 +165,7 @@ def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
 
 def test_two_regenerates_from_the_same_state_claim_once(store):
     finish(store, begin_new(store))
-    conversation = store.open("s1", "define", "alice", fresh=True)
+    conversation = store.open("s1", "define", "alice")
     seen = conversation.get("u1~reply")
     user = UserMessage("u1", "Hi")
     first = store.begin(conversation, user, "u1~reply", "regenerate", NOW + 1, seen)
@@ -150,7 +207,7 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
     import time
 
     time.sleep(0.3)
-    conversation = store.open("s1", "define", "alice", fresh=True)
+    conversation = store.open("s1", "define", "alice")
     seen = store.reply("s1", "define", "u1~reply")
     assert seen.lapsed
     assert write(store, [ReplyWrite(claim, None)]) == ["wrote"]  # it was only slow
@@ -162,12 +219,22 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
     assert taken is not None and taken.generation != claim.generation
 
 
-def test_the_rate_limit_counts_per_user_per_minute(store):
-    limiter = RateLimiter(store.access)
-    assert [limiter.take_turn_token("alice", 2, NOW) for _ in range(2)] == [None, None]
-    assert limiter.take_turn_token("alice", 2, NOW + 1) == 59
-    assert limiter.take_turn_token("bob", 2, NOW + 1) is None
-    assert limiter.take_turn_token("alice", 2, NOW + 61) is None
+def test_the_rate_limit_state_comes_with_the_look_and_is_counted_by_the_claim(store, db):
+    assert store.open("s1", "define", "alice", quota=True).quota == Quota()
+    conversation = store.open("s1", "define", "alice", quota=True)
+    store.begin(conversation, UserMessage("u1", "Hi"), "u1~reply", "new", NOW, None)
+    quota = store.open("s1", "define", "alice", quota=True).quota
+    assert (quota.window_start, quota.count) == (NOW, 1)
+    assert quota.wait(NOW + 1, 1) == 59 and quota.wait(NOW + 1, 2) is None
+    assert quota.wait(NOW + 61, 1) is None
+    # A count made elsewhere since the look fails the claim: nothing written, look again.
+    other = FirestoreStore(FirestoreAccess(db))
+    seen = other.open("s2", "define", "alice", quota=True)
+    again = store.open("s3", "define", "alice", quota=True)
+    store.begin(again, UserMessage("u3", "Hi"), "u3~reply", "new", NOW + 2, None)
+    moved = other.begin(seen, UserMessage("u2", "Hi"), "u2~reply", "new", NOW + 3, None)
+    assert isinstance(moved, Moved) and moved.conversation.quota.count == 2
+    assert not db.document("sessions/s2").get().exists
 
 
 def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, db):

@@ -15,10 +15,12 @@ def step_doc(db, step: str, session: str = "s1") -> dict:
     return snap.to_dict() or {} if snap.exists else {}
 
 
-def summarized(db, step: str) -> dict | None:
-    """The step once its summary covers its latest revision."""
-    data = step_doc(db, step)
-    done = data.get("summary") and data.get("summarizedRevision") == data.get("revision")
+def summarized(db, step: str, session: str = "s1") -> dict | None:
+    """The step once its summary covers its latest write."""
+    data = step_doc(db, step, session)
+    head = db.document(f"sessions/{session}").get().to_dict() or {}
+    latest = head.get("steps", {}).get(step, {}).get("seq")
+    done = data.get("summary") and data.get("summarizedSeq") == latest
     return data if done else None
 
 
@@ -70,14 +72,31 @@ def test_a_step_outside_the_five_comes_after_them_in_the_order_it_started(client
     assert system.index("## Prototype") < system.index("## Kickoff")
 
 
-def test_at_most_one_summary_call_per_reply(client, db, standin):
+def test_a_burst_of_replies_makes_one_summary_call(client, db, standin):
     for i in range(3):
         assert say(client, f"note {i}", f"n{i}", "ideate")
     wait_for(lambda: summarized(db, "ideate"))
     time.sleep(0.5)  # a late refresh would show up here
-    calls = len(summary_requests(standin))
-    assert 1 <= calls <= 3
-    assert summarized(db, "ideate")  # the last refresh covers the last reply
+    assert len(summary_requests(standin)) == 1
+    assert "note 0" in summarized(db, "ideate")["summary"]  # it covers the whole burst
+
+
+def test_a_failed_reply_and_an_empty_stop_make_no_summary_call(client, db, standin):
+    standin.configure(status=500)
+    body = chat_body("This fails", "f1", step="define")
+    assert client.post("/", json=body).status_code >= 500
+    standin.reset()
+    standin.configure(first_delay_ms=3000)
+    stream = threading.Thread(
+        target=lambda: client.post("/", json=chat_body("Stop me", "f2", step="define"))
+    )
+    stream.start()
+    wait_for(lambda: standin.model_requests())
+    assert client.post("/sessions/s1/steps/define/stop").get_json() == {"stopped": 1}
+    stream.join(10)
+    time.sleep(1.0)  # four times the test's SUMMARY_DELAY_SECONDS
+    assert summary_requests(standin) == []
+    assert "summary" not in step_doc(db, "define")
 
 
 def test_a_failed_summary_never_touches_the_turn_and_is_retried_at_the_next_reply(

@@ -71,6 +71,10 @@ class Config:
     # Step outcomes: a lighter model, and a length budget for each summary.
     summary_model: str = "gemini-2.5-flash-lite"
     summary_max_chars: int = 2000
+    # A step's outcome is refreshed once it has been quiet this long after a reply, and at
+    # least this often while it never goes quiet.
+    summary_quiet_seconds: float = 10.0
+    summary_max_wait_seconds: float = 120.0
     # Gemini's thinking, grounding and safety; None leaves Gemini's default.
     thinking_budget: int | None = None
     include_thoughts: bool = False
@@ -170,6 +174,10 @@ class Config:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             summary_model=env.get("SUMMARY_MODEL", "").strip() or "gemini-2.5-flash-lite",
             summary_max_chars=reader.integer("SUMMARY_MAX_CHARS", 2000, 200, 20_000),
+            summary_quiet_seconds=reader.number("SUMMARY_DELAY_SECONDS", 10.0, 0.0, 3600.0),
+            summary_max_wait_seconds=reader.number(
+                "SUMMARY_MAX_WAIT_SECONDS", 120.0, 1.0, 86_400.0
+            ),
             thinking_budget=reader.optional_integer("GEMINI_THINKING_BUDGET", -1, 32_768),
             include_thoughts=reader.boolean("GEMINI_INCLUDE_THOUGHTS"),
             google_search=reader.boolean("GEMINI_GOOGLE_SEARCH"),

@@ -5,11 +5,110 @@ A message's `parts` are named as the AI SDK names them; times are stored as time
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .domain import Ending, FileRef, Message, Source, UserMessage
+from .domain import Ending, FileRef, Message, Quota, Source, UserMessage
 from .memory import Outcome
+
+
+@dataclass(frozen=True)
+class StepHead:
+    """A step as its session's head document counts it."""
+
+    seq: int = 0  # the last number a write in the step took
+    messages: int = 0
+    cuts: int = 0  # edits and regenerates that deleted messages
+    cut_after: float = 0.0  # the last cut deleted what was created after this
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    # The last numbers taken and the messages that took them: what changed since a copy's
+    # number, read by id instead of by query.
+    recent: tuple[tuple[int, str], ...] = ()
+
+    def changed_since(self, seq: int) -> list[str] | None:
+        """The ids of messages numbered after `seq`; None when `recent` does not reach back
+        that far."""
+        if seq >= self.seq:
+            return []
+        if not self.recent or self.recent[0][0] > seq + 1:
+            return None
+        return [message_id for number, message_id in self.recent if number > seq]
+
+    def recent_after(self, *taken: tuple[int, str]) -> list[dict[str, Any]]:
+        """`recent` once these numbers are taken, as stored."""
+        kept = [*self.recent, *taken][-RECENT:]
+        return [{"seq": number, "id": message_id} for number, message_id in kept]
+
+
+RECENT = 16
+
+
+@dataclass(frozen=True)
+class Head:
+    """The session document as a turn reads it: who owns it, which incarnation of the id it
+    is, each step's counters, and the outcomes mirror."""
+
+    exists: bool
+    version: Any = None  # its update time: the precondition of the next write to it
+    owner: str | None = None
+    deleting: bool = False
+    incarnation: str = ""
+    steps: dict[str, StepHead] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    legacy: bool = False  # written before the head counted steps: read histories whole
+
+
+def head(snap: Any) -> Head:
+    if not snap.exists:
+        return Head(False)
+    data = snap.to_dict() or {}
+    raw = data.get("steps")
+    steps = {}
+    for step_id, value in (raw if isinstance(raw, dict) else {}).items():
+        if isinstance(value, dict):
+            steps[step_id] = StepHead(
+                int(value.get("seq") or 0),
+                int(value.get("messages") or 0),
+                int(value.get("cuts") or 0),
+                seconds(value.get("cutAfter")),
+                seconds(value.get("startedAt")),
+                seconds(value.get("updatedAt")),
+                _recent(value.get("recent")),
+            )
+    return Head(
+        True,
+        snap.update_time,
+        data.get("ownerUid"),
+        bool(data.get("deleting")),
+        str(data.get("incarnation") or snap.create_time or ""),
+        steps,
+        outcomes(data),
+        legacy=not isinstance(raw, dict),
+    )
+
+
+def _recent(raw: Any) -> tuple[tuple[int, str], ...]:
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        (int(item.get("seq") or 0), str(item.get("id")))
+        for item in raw
+        if isinstance(item, dict) and item.get("id")
+    )
+
+
+def quota(snap: Any) -> Quota:
+    if not snap.exists:
+        return Quota()
+    data = snap.to_dict() or {}
+    return Quota(float(data.get("windowStart", 0.0)), int(data.get("count", 0)), snap.update_time)
+
+
+def quota_fields(q: Quota) -> dict[str, Any]:
+    # Kept a minute past its window: a TTL policy on expireAt sweeps idle users.
+    return {"windowStart": q.window_start, "count": q.count, "expireAt": ts(q.window_start + 120)}
 
 
 def ts(value: float) -> datetime:
@@ -110,15 +209,29 @@ def message(snap: Any, lease_seconds: float) -> Message:
         generation=data.get("generation"),
         lapsed=lapsed,
         version=snap.update_time,
+        seq=int(data.get("seq") or 0),
     )
 
 
+def new_user(user: UserMessage, now: float, seq: int) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "role": "user",
+        "parts": user_parts(user),
+        "status": "complete",
+        "seq": seq,
+        "createdAt": ts(now),
+        "updatedAt": ts(now),
+    }
+
+
 def new_reply(
-    user_id: str, reply_id: str, created_at: float, generation: str, lease_seconds: float
+    user_id: str, reply_id: str, created_at: float, generation: str, lease_seconds: float, seq: int
 ) -> dict[str, Any]:
     """A claimed reply before its first text: streaming, under a lease."""
     return {
         "id": reply_id,
+        "seq": seq,
         "role": "assistant",
         "parts": [],
         "status": "streaming",
@@ -149,7 +262,12 @@ def outcomes(session: dict[str, Any]) -> dict[str, Outcome]:
     if not isinstance(found, dict):
         return {}
     return {
-        step: Outcome(step, str(o.get("summary") or ""), seconds(o.get("startedAt")))
+        step: Outcome(
+            step,
+            str(o.get("summary") or ""),
+            seconds(o.get("startedAt")),
+            seconds(o.get("updatedAt")),
+        )
         for step, o in found.items()
         if isinstance(o, dict) and o.get("summary")
     }

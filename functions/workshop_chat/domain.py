@@ -68,6 +68,31 @@ class Message:
     reasoning: str = ""
     sources: tuple[Source, ...] = ()
     files: tuple[FileRef, ...] = ()  # user messages only
+    # Its place in the step's write order (see history_cache): what changed since a look.
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A user's turns in the current one-minute window, as stored; `version` is the store's
+    handle on that state (None: nothing stored yet), so the count moves only from what was
+    read."""
+
+    window_start: float = 0.0
+    count: int = 0
+    version: Any = None
+
+    def wait(self, now: float, per_minute: int) -> int | None:
+        """Seconds until the window opens again, or None if a turn may go now."""
+        if not per_minute or now - self.window_start >= 60.0 or self.count < per_minute:
+            return None
+        return max(1, int(self.window_start + 60.0 - now + 0.999))
+
+    def after_turn(self, now: float) -> Quota:
+        """The state once this turn is counted."""
+        if now - self.window_start >= 60.0:
+            return Quota(now, 1, self.version)
+        return Quota(self.window_start, self.count + 1, self.version)
 
 
 def reply_id_for(user_message_id: str) -> str:
@@ -183,6 +208,14 @@ class UpstreamFailed(ChatError): ...
 
 
 class Unavailable(ChatError): ...
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A claim found the session moved since it was read (its precondition failed): what is
+    stored now, for the caller to judge whether the model call it made still stands."""
+
+    conversation: Any
 
 
 # --- What adapters raise -------------------------------------------------------------------

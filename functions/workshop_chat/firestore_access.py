@@ -1,34 +1,35 @@
 """What the Firestore adapters share: the client, its retry and timeout, the documents' paths,
-the per-session write locks, what this process remembers of sessions, and the claim a reply's
+the per-session write locks, this process's copies of step histories, and the claim a reply's
 writes are made under.
 
-Layout: sessions/{sessionId}/steps/{stepId}/messages/{messageId}. Every write that changes a
-step's history also writes the step document, so the step's update time is the history's
-version. An instance keeps histories in memory with the version it knows, and its next write
-to the step carries that version as a precondition: the warm path reads nothing, and a failed
-precondition means someone else wrote, so the history is read again.
+Layout: sessions/{sessionId}/steps/{stepId}/messages/{messageId}. The session document is the
+head of the session: its owner and incarnation, each step's write counter (`steps.<id>.seq`,
+with its message count and cuts), and the mirror of the steps' outcomes. A turn reads the head
+and, beside it in the same round trip, what changed in the step since this process last looked
+(`seq` above its copy's). Its claim then writes the head under a precondition on the version it
+read, so nothing that moved in between goes unnoticed.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from . import documents
 from .domain import Message, StoreUnavailable
 from .history_cache import HistoryCache
-from .memory import Outcome
 
-# Writes to a session's documents (the session, its steps) from this process go one at a time,
-# each conditional on the version the last one left: this process's own claims, finals and
-# summaries then never fail each other's preconditions. Striped, so memory stays flat.
+log = logging.getLogger("workshop_chat.firestore")
+
+# Writes to a session's documents from this process go one at a time, each conditional on the
+# version the last one left. Striped, so memory stays flat.
 _STEP_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
@@ -42,6 +43,7 @@ class Claim:
     created_at: float
     generation: str
     removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted (their files go too)
+    seq: int = 0
 
 
 class FirestoreAccess:
@@ -57,9 +59,8 @@ class FirestoreAccess:
         # minute of client-side retries.
         self.timeout = timeout
         self.histories = HistoryCache()
-        self.owners: dict[str, str] = {}
-        self.session_states: dict[str, tuple[datetime, dict[str, Outcome]]] = {}
-        self.reads = 0  # document reads issued by this process (tests, benchmark)
+        self.reads = 0  # documents read by this process (tests)
+        self.full_reads = 0  # whole histories read by this process (tests, logs)
 
     @property
     def retry(self) -> Retry:
@@ -77,45 +78,47 @@ class FirestoreAccess:
     def messages(self, session_id: str, step_id: str) -> Any:
         return self.step(session_id, step_id).collection("messages")
 
+    def rate(self, uid: str) -> Any:
+        return self.db.collection("rateLimits").document(uid)
+
+    def step_field(self, step_id: str, name: str) -> str:
+        """`steps.<stepId>.<name>` on the head, quoted: step ids may hold dots."""
+        return self.db.field_path("steps", step_id, name)
+
     # Locks -------------------------------------------------------------------------------
 
     def session_lock(self, session_id: str) -> threading.Lock:
         """The session's lock in this process (see `_STEP_LOCKS`)."""
         return _STEP_LOCKS[hash(session_id) % len(_STEP_LOCKS)]
 
-    def session_locks(self, session_ids: Iterable[str]) -> list[threading.Lock]:
-        """The locks of these sessions, each once, in one order: two holders never wait on
-        each other."""
-        stripes = sorted({_STEP_LOCKS.index(self.session_lock(s)) for s in session_ids})
-        return [_STEP_LOCKS[stripe] for stripe in stripes]
-
-    # What this process remembers -----------------------------------------------------------
-
-    def remember_owner(self, session_id: str, uid: str) -> None:
-        """Owners never change, so they are cached; the bound keeps memory flat."""
-        if len(self.owners) >= 100_000:
-            self.owners.clear()
-        self.owners[session_id] = uid
-
-    def remember_session(self, snap: Any) -> None:
-        """The session document's outcomes mirror, with the version it was read or written at."""
-        if len(self.session_states) >= 10_000:
-            self.session_states.clear()
-        self.session_states[snap.id] = (snap.update_time, documents.outcomes(snap.to_dict() or {}))
-
-    def forget(self, key: tuple[str, str]) -> None:
-        self.histories.drop(key)
-        self.owners.pop(key[0], None)
-        self.session_states.pop(key[0], None)
-
     # Reads -------------------------------------------------------------------------------
 
-    def load(self, session_id: str, step_id: str) -> list[Message]:
-        """The step's messages, oldest first."""
-        query = self.messages(session_id, step_id).order_by("createdAt")
+    def get_all(self, refs: list[Any]) -> dict[str, Any]:
+        """Documents by path, in one round trip (a missing one is a snapshot that does not
+        exist, billed as a read)."""
+        try:
+            snaps = list(self.db.get_all(refs, retry=self.retry, timeout=self.timeout))
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        self.reads += len(snaps)
+        return {snap.reference.path: snap for snap in snaps}
+
+    def since(self, session_id: str, step_id: str, seq: int | None) -> list[Message]:
+        """The step's messages numbered above `seq`; all of them, oldest first, for None."""
+        messages = self.messages(session_id, step_id)
+        if seq is None:
+            query = messages.order_by("createdAt")
+        else:
+            query = messages.where(filter=FieldFilter("seq", ">", seq))
         try:
             docs = list(query.stream(retry=self.retry, timeout=self.timeout))
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += max(1, len(docs))
+        if seq is None:
+            self.full_reads += 1
+            log.info(
+                "history read",
+                extra={"fields": {"sessionId": session_id, "stepId": step_id, "count": len(docs)}},
+            )
         return [documents.message(d, self.lease_seconds) for d in docs]

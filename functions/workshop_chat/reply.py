@@ -143,6 +143,12 @@ class Reply:
                 self._cond.notify_all()
             return True
 
+    @property
+    def worth_summarizing(self) -> bool:
+        """Stored, and something the team can build on: not a failure, not an empty stop."""
+        ending = self.ending
+        return self.stored and ending is not None and ending.status != "error" and bool(self._parts)
+
     def text(self) -> str:
         with self._cond:
             return "".join(self._parts)

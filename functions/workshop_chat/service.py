@@ -19,7 +19,7 @@ from .checkpoints import Cadence, Checkpointer
 from .config import Config, ConfigError
 from .http import Api
 from .logs import setup
-from .memory import Summaries, Workshop
+from .memory import Summaries, SummaryCadence, Workshop
 from .prompts import PromptError, check_all, system_prompt
 from .prompts import thinking_budget as prompt_thinking_budget
 from .reply import Limits
@@ -34,7 +34,6 @@ def build(
 ) -> Api:
     from .firestore_access import FirestoreAccess
     from .model import Gemini, Generation, Retries, make_client
-    from .rate_limit import RateLimiter
     from .reply_writes import ReplyWriter
     from .sessions import SessionStore
     from .step_outcomes import OutcomeStore
@@ -74,12 +73,17 @@ def build(
         follow_seconds=config.checkpoint_seconds,
         limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
     )
-    summaries = Summaries(OutcomeStore(access), model.summarize, config.summary_max_chars)
+    cadence = SummaryCadence(
+        config.summary_quiet_seconds,
+        config.summary_max_wait_seconds,
+        config.summary_max_chars,
+        config.history_max_chars,
+    )
+    summaries = Summaries(OutcomeStore(access), model.summarize, cadence)
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
     stores = Stores(
         FirestoreStore(access),
         SessionStore(access),
-        RateLimiter(access),
         _attachments(config, storage_client),
     )
     chat = Chat(stores, model, workshop, checkpointer, settings)

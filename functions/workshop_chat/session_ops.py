@@ -24,9 +24,10 @@ class SessionOps:
         self.attachments = stores.attachments
 
     def history(self, session_id: str, step_id: str, uid: str) -> list[Message]:
-        """The stored messages, read fresh; a reply whose lease lapsed shows as interrupted."""
+        """The stored messages as they are now; a reply whose lease lapsed shows as
+        interrupted."""
         try:
-            conversation = self.store.open(session_id, step_id, uid, fresh=True)
+            conversation = self.store.open(session_id, step_id, uid)
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
         if not conversation.session_exists:
@@ -55,7 +56,7 @@ class SessionOps:
             reply = live[-1]
             user = conversation.get(reply.reply_to or "")
             if user is None:  # this instance's copy predates the turn: read it
-                conversation = self.store.open(session_id, step_id, uid, fresh=True)
+                conversation = self.store.open(session_id, step_id, uid)
                 user = conversation.get(reply.reply_to or "")
         except StoreUnavailable as exc:
             raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
@@ -118,7 +119,7 @@ class SessionOps:
             conversation = self._owned(session_id, step_id, uid)
             ref = _file_ref(conversation, message_id, n)
             if ref is None:  # this instance's copy may predate the message, or its edit
-                conversation = self.store.open(session_id, step_id, uid, fresh=True)
+                conversation = self.store.open(session_id, step_id, uid)
                 ref = _file_ref(conversation, message_id, n)
             data = self.attachments.read(ref) if ref and self.attachments else None
         except StoreUnavailable as exc:

@@ -19,49 +19,35 @@ class SessionStore:
 
     def _owned_session(self, session_id: str, uid: str) -> Any:
         access = self.access
-        try:
-            snap = access.session(session_id).get(retry=access.retry, timeout=access.timeout)
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        access.reads += 1
+        ref = access.session(session_id)
+        snap = access.get_all([ref])[ref.path]
         data = snap.to_dict() or {} if snap.exists else {}
         if not snap.exists or data.get("ownerUid") != uid:
             raise NotFound("not_found", "no such session")
         return snap
 
     def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
-        """Each step with messages: its summary, when it was made, its size and last change."""
-        access = self.access
-        snap = self._owned_session(session_id, uid)
-        if (snap.to_dict() or {}).get("deleting"):
+        """Each step with messages: its summary, when it was made, its size and last change.
+        One document: the head counts each step's messages and mirrors its outcome."""
+        head = documents.head(self._owned_session(session_id, uid))
+        if head.deleting:
             raise NotFound("not_found", "no such session")
         steps = []
-        try:
-            for step in (
-                access.session(session_id)
-                .collection("steps")
-                .stream(retry=access.retry, timeout=access.timeout)
-            ):
-                count = (
-                    access.messages(session_id, step.id)
-                    .count()
-                    .get(retry=access.retry, timeout=access.timeout)
-                )
-                data = step.to_dict() or {}
-                steps.append(
-                    {
-                        "stepId": step.id,
-                        "summary": data.get("summary"),
-                        "summaryUpdatedAt": documents.seconds(data.get("summaryUpdatedAt")) or None,
-                        "messageCount": int(count[0][0].value),
-                        "updatedAt": documents.seconds(data.get("updatedAt")),
-                        "startedAt": documents.seconds(data.get("createdAt")),
-                    }
-                )
-                access.reads += 2
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        return [s for s in steps if s["messageCount"]]
+        for step_id, step in head.steps.items():
+            if not step.messages:
+                continue
+            outcome = head.outcomes.get(step_id)
+            steps.append(
+                {
+                    "stepId": step_id,
+                    "summary": outcome.summary if outcome else None,
+                    "summaryUpdatedAt": (outcome.updated_at or None) if outcome else None,
+                    "messageCount": step.messages,
+                    "updatedAt": step.updated_at,
+                    "startedAt": step.started_at,
+                }
+            )
+        return steps
 
     def mark_deleting(self, session_id: str, uid: str) -> None:
         """The first step of a delete, for the owner only (also of a session half deleted):
@@ -97,13 +83,11 @@ class SessionStore:
                     batch.commit(retry=access.retry, timeout=access.timeout)
                     deleted += len(docs)
                 step.reference.delete(retry=access.retry, timeout=access.timeout)
-                access.histories.drop((session_id, step.id))
                 deleted += 1
             session_ref.delete(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
-        access.owners.pop(session_id, None)
-        access.session_states.pop(session_id, None)
+        access.histories.drop_session(session_id)
         return deleted + 1
 
     def step_ids(self, session_id: str) -> list[str]:

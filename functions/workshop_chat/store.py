@@ -9,16 +9,16 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from . import documents
-from .domain import LostClaim, Message, NotFound, StoreUnavailable, UserMessage
+from .documents import Head, StepHead
+from .domain import LostClaim, Message, Moved, NotFound, Quota, StoreUnavailable, UserMessage
 from .firestore_access import Claim, FirestoreAccess
+from .history_cache import Copy, brought_up
 from .memory import Outcome
 
 # The reply sorts right after its user message, whatever the clocks of other instances say.
@@ -27,18 +27,22 @@ _REPLY_OFFSET = 0.001
 
 @dataclass
 class Conversation:
-    """One step's history as of `version` (the step document's update time), oldest first."""
+    """One step's history as of one look at its session, oldest first."""
 
     session_id: str
     step_id: str
     uid: str
-    session_exists: bool
-    step_exists: bool
-    version: datetime | None
+    head: Head
     messages: list[Message] = field(default_factory=list)
-    # What the session's steps found (their outcome summaries), as of `session_version`.
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    session_version: datetime | None = None
+    quota: Quota | None = None  # the caller's turns this minute, when a rate limit applies
+
+    @property
+    def session_exists(self) -> bool:
+        return self.head.exists
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        return self.head.outcomes
 
     def get(self, message_id: str) -> Message | None:
         for message in self.messages:
@@ -55,70 +59,73 @@ class FirestoreStore:
         self.access = access
 
     def session_lock(self, session_id: str) -> threading.Lock:
-        """Held from reading a session's cached state to committing a write on it."""
+        """Held from reading a session's state to committing a write on it."""
         return self.access.session_lock(session_id)
 
     # Reads ---------------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, fresh: bool = False) -> Conversation:
-        """Check ownership and return the step's history: from memory when this instance
-        knows it (no read at all), else read and remembered."""
+    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Conversation:
+        """The session as it is now and the step's history: one read of the head (with the
+        caller's rate-limit state and the replies this process's copy holds unfinished), then,
+        only when the step moved, the messages numbered after the copy, by id."""
         access = self.access
         key = (session_id, step_id)
-        owner = access.owners.get(session_id)
-        cached = None if fresh or owner is None else access.histories.get(key)
-        session_state = access.session_states.get(session_id)
-        if cached is not None and session_state is not None:
-            if owner != uid:
-                raise NotFound("not_found", "no such session")
-            version, outcomes = session_state
-            return Conversation(
-                session_id, step_id, uid, True, True, cached[0], cached[1], outcomes, version
-            )
-        session_ref, step_ref = access.session(session_id), access.step(session_id, step_id)
-        try:
-            session, step = access.db.get_all(
-                [session_ref, step_ref], retry=access.retry, timeout=access.timeout
-            )
-            access.reads += 2
-            if session.reference.path != session_ref.path:
-                session, step = step, session
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        data = (session.to_dict() or {}) if session.exists else {}
-        owner = data.get("ownerUid")
-        if (owner is not None and owner != uid) or data.get("deleting"):
+        copy = access.histories.get(key)
+        session_ref = access.session(session_id)
+        refs = [session_ref]
+        if quota:
+            refs.append(access.rate(uid))
+        unfinished = [access.messages(*key).document(m) for m in (copy.unfinished if copy else [])]
+        found = access.get_all(refs + unfinished)
+        head = documents.head(found[session_ref.path])
+        if head.exists and (head.owner != uid or head.deleting):
             raise NotFound("not_found", "no such session")
-        if owner:
-            access.remember_owner(session_id, owner)
-            access.remember_session(session)
-        messages = access.load(session_id, step_id) if step.exists else []
-        version = step.update_time if step.exists else None
-        if version is not None and owner:
-            access.histories.put(key, version, messages, (step.to_dict() or {}).get("revision"))
-        return Conversation(
-            session_id,
-            step_id,
-            uid,
-            owner is not None,
-            step.exists,
-            version,
-            messages,
-            documents.outcomes(data),
-            session.update_time if session.exists else None,
+        rate = documents.quota(found[access.rate(uid).path]) if quota else None
+        if not head.exists or (step_id not in head.steps and not head.legacy):
+            access.histories.drop(key)
+            return Conversation(session_id, step_id, uid, head, [], rate)
+        snaps = [found[ref.path] for ref in unfinished]
+        messages = self._merge(key, head, copy, snaps)
+        return Conversation(session_id, step_id, uid, head, messages, rate)
+
+    def _merge(
+        self, key: tuple[str, str], head: Head, copy: Copy | None, unfinished: list[Any]
+    ) -> list[Message]:
+        """This process's copy brought up to the head; read whole when it cannot be."""
+        access = self.access
+        step = head.steps.get(key[1], StepHead())
+        usable = (
+            copy is not None
+            and not head.legacy
+            and copy.incarnation == head.incarnation
+            and step.cuts - copy.cuts in (0, 1)
         )
+        if not usable or copy is None:
+            messages = access.since(*key, None)
+            if not head.legacy:
+                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages))
+                access.histories.put(key, copy)
+            return messages
+        snaps = list(unfinished)
+        changed = step.changed_since(copy.seq)
+        if changed is None:  # more changed than the head remembers: ask by number
+            new = access.since(*key, copy.seq)
+        else:
+            new = []
+            ids = [i for i in changed if i not in {s.id for s in snaps}]
+            if ids:
+                refs = [access.messages(*key).document(i) for i in ids]
+                snaps += list(access.get_all(refs).values())
+        gone = {snap.id for snap in snaps if not snap.exists}
+        new += [documents.message(snap, access.lease_seconds) for snap in snaps if snap.exists]
+        messages = brought_up(copy, new, gone, step.cuts, step.cut_after)
+        access.histories.put(key, Copy(head.incarnation, step.seq, step.cuts, tuple(messages)))
+        return messages
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:
         access = self.access
-        try:
-            snap = (
-                access.messages(session_id, step_id)
-                .document(reply_id)
-                .get(retry=access.retry, timeout=access.timeout)
-            )
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        access.reads += 1
+        ref = access.messages(session_id, step_id).document(reply_id)
+        snap = access.get_all([ref])[ref.path]
         return documents.message(snap, access.lease_seconds) if snap.exists else None
 
     # The claim ------------------------------------------------------------------------
@@ -131,12 +138,13 @@ class FirestoreStore:
         mode: str,
         now: float,
         seen_reply: Message | None,
-    ) -> Claim | None:
-        """Store the user message and claim the reply; None when a racing write won.
+    ) -> Claim | Moved | None:
+        """Store the user message and claim the reply.
 
         `mode` is new (both created), edit (user updated, later messages deleted),
         regenerate (later messages deleted) or resume (reply missing, failed or lapsed).
-        Outside `new`, the claim holds only if the reply is still as `seen_reply` shows it.
+        None: a racing request won. Moved: the session changed since `conversation` was read
+        (a new turn only), with what is stored now.
         """
         if mode == "new":
             return self._begin_new(conversation, user, reply_id, now)
@@ -144,43 +152,76 @@ class FirestoreStore:
 
     def _begin_new(
         self, c: Conversation, user: UserMessage, reply_id: str, now: float
-    ) -> Claim | None:
-        """One atomic batch. Create preconditions make a racing duplicate fail as a whole, and
-        the step's update precondition fails it when this instance's history was stale."""
+    ) -> Claim | Moved | None:
+        """One atomic batch under a precondition on the head as read: a racing duplicate fails
+        its creates, and any other write to the session since the look fails the head's."""
         access = self.access
         key = (c.session_id, c.step_id)
+        head = c.head
+        step = head.steps.get(c.step_id)
+        seq = (step.seq if step else 0) + 2
+        at = documents.ts(now)
         generation = uuid.uuid4().hex
+        incarnation = head.incarnation if head.exists else uuid.uuid4().hex
+        recent = (step or StepHead()).recent_after((seq - 1, user.id), (seq, reply_id))
+        counters = {"seq": seq, "messages": 2, "updatedAt": at, "recent": recent}
         batch = access.db.batch()
-        revision = self._stamp(batch, c, now)
-        messages = access.messages(c.session_id, c.step_id)
-        batch.create(
-            messages.document(user.id),
-            {
-                "id": user.id,
-                "role": "user",
-                "parts": documents.user_parts(user),
-                "status": "complete",
-                "createdAt": documents.ts(now),
-                "updatedAt": documents.ts(now),
-            },
-        )
+        session_ref = access.session(c.session_id)
+        if not head.exists:
+            batch.create(
+                session_ref,
+                {
+                    "ownerUid": c.uid,
+                    "incarnation": incarnation,
+                    "createdAt": at,
+                    "updatedAt": at,
+                    "steps": {c.step_id: {**counters, "cuts": 0, "startedAt": at}},
+                },
+            )
+        else:
+            fields: dict[str, Any] = {
+                "updatedAt": at,
+                access.step_field(c.step_id, "seq"): seq,
+                access.step_field(c.step_id, "messages"): firestore.Increment(2),
+                access.step_field(c.step_id, "updatedAt"): at,
+                access.step_field(c.step_id, "recent"): recent,
+            }
+            if step is None:
+                fields[access.step_field(c.step_id, "startedAt")] = at
+                fields[access.step_field(c.step_id, "cuts")] = 0
+            option = access.db.write_option(last_update_time=head.version)
+            batch.update(session_ref, fields, option=option)
+        if step is None:
+            batch.set(access.step(*key), {"createdAt": at}, merge=True)
+        messages = access.messages(*key)
+        batch.create(messages.document(user.id), documents.new_user(user, now, seq - 1))
         reply_at = now + _REPLY_OFFSET
-        reply = documents.new_reply(user.id, reply_id, reply_at, generation, access.lease_seconds)
+        lease = access.lease_seconds
+        reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
         batch.create(messages.document(reply_id), reply)
+        reply_index = 3 if step is None else 2
+        if c.quota is not None:
+            counted = c.quota.after_turn(now)
+            rate = access.rate(c.uid)
+            if counted.version is None:
+                batch.create(rate, documents.quota_fields(counted))
+            else:
+                option = access.db.write_option(last_update_time=counted.version)
+                batch.update(rate, documents.quota_fields(counted), option=option)
         try:
             results = batch.commit(retry=access.retry, timeout=access.timeout)
         except (gexc.Conflict, gexc.NotFound, gexc.FailedPrecondition, gexc.Aborted):
-            # AlreadyExists: a twin request won. NotFound or FailedPrecondition: what this
-            # instance remembered is out of date. Aborted: contention. Either way: look again.
-            access.forget(key)
-            return None
+            # A twin request won, or something else was written since the look: look again.
+            fresh = self.open(c.session_id, c.step_id, c.uid, quota=c.quota is not None)
+            if fresh.get(user.id) is not None or fresh.get(reply_id) is not None:
+                return None
+            return Moved(fresh)
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
-        session_version = results[0].update_time
-        step_version, reply_version = results[1].update_time, results[-1].update_time
-        access.session_states[c.session_id] = (session_version, c.outcomes)
-        new = [
-            Message(user.id, "user", user.text, "complete", now, now, files=user.files),
+        new = (
+            Message(
+                user.id, "user", user.text, "complete", now, now, files=user.files, seq=seq - 1
+            ),
             Message(
                 reply_id,
                 "assistant",
@@ -190,14 +231,16 @@ class FirestoreStore:
                 reply_at,
                 user.id,
                 generation=generation,
+                seq=seq,
             ),
-        ]
-        access.remember_owner(c.session_id, c.uid)
-        if c.step_exists:
-            access.histories.advance(key, c.version, step_version, lambda ms: ms + new, revision)
-        else:
-            access.histories.put(key, step_version, new, revision)
-        return Claim(key, messages.document(reply_id), reply_version, reply_at, generation)
+        )
+        copy = access.histories.get(key)
+        if copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
+            access.histories.put(key, Copy(incarnation, seq, copy.cuts, copy.messages + new))
+        elif step is None:
+            access.histories.put(key, Copy(incarnation, seq, 0, new))
+        ref = messages.document(reply_id)
+        return Claim(key, ref, results[reply_index].update_time, reply_at, generation, seq=seq)
 
     def _begin_again(
         self,
@@ -211,81 +254,88 @@ class FirestoreStore:
         """Edit, regenerate or resume: a transaction, so only one of racing requests wins."""
         access = self.access
         key = (c.session_id, c.step_id)
-        messages = access.messages(c.session_id, c.step_id)
+        messages = access.messages(*key)
         reply_ref = messages.document(reply_id)
+        session_ref = access.session(c.session_id)
         stored_user = c.get(user.id)
         if stored_user is None:
             raise NotFound("message_not_found", "the message is not stored")
         # What is dropped: for an edit, everything after the user message; otherwise
         # everything after the reply (the reply itself is overwritten in place).
         anchor = stored_user if mode == "edit" else (seen or stored_user)
-        doomed = [m.id for m in c.messages if m.created_at > anchor.created_at and m.id != reply_id]
         reply_at = seen.created_at if seen else stored_user.created_at + _REPLY_OFFSET
         generation = uuid.uuid4().hex
         # Taking over a lapsed reply: only if nobody wrote it since it was seen lapsed.
         unchanged_since = seen.version if seen is not None and seen.lapsed else None
+        later = messages.where(
+            filter=firestore.FieldFilter("createdAt", ">", documents.ts(anchor.created_at))
+        )
 
         @firestore.transactional
-        def claim(tx: Any) -> bool:
-            snap = reply_ref.get(transaction=tx, retry=access.retry, timeout=access.timeout)
+        def claim(tx: Any) -> tuple[tuple[str, ...], int] | None:
+            refs = [session_ref, reply_ref]
+            if c.quota is not None:
+                refs.append(access.rate(c.uid))
+            snaps = {s.reference.path: s for s in tx.get_all(refs)}
+            head = documents.head(snaps[session_ref.path])
+            if (
+                not head.exists
+                or head.owner != c.uid
+                or head.deleting
+                or head.incarnation != c.head.incarnation
+            ):
+                raise NotFound("not_found", "no such session")
+            snap = snaps[reply_ref.path]
             current = snap.to_dict().get("generation") if snap.exists else None
             if current != (seen.generation if seen else None):
-                return False
+                return None
             if unchanged_since is not None and snap.update_time != unchanged_since:
-                return False
+                return None
+            doomed = tuple(d.id for d in tx.get(later) if d.id != reply_id)
+            step = head.steps.get(c.step_id, StepHead())
+            seq = step.seq + (2 if mode == "edit" else 1)
+            at = documents.ts(now)
+            taken = [(seq, reply_id)] if mode != "edit" else [(seq - 1, user.id), (seq, reply_id)]
             if mode == "edit":
-                tx.update(
-                    messages.document(user.id),
-                    {"parts": documents.user_parts(user), "updatedAt": documents.ts(now)},
-                )
+                fields = {"parts": documents.user_parts(user), "updatedAt": at, "seq": seq - 1}
+                tx.update(messages.document(user.id), fields)
             for message_id in doomed:
                 tx.delete(messages.document(message_id))
             lease = access.lease_seconds
-            tx.set(reply_ref, documents.new_reply(user.id, reply_id, reply_at, generation, lease))
-            self._stamp(tx, c, now, conditional=False)
-            return True
+            reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
+            tx.set(reply_ref, reply)
+            counted = (0 if snap.exists else 1) - len(doomed)
+            head_fields: dict[str, Any] = {
+                "updatedAt": at,
+                access.step_field(c.step_id, "seq"): seq,
+                access.step_field(c.step_id, "messages"): firestore.Increment(counted),
+                access.step_field(c.step_id, "updatedAt"): at,
+                access.step_field(c.step_id, "recent"): step.recent_after(*taken),
+            }
+            if doomed:
+                head_fields[access.step_field(c.step_id, "cuts")] = step.cuts + 1
+                cut_after = documents.ts(anchor.created_at)
+                head_fields[access.step_field(c.step_id, "cutAfter")] = cut_after
+            tx.update(session_ref, head_fields)
+            if c.quota is not None:
+                rate = access.rate(c.uid)
+                counted_quota = documents.quota(snaps[rate.path]).after_turn(now)
+                tx.set(rate, documents.quota_fields(counted_quota))
+            return doomed, seq
 
-        # The history changes under a transaction whose write times it does not return:
-        # the next turn reads it again.
-        access.histories.drop(key)
-        access.session_states.pop(c.session_id, None)
         try:
-            if not claim(access.db.transaction()):
+            won = claim(access.db.transaction())
+            if won is None:
                 return None
             snap = reply_ref.get(retry=access.retry, timeout=access.timeout)
         except (gexc.Conflict, gexc.NotFound):
-            access.forget(key)
             return None
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
-        return Claim(key, reply_ref, snap.update_time, reply_at, generation, tuple(doomed))
-
-    def _stamp(self, writer: Any, c: Conversation, now: float, conditional: bool = True) -> str:
-        """Session and step bookkeeping; `createdAt` only by create, so it is written once.
-        Returns the step's new `revision`."""
-        access = self.access
-        session_ref, step_ref = access.session(c.session_id), access.step(c.session_id, c.step_id)
-        stamp = {"updatedAt": documents.ts(now), "revision": uuid.uuid4().hex}
-        if c.session_exists and conditional and c.session_version is not None:
-            option = access.db.write_option(last_update_time=c.session_version)
-            writer.update(session_ref, {"updatedAt": documents.ts(now)}, option=option)
-        elif c.session_exists:
-            writer.update(session_ref, {"updatedAt": documents.ts(now)})
-        else:
-            writer.create(
-                session_ref,
-                {"ownerUid": c.uid, "createdAt": documents.ts(now), "updatedAt": documents.ts(now)},
-            )
-        if not c.step_exists:
-            writer.create(step_ref, {"createdAt": documents.ts(now), **stamp})
-        elif conditional and c.version is not None:
-            option = access.db.write_option(last_update_time=c.version)
-            writer.update(step_ref, stamp, option=option)
-        else:
-            writer.update(step_ref, stamp)
-        return stamp["revision"]
+        doomed, seq = won
+        return Claim(key, reply_ref, snap.update_time, reply_at, generation, doomed, seq)
 
     # Replies in flight ------------------------------------------------------------------
 
@@ -293,7 +343,7 @@ class FirestoreStore:
         """The step's replies being generated now (or whose instance died: `lapsed`)."""
         access = self.access
         query = access.messages(session_id, step_id).where(
-            filter=FieldFilter("status", "==", "streaming")
+            filter=firestore.FieldFilter("status", "==", "streaming")
         )
         try:
             docs = list(query.stream(retry=access.retry, timeout=access.timeout))

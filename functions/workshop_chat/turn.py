@@ -31,6 +31,7 @@ from .domain import (
     KeepAlive,
     Message,
     Model,
+    Moved,
     NotFound,
     RateLimited,
     ReasoningDelta,
@@ -57,9 +58,9 @@ class Conversation(Protocol):
 
 
 class Store(Protocol):
-    def open(
-        self, session_id: str, step_id: str, uid: str, fresh: bool = False
-    ) -> Conversation: ...
+    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Any:
+        """The session as it is now and the step's history (with the caller's rate-limit
+        state when `quota`); NotFound when the session is someone else's."""
 
     def begin(
         self,
@@ -69,7 +70,8 @@ class Store(Protocol):
         mode: str,
         now: float,
         seen_reply: Message | None,
-    ) -> Any: ...
+    ) -> Any:
+        """A claim, None when a racing request won, or `Moved` with what is stored now."""
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None: ...
 
@@ -78,7 +80,7 @@ class Store(Protocol):
     def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
 
     def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
-        """Held from reading a session's cached state to committing a claim on it."""
+        """Held from reading a session's state to committing a claim on it."""
 
 
 class Sessions(Protocol):
@@ -91,19 +93,14 @@ class Sessions(Protocol):
     def delete_session(self, session_id: str, uid: str) -> int: ...
 
 
-class RateLimit(Protocol):
-    def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None: ...
-
-
 @dataclass(frozen=True)
 class Stores:
     """What a chat keeps outside the process: each step's conversation and the claims on its
-    replies, whole sessions, the per-user rate limit, and files (None: this deployment takes
-    none)."""
+    replies (with the per-user rate limit), whole sessions, and files (None: this deployment
+    takes none)."""
 
     conversations: Store
     sessions: Sessions
-    rate_limit: RateLimit
     attachments: Attachments | None = None
 
 
@@ -136,7 +133,6 @@ class Chat:
     ) -> None:
         self.attachments = stores.attachments
         self.store = stores.conversations
-        self.rate_limit = stores.rate_limit
         self.model = model
         self.workshop = workshop
         self.checkpointer = checkpointer
@@ -149,33 +145,17 @@ class Chat:
 
     def run(self, turn: Turn, uid: str, trace: str | None = None) -> Iterator[Event]:
         """Claim or find the reply, then return its events. Raises ChatError before any event."""
-        if self.settings.rate_limit_per_minute:
-            try:
-                wait = self.rate_limit.take_turn_token(
-                    uid, self.settings.rate_limit_per_minute, self.clock()
-                )
-            except StoreUnavailable as exc:
-                raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
-            if wait is not None:
-                raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
-        fresh = False
+        limited = bool(self.settings.rate_limit_per_minute)
         for _ in range(4):
             try:
                 with self.store.session_lock(turn.session_id):
-                    conversation = self.store.open(turn.session_id, turn.step_id, uid, fresh)
+                    conversation = self.store.open(turn.session_id, turn.step_id, uid, limited)
                     events = self._decide(turn, conversation, trace)
             except StoreUnavailable as exc:
                 raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
-            except (Conflict, NotFound):
-                # Refusals write nothing, so no precondition checked what this instance
-                # remembers: refuse only what a fresh read confirms.
-                if fresh:
-                    raise
-                fresh = True
-                continue
             if events is not None:
                 return events
-            # Lost a race, or this instance's copy was stale: look again at what is stored.
+            # Lost a race to a twin or to a newer turn: look again at what is stored.
         raise Unavailable("busy", "the conversation is busy; try again")
 
     def local(
@@ -304,6 +284,11 @@ class Chat:
         except BaseException:
             reply.abandon()
             raise
+        try:
+            self._check_quota(conversation)
+        except BaseException:
+            reply.abandon()
+            raise
         # The step's own turns take precedence; earlier steps' outcomes get what is left.
         room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
         system = self.workshop.system(key[1], conversation, room)
@@ -315,7 +300,7 @@ class Chat:
         try:
             if unsent is not None:
                 self._attachments().upload(unsent, user)
-            claim = self.store.begin(conversation, user, reply_id, mode, self.clock(), seen_reply)
+            claim = self._claim(conversation, user, reply, mode, seen_reply, (contents, files))
         except BaseException:
             reply.abandon()  # the model call is cancelled, and nothing was written
             raise
@@ -334,6 +319,36 @@ class Chat:
             aio.spawn(asyncio.to_thread(forget, key, claim.removed, superseded))
         return reply.listen(self.settings.keepalive_seconds)
 
+    def _claim(
+        self,
+        conversation: Any,
+        user: UserMessage,
+        reply: Reply,
+        mode: str,
+        seen_reply: Message | None,
+        asked: tuple[list[tuple[str, str]], list[tuple[Any, ...]]],
+    ) -> Any:
+        """The claim's commit, beside the model call. When the session moved since it was read
+        (another step's turn, a summary landing), the call stands as long as what it was asked
+        is still the whole conversation: the claim is made again on what is stored now."""
+        for _ in range(4):
+            claim = self.store.begin(conversation, user, reply.id, mode, self.clock(), seen_reply)
+            if not isinstance(claim, Moved):
+                return claim
+            conversation = claim.conversation
+            self._check_quota(conversation)
+            if model_contents(conversation, user, self.settings.history_max_chars) != asked:
+                return None  # a turn landed first: this one is asked again, with it in context
+        return None
+
+    def _check_quota(self, conversation: Any) -> None:
+        """A turn that asks the model counts against its user's minute; one past it, none."""
+        quota = conversation.quota
+        per_minute = self.settings.rate_limit_per_minute
+        wait = quota.wait(self.clock(), per_minute) if quota is not None else None
+        if wait is not None:
+            raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
+
     def _attachments(self) -> Attachments:
         if self.attachments is None:
             raise BadRequest("files_unsupported", "this deployment takes no files")
@@ -343,7 +358,7 @@ class Chat:
         with self._lock:
             if self._active.get(slot) is reply:
                 del self._active[slot]
-        if reply.stored:  # the step's history changed: its outcome follows
+        if reply.worth_summarizing:  # the step's history grew: its outcome follows
             self.workshop.after_reply(slot[0], slot[1])
 
     def follow(

@@ -34,7 +34,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Chat]:
         checkpointer = Checkpointer(store, Cadence(3600.0, 36_000.0, final_attempts=3))
         options = {"keepalive_seconds": 5.0, "follow_seconds": 0.01, **settings}
         return Chat(
-            Stores(store, store, store),  # one fake: conversations, rate limit, (unused) sessions
+            Stores(store, store),  # one fake: conversations and (unused) sessions
             model,
             Workshop(lambda step: f"prompt for {step}"),
             checkpointer,
@@ -52,7 +52,7 @@ def chat(make_chat: Callable[..., Chat]) -> Chat:
 
 @pytest.fixture
 def ops(chat: Chat, store: MemoryStore) -> SessionOps:
-    return SessionOps(chat, Stores(store, store, store))
+    return SessionOps(chat, Stores(store, store))
 
 
 def turn(text: str = "Hello", mid: str = "m1", **extra: Any) -> Turn:

@@ -14,7 +14,7 @@ from typing import Any
 
 from workshop_chat import aio
 from workshop_chat.checkpoints import ReplyWrite
-from workshop_chat.domain import Message, ModelDone, ModelText, UserMessage
+from workshop_chat.domain import Message, ModelDone, ModelText, Moved, Quota, UserMessage
 from workshop_chat.reply import LOST, STOP, UNSTORED, WROTE
 
 
@@ -25,6 +25,9 @@ class Conversation:
     uid: str
     session_exists: bool
     messages: list[Message] = field(default_factory=list)
+    head_version: int = 0  # the session's version as read: a new turn's claim requires it
+    quota: Quota | None = None
+    outcomes: dict[str, Any] = field(default_factory=dict)
 
     def get(self, message_id: str) -> Message | None:
         return next((m for m in self.messages if m.id == message_id), None)
@@ -49,6 +52,8 @@ class MemoryStore:
         self.messages: dict[tuple[str, str], dict[str, Message]] = {}
         self.versions: dict[tuple[str, str, str], tuple[int, float]] = {}
         self.owners: dict[str, str] = {}
+        self.heads: dict[str, int] = {}  # each session's version
+        self.quotas: dict[str, Quota] = {}
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._step_lock = threading.Lock()
@@ -81,7 +86,7 @@ class MemoryStore:
 
     # The store's contract ------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, fresh: bool = False) -> Conversation:
+    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Conversation:
         from workshop_chat.domain import NotFound
 
         self._check()
@@ -93,7 +98,14 @@ class MemoryStore:
                 self.messages.get((session_id, step_id), {}).values(), key=lambda m: m.created_at
             )
             messages = [self._read((session_id, step_id), m) for m in stored]
-        return Conversation(session_id, step_id, uid, owner is not None, messages)
+            version = self.heads.get(session_id, 0)
+            counted = self.quotas.get(uid, Quota()) if quota else None
+        return Conversation(session_id, step_id, uid, owner is not None, messages, version, counted)
+
+    def touch(self, session_id: str) -> None:
+        """Someone else wrote the session (a summary, another step's turn)."""
+        with self._lock:
+            self.heads[session_id] = self.heads.get(session_id, 0) + 1
 
     def begin(
         self,
@@ -103,7 +115,7 @@ class MemoryStore:
         mode: str,
         now: float,
         seen_reply: Message | None,
-    ) -> Claim | None:
+    ) -> Claim | Moved | None:
         self.claims_started.set()
         if self.claim_gate is not None:
             self.claim_gate.wait(10)
@@ -115,10 +127,12 @@ class MemoryStore:
             if mode == "new":
                 if user.id in step or reply_id in step:
                     return None
+                moved = self.heads.get(key[0], 0) != conversation.head_version
+            if mode == "new" and not moved:
                 self.owners.setdefault(key[0], conversation.uid)
                 step[user.id] = Message(user.id, "user", user.text, "complete", now, now)
                 self._bump(key, user.id)
-            else:
+            elif mode != "new":
                 current = step.get(reply_id)
                 expected = seen_reply.generation if seen_reply else None
                 if (current.generation if current else None) != expected:
@@ -132,19 +146,24 @@ class MemoryStore:
                         del step[mid]
                 if mode == "edit":
                     step[user.id] = replace(step[user.id], text=user.text)
-            created = seen_reply.created_at if seen_reply else step[user.id].created_at + 0.001
-            step[reply_id] = Message(
-                reply_id,
-                "assistant",
-                "",
-                "streaming",
-                created,
-                now,
-                user.id,
-                generation=generation,
-            )
-            version = self._bump(key, reply_id)
-        return Claim(key, reply_id, version, created, generation)
+            if mode != "new" or not moved:
+                self.heads[key[0]] = self.heads.get(key[0], 0) + 1
+                if conversation.quota is not None:
+                    self.quotas[conversation.uid] = conversation.quota.after_turn(now)
+                created = seen_reply.created_at if seen_reply else step[user.id].created_at + 0.001
+                step[reply_id] = Message(
+                    reply_id,
+                    "assistant",
+                    "",
+                    "streaming",
+                    created,
+                    now,
+                    user.id,
+                    generation=generation,
+                )
+                version = self._bump(key, reply_id)
+                return Claim(key, reply_id, version, created, generation)
+        return Moved(self.open(key[0], key[1], conversation.uid, conversation.quota is not None))
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:
         self._check()
@@ -169,10 +188,6 @@ class MemoryStore:
 
     def session_lock(self, session_id: str) -> threading.Lock:
         return self._step_lock
-
-    def take_turn_token(self, uid: str, per_minute: int, now: float) -> int | None:
-        self._check()
-        return None
 
     def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
         self.batches.append(writes)

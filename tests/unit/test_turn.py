@@ -13,9 +13,11 @@ from workshop_chat.domain import (
     Finished,
     KeepAlive,
     Message,
+    RateLimited,
     Started,
     StoreUnavailable,
     Unavailable,
+    UserMessage,
 )
 
 
@@ -223,3 +225,63 @@ def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, ops, store, mo
         ops.resume("s1", "define", "mallory")
     model.finish()
     listener.join()
+
+
+def test_a_claim_that_finds_the_session_moved_but_the_conversation_unchanged_keeps_its_call(
+    chat, store, model
+):
+    store.claim_gate = threading.Event()
+    listener = Listener(chat, turn("first"))
+    model.wait_call()
+    store.touch("s1")  # a summary of another step lands between the look and the claim
+    store.claim_gate.set()
+    model.send("one")
+    model.finish()
+    assert texts(listener.join()) == "one"
+    assert len(model.calls) == 1 and model.closed == 1
+
+
+def test_a_turn_that_landed_first_is_in_the_context_of_the_one_that_waited(chat, store, model):
+    first = Listener(chat, turn("first", "m1"))
+    model.wait_call()
+    model.send("r1")
+    model.finish()
+    first.join()
+    gate = store.claim_gate = threading.Event()
+    second = Listener(chat, turn("second", "m2"))
+    model.wait_call()
+    # Another instance's turn lands first: this claim fails, and its call goes again with it.
+    store.claim_gate = None
+    other = store.open("s1", "define", "alice")
+    claim = store.begin(
+        other, UserMessage("x1", "elsewhere"), "x1~reply", "new", store.now + 1, None
+    )
+    assert claim is not None
+    store.now += 2
+    gate.set()
+    model.wait_call()
+    assert model.wait_closed(2) == 2  # the call made without it was cancelled
+    model.send("fresh")
+    model.finish()
+    assert texts(second.join()) == "fresh"
+    assert len(model.calls) == 3
+    assert model.calls[-1][:3] == [("user", "first"), ("model", "r1"), ("user", "elsewhere")]
+    assert model.calls[-1][-1] == ("user", "second")
+
+
+def test_a_user_over_the_rate_limit_gets_no_model_call_and_only_calls_are_counted(
+    make_chat, store, model
+):
+    chat = make_chat(rate_limit_per_minute=2)
+    for i in range(2):
+        listener = Listener(chat, turn(f"t{i}", f"m{i}"))
+        model.wait_call()
+        model.send("ok")
+        model.finish()
+        listener.join()
+    again = Listener(chat, turn("t0", "m0"))  # a re-send replays: no call, not counted
+    assert texts(again.join()) == "ok"
+    with pytest.raises(RateLimited) as refused:
+        Listener(chat, turn("t2", "m2")).join()
+    assert 1 <= refused.value.retry_after <= 60
+    assert len(model.calls) == 2 and store.quotas["alice"].count == 2

@@ -1,0 +1,81 @@
+"""A process's copy of a step: what a look must read to bring it up to date, and its bounds."""
+
+from __future__ import annotations
+
+from workshop_chat.documents import StepHead
+from workshop_chat.domain import Message
+from workshop_chat.history_cache import Copy, HistoryCache, brought_up
+
+
+def msg(mid: str, at: float, text: str = "t", status: str = "complete", seq: int = 0) -> Message:
+    return Message(mid, "user", text, status, at, at, seq=seq)
+
+
+def copy_of(*messages: Message, seq: int = 4, cuts: int = 0) -> Copy:
+    return Copy("inc", seq, cuts, tuple(messages))
+
+
+def test_a_step_that_did_not_move_needs_nothing_read():
+    step = StepHead(seq=4, recent=((3, "u2"), (4, "r2")))
+    assert step.changed_since(4) == []
+
+
+def test_what_moved_is_read_by_id_while_the_head_remembers_it_and_by_number_beyond():
+    recent = tuple((n, f"m{n}") for n in range(5, 21))  # the last 16 numbers taken
+    step = StepHead(seq=20, recent=recent)
+    assert step.changed_since(17) == ["m18", "m19", "m20"]
+    assert step.changed_since(4) == [f"m{n}" for n in range(5, 21)]
+    assert step.changed_since(3) is None  # 4 was taken and has left `recent`: query
+    # A regenerate takes one number, an edit two: gaps are fine.
+    gappy = StepHead(seq=9, recent=((5, "u"), (6, "r"), (8, "r")))
+    assert gappy.changed_since(6) == ["r"]
+    assert [r["seq"] for r in StepHead(recent=recent).recent_after((21, "x"))] == list(range(6, 22))
+
+
+def test_new_and_changed_messages_merge_in_creation_order():
+    copy = copy_of(msg("u1", 1.0), msg("r1", 1.1, "", "streaming"))
+    read = [msg("r1", 1.1, "done"), msg("u2", 2.0), msg("r2", 2.1)]
+    merged = brought_up(copy, read, set(), 0, 0.0)
+    assert [(m.id, m.text) for m in merged] == [
+        ("u1", "t"),
+        ("r1", "done"),
+        ("u2", "t"),
+        ("r2", "t"),
+    ]
+
+
+def test_a_cut_drops_what_came_after_it_unless_it_was_read_again():
+    copy = copy_of(msg("u1", 1.0), msg("r1", 1.1), msg("u2", 2.0), msg("r2", 2.1))
+    # u1 was edited: everything after it went, and its reply was claimed again.
+    read = [msg("u1", 1.0, "edited"), msg("r1", 1.1, "", "streaming")]
+    merged = brought_up(copy, read, set(), cuts=1, cut_after=1.0)
+    assert [(m.id, m.text) for m in merged] == [("u1", "edited"), ("r1", "")]
+
+
+def test_an_unfinished_reply_read_as_missing_is_gone():
+    copy = copy_of(msg("u1", 1.0), msg("r1", 1.1, "", "streaming"))
+    assert [m.id for m in brought_up(copy, [], {"r1"}, 0, 0.0)] == ["u1"]
+    assert copy.unfinished == ["r1"]
+
+
+def test_the_cache_is_bounded_by_count_and_by_bytes():
+    cache = HistoryCache(count=2, size_bytes=10_000)
+    for key in ("a", "b", "c"):
+        cache.put((key, "s"), copy_of(msg("u", 1.0)))
+    assert cache.get(("a", "s")) is None and cache.get(("c", "s")) is not None
+    big = copy_of(msg("u", 1.0, "x" * 6000))
+    cache.put(("d", "s"), big)
+    cache.put(("e", "s"), big)  # two of them do not fit: the older goes
+    assert cache.get(("d", "s")) is None and cache.get(("e", "s")) is big
+    cache.put(("f", "s"), copy_of(msg("u", 1.0, "x" * 20_000)))  # larger than the whole cache
+    assert cache.get(("f", "s")) is None
+
+
+def test_our_own_final_settles_the_copy_without_a_read():
+    cache = HistoryCache()
+    cache.put(("s", "t"), copy_of(msg("u1", 1.0), msg("r1", 1.1, "", "streaming")))
+    cache.settle(("s", "t"), "r1", text="final", status="complete")
+    settled = cache.get(("s", "t"))
+    assert settled is not None
+    assert [(m.text, m.status) for m in settled.messages][1] == ("final", "complete")
+    assert settled.unfinished == []
