@@ -47,7 +47,7 @@ def test_a_new_turn_creates_session_step_user_message_and_claimed_reply(store, d
         "cuts": 0,
         "startedAt": None,
         "updatedAt": None,
-        "recent": [{"id": "u1", "seq": 1}, {"id": "u1~reply", "seq": 2}],
+        "recent": "1 u1 2 u1~reply",
     }
     assert db.document("sessions/s1/steps/define").get().exists
     reply = db.document(REPLY).get().to_dict()
@@ -220,17 +220,17 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
 
 
 def test_the_rate_limit_state_comes_with_the_look_and_is_counted_by_the_claim(store, db):
-    assert store.open("s1", "define", "alice", quota=True).quota == Quota()
-    conversation = store.open("s1", "define", "alice", quota=True)
+    assert store.open("s1", "define", "alice", quota=2).quota == Quota(per_minute=2)
+    conversation = store.open("s1", "define", "alice", quota=2)
     store.begin(conversation, UserMessage("u1", "Hi"), "u1~reply", "new", NOW, None)
-    quota = store.open("s1", "define", "alice", quota=True).quota
+    quota = store.open("s1", "define", "alice", quota=2).quota
     assert (quota.window_start, quota.count) == (NOW, 1)
-    assert quota.wait(NOW + 1, 1) == 59 and quota.wait(NOW + 1, 2) is None
-    assert quota.wait(NOW + 61, 1) is None
+    assert quota.wait(NOW + 1) is None and quota.after_turn(NOW + 1).wait(NOW + 2) == 58
+    assert quota.after_turn(NOW + 1).wait(NOW + 61) is None
     # A count made elsewhere since the look fails the claim: nothing written, look again.
     other = FirestoreStore(FirestoreAccess(db))
-    seen = other.open("s2", "define", "alice", quota=True)
-    again = store.open("s3", "define", "alice", quota=True)
+    seen = other.open("s2", "define", "alice", quota=2)
+    again = store.open("s3", "define", "alice", quota=2)
     store.begin(again, UserMessage("u3", "Hi"), "u3~reply", "new", NOW + 2, None)
     moved = other.begin(seen, UserMessage("u2", "Hi"), "u2~reply", "new", NOW + 3, None)
     assert isinstance(moved, Moved) and moved.conversation.quota.count == 2
@@ -248,3 +248,39 @@ def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, d
     assert finish(store, claim, "done") == "wrote"
     reply = db.document(REPLY).get().to_dict()
     assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")
+
+
+def test_a_session_stored_before_heads_counted_steps_keeps_its_whole_history(store, db):
+    """Sessions written by earlier versions: no incarnation, no step counters, no numbers."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    db.document("sessions/s1").set({"ownerUid": "alice", "createdAt": start, "updatedAt": start})
+    for step in ("define", "ideate"):
+        db.document(f"sessions/s1/steps/{step}").set({"createdAt": start, "revision": "r"})
+        for n, (mid, role) in enumerate((("o1", "user"), ("o1~reply", "assistant"))):
+            db.document(f"sessions/s1/steps/{step}/messages/{mid}").set(
+                {
+                    "id": mid,
+                    "role": role,
+                    "parts": [{"type": "text", "text": f"old {step} {n}"}],
+                    "status": "complete",
+                    "createdAt": start + timedelta(seconds=n),
+                    "updatedAt": start + timedelta(seconds=n),
+                }
+            )
+    assert finish(store, begin_new(store, "new", "n1"), "fresh") == "wrote"
+    for _ in range(2):  # the worker that wrote, and its next look
+        texts = [m.text for m in store.open("s1", "define", "alice").messages]
+        assert texts == ["old define 0", "old define 1", "new", "fresh"]
+    assert [m.text for m in store.open("s1", "ideate", "alice").messages] == [
+        "old ideate 0",
+        "old ideate 1",
+    ]
+    from workshop_chat.sessions import SessionStore
+
+    overview = SessionStore(store.access).overview("s1", "alice")
+    assert sorted((s["stepId"], s["messageCount"]) for s in overview) == [
+        ("define", 4),
+        ("ideate", 2),
+    ]

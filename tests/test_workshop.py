@@ -193,3 +193,19 @@ def test_delete_stops_a_reply_in_flight_first(make_app, db, standin):
     assert not db.document("sessions/s1").get().exists
     assert list(db.collection("sessions/s1/steps").list_documents()) == []
     wait_for(lambda: standin.model_requests()[0].get("ended") == "client-closed", timeout=5)
+
+
+def test_a_summary_after_an_edit_is_made_again_without_what_the_edit_cut(client, db, standin):
+    assert say(client, "Interviews with nurses", "c1", "empathize")
+    assert say(client, "Pagers are hated", "c2", "empathize")
+    assert "Pagers are hated" in wait_for(lambda: summarized(db, "empathize"))["summary"]
+    body = chat_body("Interviews with porters", "c1", step="empathize", messageId="c1")
+    assert text_of(sse_chunks(client.post("/", json=body).data)) == "Echo: Interviews with porters"
+    summary = wait_for(
+        lambda: (found := summarized(db, "empathize")) and "porters" in found["summary"] and found
+    )["summary"]
+    assert "Pagers" not in summary and "nurses" not in summary
+    assert (
+        "Previous summary"
+        not in summary_requests(standin)[-1]["body"]["contents"][0]["parts"][0]["text"]
+    )

@@ -36,10 +36,11 @@ class StepHead:
             return None
         return [message_id for number, message_id in self.recent if number > seq]
 
-    def recent_after(self, *taken: tuple[int, str]) -> list[dict[str, Any]]:
-        """`recent` once these numbers are taken, as stored."""
+    def recent_after(self, *taken: tuple[int, str]) -> str:
+        """`recent` once these numbers are taken, as stored: one string of "<seq> <id>" pairs
+        (ids hold no spaces), which costs a claim a tenth of what a list of maps did."""
         kept = [*self.recent, *taken][-RECENT:]
-        return [{"seq": number, "id": message_id} for number, message_id in kept]
+        return " ".join(f"{number} {message_id}" for number, message_id in kept)
 
 
 RECENT = 16
@@ -57,7 +58,9 @@ class Head:
     incarnation: str = ""
     steps: dict[str, StepHead] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    legacy: bool = False  # written before the head counted steps: read histories whole
+    # Written by a version before heads counted steps: its messages carry no numbers, so its
+    # histories are read whole on every look and no copy of them is kept.
+    legacy: bool = False
 
 
 def head(snap: Any) -> Head:
@@ -82,28 +85,25 @@ def head(snap: Any) -> Head:
         snap.update_time,
         data.get("ownerUid"),
         bool(data.get("deleting")),
-        str(data.get("incarnation") or snap.create_time or ""),
+        str(data.get("incarnation") or ""),
         steps,
         outcomes(data),
-        legacy=not isinstance(raw, dict),
+        legacy=not data.get("incarnation"),
     )
 
 
 def _recent(raw: Any) -> tuple[tuple[int, str], ...]:
-    if not isinstance(raw, list):
-        return ()
-    return tuple(
-        (int(item.get("seq") or 0), str(item.get("id")))
-        for item in raw
-        if isinstance(item, dict) and item.get("id")
-    )
+    words = raw.split() if isinstance(raw, str) else []
+    pairs = zip(words[::2], words[1::2], strict=False)
+    return tuple((int(n), i) for n, i in pairs if n.isdigit())
 
 
-def quota(snap: Any) -> Quota:
+def quota(snap: Any, per_minute: int) -> Quota:
     if not snap.exists:
-        return Quota()
+        return Quota(per_minute=per_minute)
     data = snap.to_dict() or {}
-    return Quota(float(data.get("windowStart", 0.0)), int(data.get("count", 0)), snap.update_time)
+    window, count = float(data.get("windowStart", 0.0)), int(data.get("count", 0))
+    return Quota(window, count, snap.update_time, per_minute)
 
 
 def quota_fields(q: Quota) -> dict[str, Any]:
@@ -267,6 +267,8 @@ def outcomes(session: dict[str, Any]) -> dict[str, Outcome]:
             str(o.get("summary") or ""),
             seconds(o.get("startedAt")),
             seconds(o.get("updatedAt")),
+            int(o.get("through") or 0),
+            int(o.get("cuts") or 0),
         )
         for step, o in found.items()
         if isinstance(o, dict) and o.get("summary")

@@ -8,8 +8,8 @@ domain errors to responses.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 # --- Values -------------------------------------------------------------------------------
@@ -81,18 +81,21 @@ class Quota:
     window_start: float = 0.0
     count: int = 0
     version: Any = None
+    per_minute: int = 0  # the limit it is held to (0: none)
 
-    def wait(self, now: float, per_minute: int) -> int | None:
+    def wait(self, now: float) -> int | None:
         """Seconds until the window opens again, or None if a turn may go now."""
-        if not per_minute or now - self.window_start >= 60.0 or self.count < per_minute:
+        if not self.per_minute or now - self.window_start >= 60.0:
+            return None
+        if self.count < self.per_minute:
             return None
         return max(1, int(self.window_start + 60.0 - now + 0.999))
 
     def after_turn(self, now: float) -> Quota:
         """The state once this turn is counted."""
         if now - self.window_start >= 60.0:
-            return Quota(now, 1, self.version)
-        return Quota(self.window_start, self.count + 1, self.version)
+            return replace(self, window_start=now, count=1)
+        return replace(self, count=self.count + 1)
 
 
 def reply_id_for(user_message_id: str) -> str:
@@ -281,7 +284,10 @@ class Model(Protocol):
         contents: list[tuple[str, str]],
         thinking_budget: int | None = None,
         files: dict[int, list[dict[str, Any]]] | None = None,
-    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]: ...
+        on_sent: Callable[[], None] | None = None,
+    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
+        """`on_sent` is called once the request is on its way (each attempt): until then the
+        caller holds back work that would compete with building it."""
 
 
 # --- Safe texts: all a client ever learns about a failure -----------------------------------

@@ -33,6 +33,8 @@ class Outcome:
     summary: str
     started_at: float  # the step's creation: orders steps outside the five known ones
     updated_at: float = 0.0
+    through: int = 0  # the step's write number this summary covers up to
+    cuts: int = 0  # the step's cuts when it was made (see `SummaryJob`)
 
 
 def workshop_place(step_id: str, started_at: float) -> tuple[int, float, str]:
@@ -83,6 +85,7 @@ class SummaryJob:
     previous: str | None
     messages: list[Message]
     through: int  # the step's write number this summary covers up to
+    cuts: int  # the step's cuts (edits, regenerates) it was made after
     started_at: float
     lease: Any  # the store's handle on the lease it took for this job
 
@@ -157,6 +160,9 @@ class Summaries:
         self.cadence = cadence
         self.calls = 0  # summary calls made by this process (tests)
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # When each step's timer was first armed since its last summary: every reply re-arms
+        # it, and a step that never goes quiet is still summarized this long after.
+        self._first: dict[tuple[str, str], float] = {}
         self._running: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -166,11 +172,13 @@ class Summaries:
         loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds)
 
     def _arm(self, key: tuple[str, str], delay: float) -> None:
-        """In the loop: (re)start the step's timer."""
+        """In the loop: (re)start the step's timer, never past its longest wait."""
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
+        first = self._first.setdefault(key, loop.time())
+        delay = min(delay, first + self.cadence.max_wait_seconds - loop.time())
         self._timers[key] = loop.call_later(max(0.0, delay), self._due, key)
 
     def _due(self, key: tuple[str, str]) -> None:
@@ -179,6 +187,7 @@ class Summaries:
             self._arm(key, self.cadence.quiet_seconds)  # after the one in flight
             return
         self._running.add(key)
+        self._first.pop(key, None)
         task = asyncio.get_running_loop().create_task(self._refresh(key))
         self._tasks.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._tasks.discard)
@@ -246,8 +255,14 @@ def summary_prompt(previous: str | None, messages: list[Message], max_chars: int
         )
     lines: list[str] = []
     room = max_chars - len(head) - 200
-    for m in reversed(_transcript(messages)):
-        line = json.dumps(m, ensure_ascii=False)
+    for turn in reversed(_transcript(messages)):
+        line = json.dumps(turn, ensure_ascii=False)
+        if len(line) + 1 > room and not lines:
+            # The newest turn alone is over the budget: its beginning stands for it.
+            cut = dict(turn, text=turn["text"][: max(0, room - 100)] + " [...]")
+            line = json.dumps(cut, ensure_ascii=False)[: max(0, room - 1)]
+            if not line.endswith("}"):
+                break
         if len(line) + 1 > room:
             break
         lines.insert(0, line)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,14 +66,28 @@ def make_client(max_connections: int, **options: Any) -> Any:
     )
     timeout = httpx2.Timeout(None, connect=10.0)
     base_url = options.pop("base_url", None)
+    hooks = {"request": [_sending]}
     return genai.Client(
         **options,
         http_options=types.HttpOptions(
             base_url=base_url,
             client_args={"limits": limits, "timeout": timeout},
-            httpx_async_client=httpx2.AsyncClient(limits=limits, timeout=timeout),
+            httpx_async_client=httpx2.AsyncClient(
+                limits=limits, timeout=timeout, event_hooks=hooks
+            ),
         ),
     )
+
+
+# Who to tell that the request of the task running now is leaving (see `Gemini.stream`).
+_ON_SENT: ContextVar[Callable[[], None] | None] = ContextVar("on_sent", default=None)
+
+
+async def _sending(request: Any) -> None:
+    """httpx's request hook: the SDK has built the request, the transport sends it next."""
+    on_sent = _ON_SENT.get()
+    if on_sent is not None:
+        on_sent()
 
 
 HARM_CATEGORIES = (
@@ -141,15 +156,19 @@ class Gemini:
                 types.SafetySetting(category=category, threshold=g.safety_threshold)
                 for category in HARM_CATEGORIES
             ]
-        return types.GenerateContentConfig(
+        config = types.GenerateContentConfig(
             system_instruction=system,
             temperature=g.temperature,
             max_output_tokens=g.max_output_tokens,
             thinking_config=thinking,
             tools=tools,
             safety_settings=safety,
-            http_options=types.HttpOptions(extra_body={"contents": request}),
         )
+        # Set after validation, which would copy the history into a plain dict.
+        options = types.HttpOptions()
+        options.extra_body = _Shared(contents=request)
+        config.http_options = options
+        return config
 
     async def stream(
         self,
@@ -157,6 +176,7 @@ class Gemini:
         contents: list[tuple[str, str]],
         thinking_budget: int | None = None,
         files: dict[int, list[dict[str, Any]]] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
         """`thinking_budget` overrides the configured one (a step's own setting); `files[i]`
         are Gemini parts (inline data, file data, notes) that follow contents[i]'s text."""
@@ -175,6 +195,7 @@ class Gemini:
             for i, (role, text) in enumerate(contents)
         ]
         config = self._config(system, request, thinking_budget)
+        _ON_SENT.set(on_sent)  # this task's own context: other streams keep theirs
         waited = 0.0
         attempts = self.retries.attempts
         for attempt in range(1, attempts + 1):
@@ -258,6 +279,15 @@ class Gemini:
             return float(retry_after)
         backoff = self.retries.initial_delay * 2 ** (attempt - 1)
         return backoff * (0.5 + random.random() / 2)
+
+
+class _Shared(dict[str, Any]):
+    """The request body's `contents`, handed to the SDK inside its config: the SDK deep-copies
+    the config twice per call, which for a whole history cost O(history) per turn on the event
+    loop. Nothing writes to it after it is built, so the copy can be this same dict."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
+        return self
 
 
 def collect(

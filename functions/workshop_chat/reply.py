@@ -102,6 +102,9 @@ class Reply:
         self.closed = False  # the end event is published: nothing more will come
         self.stored = False  # its final write landed
         self.task: Future[Any] | None = None
+        # Set once the model request is on its way: the claim waits for it, so the two do not
+        # compete for the interpreter while the request is built.
+        self.sent = threading.Event()
         self.writes: Writes | None = None
         # The Checkpointer's bookkeeping: how much it last stored, and when it last wrote.
         self.stored_progress = 0
@@ -297,7 +300,11 @@ async def drive(
         async with asyncio.timeout(None) as deadline:
             ending = Ending("complete", "stop", model=model.name)
             stream = model.stream(
-                request.system, request.contents, request.thinking_budget, request.files
+                request.system,
+                request.contents,
+                request.thinking_budget,
+                request.files,
+                reply.sent.set,
             )
             total = started + limits.reply_timeout_seconds
             while True:
@@ -344,6 +351,8 @@ async def drive(
     except Exception:
         log.error("generation failed unexpectedly", exc_info=True, extra={"trace": trace})
         ending = _failed(CUT_TEXT, model.name)
+    finally:
+        reply.sent.set()
     if reply.end(ending):
         log.info(
             "turn finished",

@@ -32,6 +32,8 @@ class SessionStore:
         head = documents.head(self._owned_session(session_id, uid))
         if head.deleting:
             raise NotFound("not_found", "no such session")
+        if head.legacy:
+            return self._counted(session_id, head)
         steps = []
         for step_id, step in head.steps.items():
             if not step.messages:
@@ -48,6 +50,30 @@ class SessionStore:
                 }
             )
         return steps
+
+    def _counted(self, session_id: str, head: documents.Head) -> list[dict[str, Any]]:
+        """A session written before heads counted steps: each step's messages counted."""
+        access = self.access
+        steps = []
+        try:
+            for ref in access.session(session_id).collection("steps").list_documents():
+                count = access.messages(session_id, ref.id).count().get(timeout=access.timeout)
+                snap = ref.get(timeout=access.timeout)
+                data = snap.to_dict() or {} if snap.exists else {}
+                changed = data.get("updatedAt") or data.get("createdAt")
+                steps.append(
+                    {
+                        "stepId": ref.id,
+                        "summary": data.get("summary"),
+                        "summaryUpdatedAt": documents.seconds(data.get("summaryUpdatedAt")) or None,
+                        "messageCount": int(count[0][0].value),
+                        "updatedAt": documents.seconds(changed),
+                        "startedAt": documents.seconds(data.get("createdAt")),
+                    }
+                )
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return [s for s in steps if s["messageCount"]]
 
     def mark_deleting(self, session_id: str, uid: str) -> None:
         """The first step of a delete, for the owner only (also of a session half deleted):
@@ -69,10 +95,9 @@ class SessionStore:
         session_ref = snap.reference
         deleted = 0
         try:
-            for step in session_ref.collection("steps").stream(
-                retry=access.retry, timeout=access.timeout
-            ):
-                messages = step.reference.collection("messages")
+            # Step documents a crashed write left out still hold messages: list them too.
+            for step in session_ref.collection("steps").list_documents():
+                messages = step.collection("messages")
                 while True:
                     docs = list(messages.limit(batch_size).stream(retry=access.retry))
                     if not docs:
@@ -82,7 +107,7 @@ class SessionStore:
                         batch.delete(doc.reference)
                     batch.commit(retry=access.retry, timeout=access.timeout)
                     deleted += len(docs)
-                step.reference.delete(retry=access.retry, timeout=access.timeout)
+                step.delete(retry=access.retry, timeout=access.timeout)
                 deleted += 1
             session_ref.delete(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError as exc:

@@ -1,8 +1,8 @@
 """Firestore: each step's outcome (its summary), on the step and mirrored on the session head.
 
-A summary covers the step's messages up to a number (`summarizedSeq`), so the next one reads
-only what came after. Whoever summarizes holds a short lease on the step document, so replies
-settling on several instances at once make one call, not one each.
+A summary covers the step's messages up to a number (`through`, mirrored with it on the head),
+so the next one reads only what came after. Whoever summarizes holds a short lease on the step
+document, so replies settling on several instances at once make one call, not one each.
 """
 
 from __future__ import annotations
@@ -32,27 +32,46 @@ class OutcomeStore:
         self, session_id: str, step_id: str, quiet: float, max_wait: float
     ) -> SummaryJob | float | None:
         """What the next summary of the step covers, with its lease taken; a number of seconds
-        to wait while the step is still busy; None when there is nothing to do (or someone
-        else is doing it)."""
+        to wait while the step is busy or someone else is summarizing it; None when there is
+        nothing to do.
+
+        Whether there is anything, and whether the step is quiet, the head says (one read);
+        the step's messages are read only for a summary that will be made.
+        """
         access = self.access
         session_ref, step_ref = access.session(session_id), access.step(session_id, step_id)
-        found = access.get_all([session_ref, step_ref])
-        head, step = documents.head(found[session_ref.path]), found[step_ref.path]
-        if not head.exists or head.deleting or not step.exists:
+        head = documents.head(access.get_all([session_ref])[session_ref.path])
+        counters = head.steps.get(step_id)
+        if not head.exists or head.deleting or counters is None:
+            return None
+        outcome = head.outcomes.get(step_id)
+        # After an edit or regenerate cut turns away, the summary is made again from the
+        # turns that remain: the old one may hold what was cut.
+        again = outcome is None or outcome.cuts != counters.cuts
+        covered = 0 if again else outcome.through  # type: ignore[union-attr]
+        if counters.seq <= covered:
+            return None  # nothing new since the last summary
+        now = time.time()
+        last_summary = counters.started_at if outcome is None else outcome.updated_at
+        if now - counters.updated_at < quiet and now - last_summary < max_wait:
+            return counters.updated_at + quiet - now
+        step = access.get_all([step_ref])[step_ref.path]
+        if not step.exists:
             return None
         data = step.to_dict() or {}
-        now = time.time()
-        if documents.seconds(data.get("summaryLease")) > now:
-            return None
-        covered = int(data.get("summarizedSeq") or 0)
+        lease_ends = documents.seconds(data.get("summaryLease"))
+        if lease_ends > now:
+            return lease_ends - now + 0.5  # look again once that summary is in, or lapsed
+        # The step document has the last word: a summary may have landed since the head read.
+        again = again and data.get("summarizedCuts") != counters.cuts
+        if not again:
+            covered = max(covered, int(data.get("summarizedSeq") or 0))
+            if counters.seq <= covered:
+                return None
         new = sorted(access.since(session_id, step_id, covered), key=lambda m: m.created_at)
         part, through = settled_part(new, covered)
         if not any(m.role == "assistant" and m.text.strip() for m in part):
             return None
-        newest = max(m.updated_at for m in new)
-        oldest = min(m.created_at for m in part)
-        if now - newest < quiet and now - oldest < max_wait:
-            return newest + quiet - now
         option = access.db.write_option(last_update_time=step.update_time)
         try:
             lease = step_ref.update(
@@ -62,17 +81,17 @@ class OutcomeStore:
                 timeout=access.timeout,
             )
         except (gexc.FailedPrecondition, gexc.NotFound):
-            return None  # someone else took it
+            return quiet  # someone else took it: look again after theirs
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
-        started = head.steps.get(step_id)
         return SummaryJob(
             session_id,
             step_id,
-            data.get("summary"),
+            None if again else data.get("summary"),
             part,
             through,
-            started.started_at if started else part[0].created_at,
+            counters.cuts,
+            counters.started_at or part[0].created_at,
             lease.update_time,
         )
 
@@ -92,7 +111,13 @@ class OutcomeStore:
                 raise StoreUnavailable() from exc
             return
         now = datetime.now(UTC)
-        mirror = {"summary": summary, "updatedAt": now, "startedAt": documents.ts(job.started_at)}
+        mirror = {
+            "summary": summary,
+            "updatedAt": now,
+            "startedAt": documents.ts(job.started_at),
+            "through": job.through,
+            "cuts": job.cuts,
+        }
         batch = access.db.batch()
         batch.update(
             step_ref,
@@ -100,6 +125,7 @@ class OutcomeStore:
                 "summary": summary,
                 "summaryUpdatedAt": now,
                 "summarizedSeq": job.through,
+                "summarizedCuts": job.cuts,
                 "summaryLease": firestore.DELETE_FIELD,
             },
             option=lease,

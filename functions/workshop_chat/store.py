@@ -16,7 +16,16 @@ from google.cloud import firestore
 
 from . import documents
 from .documents import Head, StepHead
-from .domain import LostClaim, Message, Moved, NotFound, Quota, StoreUnavailable, UserMessage
+from .domain import (
+    LostClaim,
+    Message,
+    Moved,
+    NotFound,
+    Quota,
+    RateLimited,
+    StoreUnavailable,
+    UserMessage,
+)
 from .firestore_access import Claim, FirestoreAccess
 from .history_cache import Copy, brought_up
 from .memory import Outcome
@@ -64,7 +73,7 @@ class FirestoreStore:
 
     # Reads ---------------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Conversation:
+    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
         """The session as it is now and the step's history: one read of the head (with the
         caller's rate-limit state and the replies this process's copy holds unfinished), then,
         only when the step moved, the messages numbered after the copy, by id."""
@@ -80,7 +89,7 @@ class FirestoreStore:
         head = documents.head(found[session_ref.path])
         if head.exists and (head.owner != uid or head.deleting):
             raise NotFound("not_found", "no such session")
-        rate = documents.quota(found[access.rate(uid).path]) if quota else None
+        rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
             return Conversation(session_id, step_id, uid, head, [], rate)
@@ -89,7 +98,11 @@ class FirestoreStore:
         return Conversation(session_id, step_id, uid, head, messages, rate)
 
     def _merge(
-        self, key: tuple[str, str], head: Head, copy: Copy | None, unfinished: list[Any]
+        self,
+        key: tuple[str, str],
+        head: Head,
+        copy: Copy | None,
+        unfinished: list[Any],
     ) -> list[Message]:
         """This process's copy brought up to the head; read whole when it cannot be."""
         access = self.access
@@ -107,12 +120,13 @@ class FirestoreStore:
                 access.histories.put(key, copy)
             return messages
         snaps = list(unfinished)
+        new: list[Message] = []
         changed = step.changed_since(copy.seq)
         if changed is None:  # more changed than the head remembers: ask by number
             new = access.since(*key, copy.seq)
         else:
-            new = []
-            ids = [i for i in changed if i not in {s.id for s in snaps}]
+            held = {s.id for s in snaps}
+            ids = [i for i in dict.fromkeys(changed) if i not in held]
             if ids:
                 refs = [access.messages(*key).document(i) for i in ids]
                 snaps += list(access.get_all(refs).values())
@@ -192,7 +206,9 @@ class FirestoreStore:
             option = access.db.write_option(last_update_time=head.version)
             batch.update(session_ref, fields, option=option)
         if step is None:
-            batch.set(access.step(*key), {"createdAt": at}, merge=True)
+            # An old session's step document may be there already: only make sure it is.
+            first = {} if head.legacy and head.exists else {"createdAt": at}
+            batch.set(access.step(*key), first, merge=True)
         messages = access.messages(*key)
         batch.create(messages.document(user.id), documents.new_user(user, now, seq - 1))
         reply_at = now + _REPLY_OFFSET
@@ -212,7 +228,7 @@ class FirestoreStore:
             results = batch.commit(retry=access.retry, timeout=access.timeout)
         except (gexc.Conflict, gexc.NotFound, gexc.FailedPrecondition, gexc.Aborted):
             # A twin request won, or something else was written since the look: look again.
-            fresh = self.open(c.session_id, c.step_id, c.uid, quota=c.quota is not None)
+            fresh = self.open(c.session_id, c.step_id, c.uid, c.quota.per_minute if c.quota else 0)
             if fresh.get(user.id) is not None or fresh.get(reply_id) is not None:
                 return None
             return Moved(fresh)
@@ -235,10 +251,12 @@ class FirestoreStore:
             ),
         )
         copy = access.histories.get(key)
-        if copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
+        if head.legacy and head.exists:
+            pass  # no copies of an old session's steps
+        elif copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
             access.histories.put(key, Copy(incarnation, seq, copy.cuts, copy.messages + new))
         elif step is None:
-            access.histories.put(key, Copy(incarnation, seq, 0, new))
+            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
         ref = messages.document(reply_id)
         return Claim(key, ref, results[reply_index].update_time, reply_at, generation, seq=seq)
 
@@ -319,8 +337,11 @@ class FirestoreStore:
             tx.update(session_ref, head_fields)
             if c.quota is not None:
                 rate = access.rate(c.uid)
-                counted_quota = documents.quota(snaps[rate.path]).after_turn(now)
-                tx.set(rate, documents.quota_fields(counted_quota))
+                stored = documents.quota(snaps[rate.path], c.quota.per_minute)
+                wait = stored.wait(now)
+                if wait is not None:  # a racing turn took the last one since the look
+                    raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
+                tx.set(rate, documents.quota_fields(stored.after_turn(now)))
             return doomed, seq
 
         try:

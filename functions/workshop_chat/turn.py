@@ -58,9 +58,10 @@ class Conversation(Protocol):
 
 
 class Store(Protocol):
-    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Any:
+    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Any:
         """The session as it is now and the step's history (with the caller's rate-limit
-        state when `quota`); NotFound when the session is someone else's."""
+        state, held to `quota` turns a minute, when set); NotFound when the session is
+        someone else's."""
 
     def begin(
         self,
@@ -115,6 +116,7 @@ class Settings:
 
 
 UNAVAILABLE = "storage is unavailable; try again"
+_SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
 
 
 class Chat:
@@ -145,11 +147,11 @@ class Chat:
 
     def run(self, turn: Turn, uid: str, trace: str | None = None) -> Iterator[Event]:
         """Claim or find the reply, then return its events. Raises ChatError before any event."""
-        limited = bool(self.settings.rate_limit_per_minute)
+        limit = self.settings.rate_limit_per_minute
         for _ in range(4):
             try:
                 with self.store.session_lock(turn.session_id):
-                    conversation = self.store.open(turn.session_id, turn.step_id, uid, limited)
+                    conversation = self.store.open(turn.session_id, turn.step_id, uid, limit)
                     events = self._decide(turn, conversation, trace)
             except StoreUnavailable as exc:
                 raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
@@ -265,6 +267,7 @@ class Chat:
         superseded: tuple[str, ...] = ()
         unsent: UserMessage | None = None  # a new message whose files are still to upload
         try:
+            self._check_quota(conversation)  # before anything is uploaded or asked
             if mode in ("new", "edit") and user.files:
                 # Uploaded before the claim's commit names them: before the model is asked on
                 # Vertex AI, which reads them; else while the model starts on its inline copy.
@@ -284,11 +287,6 @@ class Chat:
         except BaseException:
             reply.abandon()
             raise
-        try:
-            self._check_quota(conversation)
-        except BaseException:
-            reply.abandon()
-            raise
         # The step's own turns take precedence; earlier steps' outcomes get what is left.
         room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
         system = self.workshop.system(key[1], conversation, room)
@@ -300,6 +298,10 @@ class Chat:
         try:
             if unsent is not None:
                 self._attachments().upload(unsent, user)
+            # The claim goes once the model request has left: built in the loop thread, it
+            # would otherwise share the interpreter with the claim's encoding. A model that
+            # answers at once still waits for the claim before any text is relayed.
+            reply.sent.wait(_SEND_WAIT)
             claim = self._claim(conversation, user, reply, mode, seen_reply, (contents, files))
         except BaseException:
             reply.abandon()  # the model call is cancelled, and nothing was written
@@ -344,8 +346,7 @@ class Chat:
     def _check_quota(self, conversation: Any) -> None:
         """A turn that asks the model counts against its user's minute; one past it, none."""
         quota = conversation.quota
-        per_minute = self.settings.rate_limit_per_minute
-        wait = quota.wait(self.clock(), per_minute) if quota is not None else None
+        wait = quota.wait(self.clock()) if quota is not None else None
         if wait is not None:
             raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
 

@@ -86,7 +86,7 @@ class MemoryStore:
 
     # The store's contract ------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, quota: bool = False) -> Conversation:
+    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
         from workshop_chat.domain import NotFound
 
         self._check()
@@ -99,7 +99,7 @@ class MemoryStore:
             )
             messages = [self._read((session_id, step_id), m) for m in stored]
             version = self.heads.get(session_id, 0)
-            counted = self.quotas.get(uid, Quota()) if quota else None
+            counted = replace(self.quotas.get(uid, Quota()), per_minute=quota) if quota else None
         return Conversation(session_id, step_id, uid, owner is not None, messages, version, counted)
 
     def touch(self, session_id: str) -> None:
@@ -163,7 +163,8 @@ class MemoryStore:
                 )
                 version = self._bump(key, reply_id)
                 return Claim(key, reply_id, version, created, generation)
-        return Moved(self.open(key[0], key[1], conversation.uid, conversation.quota is not None))
+        limit = conversation.quota.per_minute if conversation.quota else 0
+        return Moved(self.open(key[0], key[1], conversation.uid, limit))
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:
         self._check()
@@ -256,8 +257,11 @@ class ScriptedModel:
         contents: list[tuple[str, str]],
         thinking_budget: int | None = None,
         files: Any = None,
+        on_sent: Any = None,
     ) -> Any:
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        if on_sent is not None:
+            on_sent()
         self.calls.append(contents)
         self._queues.append(queue)
         self.started.release()

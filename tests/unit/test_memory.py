@@ -68,7 +68,7 @@ class FakeOutcomes:
         messages = [
             msg(f"r{i}", "assistant", f"reply {i}", i, float(i)) for i in range(self.replies)
         ]
-        return SummaryJob(session_id, step_id, None, messages, self.replies, 0.0, None)
+        return SummaryJob(session_id, step_id, None, messages, self.replies, 0, 0.0, None)
 
     def save_summary(self, job, summary):
         if summary is not None:
@@ -96,6 +96,32 @@ def test_a_burst_of_replies_makes_one_summary_call_and_a_busy_step_waits():
     summaries.after_reply("s1", "define")
     time.sleep(0.6)
     assert len(calls) == 2 and store.saved == ["summary", "summary"]
+
+
+def test_a_step_that_never_goes_quiet_is_still_summarized_after_the_longest_wait():
+    store = FakeOutcomes()
+    calls = []
+
+    async def summarize(system, prompt, max_chars):
+        calls.append(prompt)
+        return "summary", None
+
+    cadence = SummaryCadence(quiet_seconds=0.2, max_wait_seconds=0.5)
+    summaries = Summaries(store, summarize, cadence)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.3:  # a reply every 0.1 s: never 0.2 s of quiet
+        store.replies += 1
+        summaries.after_reply("s1", "define")
+        time.sleep(0.1)
+    assert 1 <= len(calls) <= 3
+
+
+def test_a_newest_turn_over_the_whole_budget_still_goes_in_cut_short():
+    long = msg("u1", "user", "x" * 5000, 1, 1.0)
+    prompt = summary_prompt(None, [long], 1000)
+    assert len(prompt) <= 1000
+    line = next(line for line in prompt.splitlines() if line.startswith("{"))
+    assert json.loads(line)["text"].endswith("[...]")
 
 
 OUTCOMES = {
