@@ -39,6 +39,13 @@ class Stream:
     text_count: int = 0
     first_text: float | None = None
     detail: str = ""  # the body of a refusal, or the error event, for the report
+    collect: bool = False  # keep the text itself: a conversation's next turn needs the reply
+    deltas: list[str] = field(default_factory=list)
+
+    @property
+    def reply(self) -> str:
+        """The reply as the client saw it (with `collect`), e.g. for the history useChat sends."""
+        return "".join(self.deltas)
 
     @property
     def ttfc(self) -> float | None:
@@ -83,6 +90,8 @@ class _Protocol(asyncio.Protocol):
                 continue
             if self.marker in line:
                 texts += 1
+                if s.collect:
+                    s.deltas.append(_delta(line))
             elif line.startswith(DONE_LINE):
                 s.done = True
             elif ERROR_EVENT in line:
@@ -106,6 +115,16 @@ class _Protocol(asyncio.Protocol):
             self.finished.set_result(None)
 
 
+def _delta(line: bytes) -> str:
+    """The text of one UI message stream `text-delta` event ("" if it does not parse)."""
+    try:
+        event = json.loads(line[len(b"data: ") :])
+    except ValueError:
+        return ""
+    delta = event.get("delta") if isinstance(event, dict) else None
+    return delta if isinstance(delta, str) else ""
+
+
 def request_bytes(host: str, port: int, path: str, body: Any, headers: dict[str, str]) -> bytes:
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     head = [
@@ -126,10 +145,11 @@ async def stream(
     marker: bytes,
     timeout: float,
     keep_times: bool = True,
+    collect: bool = False,
 ) -> Stream:
     """Send one request and read the whole response; never raises, never outlives `timeout`."""
     loop = asyncio.get_running_loop()
-    s = Stream(keep_times=keep_times)
+    s = Stream(keep_times=keep_times, collect=collect)
     finished: asyncio.Future[None] = loop.create_future()
     s.sent = time.monotonic()
     transport = None

@@ -14,15 +14,23 @@ code changes, and the counts are those of the wire, not what the store believes 
 
 `GET /_bench/stats` answers the counts of the worker that serves it, which is all of them with
 one worker. With `BENCH_COUNTS_DIR` set, every worker also writes its counts to
-`<dir>/<pid>.json` about once a second, so that the load phase can sum several workers.
+`<dir>/<pid>.json` about once a second, so that a phase can sum several workers and instances.
 
-The counting phase takes no timing here. The load phase runs this file for our function too
-(the counting costs a lock and a dict update per RPC, microseconds against the RPC's
-milliseconds); every other timing is taken against functions/main.py.
+Per turn: a request with an `X-Bench-Turn: <id>` header makes `<id>` the worker's current turn,
+and every RPC the worker makes while its response is open is also counted under
+`byTurn[<id>]`; from the moment the response is closed until the worker's next such request,
+under `byTurn[<id>+after]` (what the turn left to the background, and whatever the worker then
+starts on its own, such as a debounced summary). The production phase sends one turn at a
+time, so each turn's counts, and the worker that served it, are exact.
+
+The production and load phases run this file for our function (the counting costs a lock and
+a dict update per RPC, microseconds against the RPC's milliseconds); the relay and cold-start
+timings are taken against functions/main.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -43,7 +51,10 @@ from workshop_chat.service import build
 
 COUNTS: Counter[str] = Counter()
 LATENCY: dict[str, Counter[int]] = {"commit_ms": Counter(), "batch_write_ms": Counter()}
+BY_TURN: dict[str, Counter[str]] = {}
 _LOCK = threading.Lock()
+_turn: str | None = None  # this worker's current benchmark turn (X-Bench-Turn)
+AFTER = "+after"  # suffix of a turn's counts once its response is closed
 _DUMP_DIR = os.environ.get("BENCH_COUNTS_DIR")
 _dumping_in = 0  # the pid whose dump thread runs: the master imports this module, workers fork
 
@@ -52,6 +63,8 @@ def _add(**counts: int) -> None:
     global _dumping_in
     with _LOCK:
         COUNTS.update(counts)
+        if _turn is not None:
+            BY_TURN.setdefault(_turn, Counter()).update(counts)
         if _DUMP_DIR and _dumping_in != os.getpid():
             _dumping_in = os.getpid()
             threading.Thread(target=_dump_forever, name="bench-counts", daemon=True).start()
@@ -72,6 +85,8 @@ def snapshot() -> dict[str, Any]:
         body: dict[str, Any] = dict(COUNTS)
         for kind, histogram in LATENCY.items():
             body[kind] = {str(k): v for k, v in histogram.items()}
+        if BY_TURN:
+            body["byTurn"] = {turn: dict(counts) for turn, counts in BY_TURN.items()}
     return body
 
 
@@ -165,9 +180,27 @@ _api = build(_config, db=_db)
 
 @functions_framework.http
 def chat(request):  # noqa: ANN001, ANN201 - the framework's signature
+    global _turn
     if request.path == "/_bench/stats":
         body = snapshot()
-        body["storeReads"] = _api.chat.store.access.reads
+        # What the store believes it read, where today's functions/ still keeps that count.
+        with contextlib.suppress(AttributeError):
+            body["storeReads"] = _api.chat.store.access.reads
         return json.dumps(body), 200, {"Content-Type": "application/json"}
+    turn = request.headers.get("X-Bench-Turn")
+    if turn:
+        with _LOCK:
+            _turn = turn
     _add(requests=1)  # per worker: how gunicorn split the connections
-    return _api(request)
+    response = _api(request)
+    if turn and hasattr(response, "call_on_close"):
+        response.call_on_close(lambda: _after(turn))
+    return response
+
+
+def _after(turn: str) -> None:
+    """The turn's response is closed: what the worker does next is background (see above)."""
+    global _turn
+    with _LOCK:
+        if _turn == turn:
+            _turn = f"{turn}{AFTER}"

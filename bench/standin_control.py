@@ -22,6 +22,7 @@ def configure(url: str, **knobs: Any) -> None:
 
 
 def reset(url: str) -> None:
+    """Forget the recording, and the knobs too: `configure` again after this."""
     request = urllib.request.Request(f"{url}/_standin/requests", method="DELETE")
     urllib.request.urlopen(request, timeout=10).close()
 
@@ -33,3 +34,10 @@ def model_body(system: str, contents: list[dict[str, Any]]) -> dict[str, Any]:
         "systemInstruction": {"parts": [{"text": system}], "role": "user"},
         "generationConfig": {"maxOutputTokens": 8192},
     }
+
+
+def recorded(url: str) -> list[dict[str, Any]]:
+    """Every request the stand-in has recorded since its last reset (a bounded deque of
+    MAX_RECORDED in standin/gemini_standin.py: read it before that many arrive)."""
+    with urllib.request.urlopen(f"{url}/_standin/requests", timeout=60) as response:
+        return json.loads(response.read())["requests"]

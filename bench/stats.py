@@ -28,3 +28,21 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def met(ok: bool | None) -> str:
+    """The headline's verdict: a missed target stands out in bold; no measurement, a dash."""
+    if ok is None:
+        return "-"
+    return "met" if ok else "**missed**"
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or theirs is None or theirs <= 0 or ours < 0:
+        return "-"
+    return f"{ours / theirs:.2f}"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else "..." + flat[-limit:]
