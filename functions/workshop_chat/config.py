@@ -74,7 +74,7 @@ class Config:
     # A step's outcome is refreshed once it has been quiet this long after a reply, and at
     # least this often while it never goes quiet.
     summary_quiet_seconds: float = 10.0
-    summary_max_wait_seconds: float = 120.0
+    summary_max_wait_seconds: float = 600.0
     # Gemini's thinking, grounding and safety; None leaves Gemini's default.
     thinking_budget: int | None = None
     include_thoughts: bool = False
@@ -176,7 +176,7 @@ class Config:
             summary_max_chars=reader.integer("SUMMARY_MAX_CHARS", 2000, 200, 20_000),
             summary_quiet_seconds=reader.number("SUMMARY_DELAY_SECONDS", 10.0, 0.0, 3600.0),
             summary_max_wait_seconds=reader.number(
-                "SUMMARY_MAX_WAIT_SECONDS", 120.0, 1.0, 86_400.0
+                "SUMMARY_MAX_WAIT_SECONDS", 600.0, 1.0, 86_400.0
             ),
             thinking_budget=reader.optional_integer("GEMINI_THINKING_BUDGET", -1, 32_768),
             include_thoughts=reader.boolean("GEMINI_INCLUDE_THOUGHTS"),

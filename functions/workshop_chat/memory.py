@@ -113,7 +113,7 @@ class SummaryCadence:
     after a reply, and at least every `max_wait_seconds` while it never goes quiet."""
 
     quiet_seconds: float = 10.0
-    max_wait_seconds: float = 120.0
+    max_wait_seconds: float = 600.0
     max_chars: int = 2000  # of the summary
     input_max_chars: int = 200_000  # of what a summary call sends: previous + new turns
 
