@@ -46,7 +46,7 @@ def system_prompt() -> str:
     """
     sys.path.insert(0, str(ROOT / "functions"))
     try:
-        from workshop_chat.prompts import system_prompt as prompt
+        from workshop_chat.chat.prompts import system_prompt as prompt
 
         return prompt(STEP)
     except Exception as exc:  # noqa: BLE001 - functions/ may be mid-change; measure anyway

@@ -46,8 +46,8 @@ import functions_framework
 from google.cloud import firestore
 
 from workshop_chat.config import Config
-from workshop_chat.logs import setup
 from workshop_chat.service import build
+from workshop_chat.web.logs import setup
 
 COUNTS: Counter[str] = Counter()
 LATENCY: dict[str, Counter[int]] = {"commit_ms": Counter(), "batch_write_ms": Counter()}

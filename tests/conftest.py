@@ -40,7 +40,7 @@ def storage_emulator() -> Iterator[str]:
 @pytest.fixture
 def storage_client(storage_emulator: str) -> Any:
     """A google-cloud-storage client on the emulator, with every object of the last test gone."""
-    from workshop_chat.files import make_client
+    from workshop_chat.cloud.storage import make_client
 
     support.reset_storage(storage_emulator)
     return make_client(support.PROJECT)
@@ -108,7 +108,7 @@ def db(emulator: str) -> Any:
 @pytest.fixture(scope="session")
 def genai_client(standin_service: support.Service) -> genai.Client:
     """One client for the session: building one costs ~0.3 s, and it holds no test state."""
-    from workshop_chat.model import make_client
+    from workshop_chat.cloud.gemini import make_client
 
     return make_client(100, api_key="test-key", base_url=standin_service.url)
 

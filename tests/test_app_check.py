@@ -177,7 +177,7 @@ def test_enforce_lets_a_valid_token_through(app_check_app, db, standin):
 
 def test_monitor_logs_what_enforce_would_refuse_and_serves_it(app_check_app, standin, caplog):
     client = app_check_app("monitor").test_client()
-    with caplog.at_level("WARNING", logger="workshop_chat.auth"):
+    with caplog.at_level("WARNING", logger="workshop_chat.web.auth"):
         response = client.post("/", json=chat_body("Hi"))
     assert text_of(sse_chunks(response.data)) == "Echo: Hi"
     refused = [r for r in caplog.records if "App Check would refuse" in r.getMessage()]

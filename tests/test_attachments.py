@@ -16,8 +16,8 @@ from google.oauth2.credentials import Credentials
 from tests import support
 from tests.conftest import BASE_ENV, chat_body, sse_chunks, text_of
 from tests.test_files import JPEG, PDF, PNG, TEXT, data_url
+from workshop_chat.cloud.gemini import make_client
 from workshop_chat.config import Config
-from workshop_chat.model import make_client
 from workshop_chat.service import build
 
 MESSAGES = "sessions/s1/steps/empathize/messages"

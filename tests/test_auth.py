@@ -36,8 +36,8 @@ from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
 from tests.test_attachments import attach, with_files
 from tests.test_files import PNG
-from workshop_chat.auth import FirebaseAuth, NoAuth
 from workshop_chat.config import Config, ConfigError
+from workshop_chat.web.auth import FirebaseAuth, NoAuth
 
 PROJECT = support.PROJECT
 ISSUER = f"https://securetoken.google.com/{PROJECT}"

@@ -795,8 +795,8 @@ def test_gcloudignore_uploads_only_the_function_source(tmp_path: Path) -> None:
         "requirements.txt",
         "workshop_chat/__init__.py",
         "workshop_chat/config.py",
-        "workshop_chat/prompts/generic.md",
-        "workshop_chat/prompts/test.md",
+        "workshop_chat/chat/prompts/generic.md",
+        "workshop_chat/chat/prompts/test.md",
         "workshop_chat/sub/mod.py",
     ]
     drop = [
@@ -824,7 +824,7 @@ def test_gcloudignore_uploads_only_the_function_source(tmp_path: Path) -> None:
 def test_gcloudignore_on_the_real_source() -> None:
     uploaded = _uploaded(REPO / "functions")
     assert "requirements.txt" in uploaded
-    assert any(name.startswith("workshop_chat/prompts/") for name in uploaded)
+    assert any(name.startswith("workshop_chat/chat/prompts/") for name in uploaded)
     allowed = {"main.py", "requirements.txt"}
     for name in uploaded:
         assert name in allowed or name.startswith("workshop_chat/"), name

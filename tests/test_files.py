@@ -20,8 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import support
-from workshop_chat.domain import BadRequest, ChatError, StoreUnavailable, TooLarge, UnsupportedMedia
-from workshop_chat.file_parts import (
+from workshop_chat.chat.domain import (
+    BadRequest,
+    ChatError,
+    StoreUnavailable,
+    TooLarge,
+    UnsupportedMedia,
+)
+from workshop_chat.cloud.storage import (
+    FileStore,
+    message_prefix,
+    object_path,
+    session_prefix,
+)
+from workshop_chat.web.file_parts import (
     DEFAULT_TYPES,
     MAX_FILENAME_CHARS,
     MIB,
@@ -29,12 +41,6 @@ from workshop_chat.file_parts import (
     FilePart,
     clean_filename,
     parse_files,
-)
-from workshop_chat.files import (
-    FileStore,
-    message_prefix,
-    object_path,
-    session_prefix,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

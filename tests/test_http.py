@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import chat_body, sse_chunks, text_of
-from workshop_chat.prompts import system_prompt
+from workshop_chat.chat.prompts import system_prompt
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
 

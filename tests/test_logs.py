@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from workshop_chat.logs import JsonFormatter, trace_from_headers
+from workshop_chat.web.logs import JsonFormatter, trace_from_headers
 
 
 @pytest.mark.parametrize(

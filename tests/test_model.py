@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_chat.domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
-from workshop_chat.model import Gemini, Generation, Retries, collect, finish_reason
+from workshop_chat.chat.domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
+from workshop_chat.cloud.gemini import Gemini, Generation, Retries, collect, finish_reason
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_a_cut_after_text_raises_after_yielding_it_and_is_not_retried(gemini, st
 
 def test_unreachable_gemini_is_unavailable(sleeps):
     from tests.support import free_port
-    from workshop_chat.model import make_client
+    from workshop_chat.cloud.gemini import make_client
 
     client = make_client(2, api_key="k", base_url=f"http://127.0.0.1:{free_port()}")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_chat import protocol
-from workshop_chat.domain import (
+from workshop_chat.chat.domain import (
     BadRequest,
     Failed,
     Finished,
@@ -16,6 +15,7 @@ from workshop_chat.domain import (
     Turn,
     UserMessage,
 )
+from workshop_chat.web import protocol
 
 LIMITS = {"max_id_chars": 128, "max_message_chars": 100, "max_parts": 4}
 

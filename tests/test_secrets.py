@@ -20,7 +20,7 @@ import pytest
 
 from tests import support
 from tests.conftest import chat_body, sse_chunks, text_of
-from workshop_chat.domain import (
+from workshop_chat.chat.domain import (
     BLOCKED_TEXT,
     BUSY_TEXT,
     CUT_TEXT,
@@ -28,8 +28,8 @@ from workshop_chat.domain import (
     ModelFailed,
     ModelUnavailable,
 )
-from workshop_chat.logs import JsonFormatter
-from workshop_chat.model import Gemini, Retries, collect, make_client
+from workshop_chat.cloud.gemini import Gemini, Retries, collect, make_client
+from workshop_chat.web.logs import JsonFormatter
 
 SECRET = "AIza-test-SECRET-1234"
 PRIVATE = "PRIVATE-USER-TEXT-7f3a"

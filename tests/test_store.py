@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_chat.checkpoints import ReplyWrite
-from workshop_chat.domain import Ending, Moved, NotFound, Quota, UserMessage
-from workshop_chat.firestore_access import FirestoreAccess
-from workshop_chat.reply_writes import ReplyWriter
-from workshop_chat.store import FirestoreStore
+from workshop_chat.chat.checkpoints import ReplyWrite
+from workshop_chat.chat.domain import Ending, Moved, NotFound, Quota, UserMessage
+from workshop_chat.firestore.access import FirestoreAccess
+from workshop_chat.firestore.conversations import FirestoreStore
+from workshop_chat.firestore.replies import ReplyWriter
 
 NOW = 1_800_000_000.0
 REPLY = "sessions/s1/steps/define/messages/u1~reply"
@@ -277,7 +277,7 @@ def test_a_session_stored_before_heads_counted_steps_keeps_its_whole_history(sto
         "old ideate 0",
         "old ideate 1",
     ]
-    from workshop_chat.sessions import SessionStore
+    from workshop_chat.firestore.sessions import SessionStore
 
     overview = SessionStore(store.access).overview("s1", "alice")
     assert sorted((s["stepId"], s["messageCount"]) for s in overview) == [

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .file_parts import DEFAULT_LIMITS as DEFAULT_FILE_LIMITS
-from .file_parts import DEFAULT_TYPES, FILE_PART_ROOM, MIB, FileLimits
+from .web.file_parts import DEFAULT_LIMITS as DEFAULT_FILE_LIMITS
+from .web.file_parts import DEFAULT_TYPES, FILE_PART_ROOM, MIB, FileLimits
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 # Gemini's thresholds for the four harm categories (google-genai's HarmBlockThreshold names).

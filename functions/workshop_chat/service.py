@@ -13,18 +13,18 @@ import sys
 import threading
 from typing import Any
 
-from .attachments import Attachments, FileSettings
-from .auth import AppCheck, FirebaseAuth, NoAuth, Verifier
-from .checkpoints import Cadence, Checkpointer
+from .chat.attachments import Attachments, FileSettings
+from .chat.checkpoints import Cadence, Checkpointer
+from .chat.outcomes import Summaries, SummaryCadence, Workshop
+from .chat.prompts import PromptError, check_all, system_prompt
+from .chat.prompts import thinking_budget as prompt_thinking_budget
+from .chat.reply import Limits
+from .chat.sessions import SessionOps
+from .chat.turns import Chat, Settings, Stores
 from .config import Config, ConfigError
-from .http import Api
-from .logs import setup
-from .memory import Summaries, SummaryCadence, Workshop
-from .prompts import PromptError, check_all, system_prompt
-from .prompts import thinking_budget as prompt_thinking_budget
-from .reply import Limits
-from .session_ops import SessionOps
-from .turn import Chat, Settings, Stores
+from .web.app import Api
+from .web.auth import AppCheck, FirebaseAuth, NoAuth, Verifier
+from .web.logs import setup
 
 log = logging.getLogger("workshop_chat")
 
@@ -32,12 +32,12 @@ log = logging.getLogger("workshop_chat")
 def build(
     config: Config, db: Any = None, genai_client: Any = None, storage_client: Any = None
 ) -> Api:
-    from .firestore_access import FirestoreAccess
-    from .model import Gemini, Generation, Retries, make_client
-    from .reply_writes import ReplyWriter
-    from .sessions import SessionStore
-    from .step_outcomes import OutcomeStore
-    from .store import FirestoreStore
+    from .cloud.gemini import Gemini, Generation, Retries, make_client
+    from .firestore.access import FirestoreAccess
+    from .firestore.conversations import FirestoreStore
+    from .firestore.outcomes import OutcomeStore
+    from .firestore.replies import ReplyWriter
+    from .firestore.sessions import SessionStore
 
     if db is None:
         from google.cloud import firestore
@@ -94,7 +94,7 @@ def build(
 
 def _attachments(config: Config, client: Any) -> Attachments:
     """Files go to FILES_BUCKET; the client makes no request until a file comes."""
-    from .files import FileStore, make_client
+    from .cloud.storage import FileStore, make_client
 
     files = FileStore(client or (lambda: make_client(config.project)), config.files_bucket)
     vertex_bucket = config.files_bucket if config.uses_vertex else None

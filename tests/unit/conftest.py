@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import MemoryStore, ScriptedModel
-from workshop_chat.checkpoints import Cadence, Checkpointer
-from workshop_chat.domain import Event, Turn, UserMessage
-from workshop_chat.memory import Workshop
-from workshop_chat.reply import Limits
-from workshop_chat.session_ops import SessionOps
-from workshop_chat.turn import Chat, Settings, Stores
+from workshop_chat.chat.checkpoints import Cadence, Checkpointer
+from workshop_chat.chat.domain import Event, Turn, UserMessage
+from workshop_chat.chat.outcomes import Workshop
+from workshop_chat.chat.reply import Limits
+from workshop_chat.chat.sessions import SessionOps
+from workshop_chat.chat.turns import Chat, Settings, Stores
 
 
 @pytest.fixture
@@ -84,13 +84,13 @@ class Listener:
 
 
 def texts(events: list[Event]) -> str:
-    from workshop_chat.domain import TextDelta
+    from workshop_chat.chat.domain import TextDelta
 
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def ends(events: list[Event]) -> list[Event]:
-    from workshop_chat.domain import Failed, Finished
+    from workshop_chat.chat.domain import Failed, Finished
 
     return [e for e in events if isinstance(e, Finished | Failed)]
 

@@ -12,10 +12,10 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workshop_chat import aio
-from workshop_chat.checkpoints import ReplyWrite
-from workshop_chat.domain import Message, ModelDone, ModelText, Moved, Quota, UserMessage
-from workshop_chat.reply import LOST, STOP, UNSTORED, WROTE
+from workshop_chat.chat import aio
+from workshop_chat.chat.checkpoints import ReplyWrite
+from workshop_chat.chat.domain import Message, ModelDone, ModelText, Moved, Quota, UserMessage
+from workshop_chat.chat.reply import LOST, STOP, UNSTORED, WROTE
 
 
 @dataclass
@@ -65,7 +65,7 @@ class MemoryStore:
         self.claim_gate: threading.Event | None = None  # a claim's commit waits on it
 
     def _check(self) -> None:
-        from workshop_chat.domain import StoreUnavailable
+        from workshop_chat.chat.domain import StoreUnavailable
 
         if self.unavailable:
             raise StoreUnavailable()
@@ -87,7 +87,7 @@ class MemoryStore:
     # The store's contract ------------------------------------------------------------------
 
     def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
-        from workshop_chat.domain import NotFound
+        from workshop_chat.chat.domain import NotFound
 
         self._check()
         owner = self.owners.get(session_id)

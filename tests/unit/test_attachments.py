@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from workshop_chat.attachments import Attachments, FileSettings
-from workshop_chat.domain import FileRef, UserMessage
-from workshop_chat.file_parts import FilePart
+from workshop_chat.chat.attachments import Attachments, FileSettings
+from workshop_chat.chat.domain import FileRef, UserMessage
+from workshop_chat.web.file_parts import FilePart
 
 
 class Bucket:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from workshop_chat.documents import StepHead
-from workshop_chat.domain import Message
-from workshop_chat.history_cache import Copy, HistoryCache, brought_up
+from workshop_chat.chat.domain import Message
+from workshop_chat.firestore.copies import Copy, HistoryCache, brought_up
+from workshop_chat.firestore.documents import StepHead
 
 
 def msg(mid: str, at: float, text: str = "t", status: str = "complete", seq: int = 0) -> Message:

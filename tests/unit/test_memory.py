@@ -6,8 +6,8 @@ import json
 import time
 from types import SimpleNamespace
 
-from workshop_chat.domain import Message
-from workshop_chat.memory import (
+from workshop_chat.chat.domain import Message
+from workshop_chat.chat.outcomes import (
     Outcome,
     Summaries,
     SummaryCadence,

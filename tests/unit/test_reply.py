@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.unit.conftest import Listener, ends, texts, turn
-from workshop_chat.domain import (
+from workshop_chat.chat.domain import (
     CUT_TEXT,
     REPLACED_TEXT,
     SAVE_TEXT,
@@ -14,7 +14,7 @@ from workshop_chat.domain import (
     ModelFailed,
     ModelUnavailable,
 )
-from workshop_chat.reply import Limits, Reply
+from workshop_chat.chat.reply import Limits, Reply
 
 
 def start(chat, model, text: str = "Hello"):
@@ -248,7 +248,7 @@ def test_a_stop_asked_on_another_instance_reaches_the_generation_through_its_doc
 def test_stop_on_a_session_of_another_user_is_not_found(chat, ops, store, model):
     import pytest
 
-    from workshop_chat.domain import NotFound
+    from workshop_chat.chat.domain import NotFound
 
     listener = start(chat, model)
     with pytest.raises(NotFound):

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from tests.unit.conftest import Listener, ends, texts, turn
-from workshop_chat.domain import (
+from workshop_chat.chat.domain import (
     REPLACED_TEXT,
     Failed,
     Finished,
@@ -151,8 +151,8 @@ def test_a_follower_relays_another_instances_reply_once_it_is_seen_moving(chat, 
         store.now,
         None,
     )
-    from workshop_chat.checkpoints import ReplyWrite
-    from workshop_chat.domain import Ending
+    from workshop_chat.chat.checkpoints import ReplyWrite
+    from workshop_chat.chat.domain import Ending
 
     follower = Listener(chat, turn())
     assert store.write_replies([ReplyWrite(other, "Hel")]) == ["wrote"]
@@ -217,7 +217,7 @@ def test_resume_on_the_generating_instance_replays_from_the_start_then_goes_live
 
 
 def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, ops, store, model):
-    from workshop_chat.domain import NotFound
+    from workshop_chat.chat.domain import NotFound
 
     listener = Listener(chat, turn())
     model.wait_call()

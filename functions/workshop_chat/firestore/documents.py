@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .domain import Ending, FileRef, Message, Quota, Source, UserMessage
-from .memory import Outcome
+from ..chat.domain import Ending, FileRef, Message, Quota, Source, UserMessage
+from ..chat.outcomes import Outcome
 
 
 @dataclass(frozen=True)

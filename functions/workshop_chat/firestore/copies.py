@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .domain import Message
+from ..chat.domain import Message
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from .domain import StoreUnavailable
+from ..chat.domain import StoreUnavailable
 
 # Every failure to reach the bucket; requests' connection errors are OSErrors.
 _FAILURES = (

@@ -16,10 +16,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..cloud.storage import FileStore, message_prefix, object_path, session_prefix
 from .domain import FileRef, StoreUnavailable, UserMessage
-from .files import FileStore, message_prefix, object_path, session_prefix
 
-log = logging.getLogger("workshop_chat.attachments")
+log = logging.getLogger("workshop_chat.chat.attachments")
 
 
 @dataclass(frozen=True)

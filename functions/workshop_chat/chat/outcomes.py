@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from . import aio
 from .domain import Message
 
-log = logging.getLogger("workshop_chat.memory")
+log = logging.getLogger("workshop_chat.chat.outcomes")
 
 WORKSHOP_ORDER = ("empathize", "define", "ideate", "prototype", "test")
 

@@ -44,7 +44,7 @@ from .domain import (
     metadata,
 )
 
-log = logging.getLogger("workshop_chat.reply")
+log = logging.getLogger("workshop_chat.chat.reply")
 
 # What a write reported: stored, taken over by another generation, not stored, or (for a
 # checkpoint) refused because someone asked the reply to stop.

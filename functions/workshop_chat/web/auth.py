@@ -11,9 +11,9 @@ import os
 import re
 from typing import Any, Protocol
 
-from .domain import Unauthorized, Unavailable
+from ..chat.domain import Unauthorized, Unavailable
 
-log = logging.getLogger("workshop_chat.auth")
+log = logging.getLogger("workshop_chat.web.auth")
 
 LOCAL_UID = "local-user"
 # The uid names the caller's `rateLimits/{uid}` document, so it must be a valid document id.

@@ -17,7 +17,7 @@ from typing import Protocol
 from .domain import Ending, Source
 from .reply import LOST, STOP, UNSTORED, WROTE, Reply
 
-log = logging.getLogger("workshop_chat.checkpoints")
+log = logging.getLogger("workshop_chat.chat.checkpoints")
 
 
 @dataclass(frozen=True)

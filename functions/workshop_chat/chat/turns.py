@@ -44,10 +44,10 @@ from .domain import (
     metadata,
     reply_id_for,
 )
-from .memory import Workshop
+from .outcomes import Workshop
 from .reply import Limits, Reply, Request, drive
 
-log = logging.getLogger("workshop_chat.turn")
+log = logging.getLogger("workshop_chat.chat.turns")
 
 
 class Conversation(Protocol):

@@ -6,9 +6,9 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from ..chat.domain import NotFound, StoreUnavailable
 from . import documents
-from .domain import NotFound, StoreUnavailable
-from .firestore_access import FirestoreAccess
+from .access import FirestoreAccess
 
 
 class SessionStore:

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from ..chat.domain import StoreUnavailable
+from ..chat.outcomes import SummaryJob, settled_part
 from . import documents
-from .domain import StoreUnavailable
-from .firestore_access import FirestoreAccess
-from .memory import SummaryJob, settled_part
+from .access import FirestoreAccess
 
 _LEASE_SECONDS = 120.0
 

@@ -12,10 +12,10 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
+from ..chat.checkpoints import ReplyWrite
+from ..chat.reply import LOST, STOP, UNSTORED, WROTE
 from . import documents
-from .checkpoints import ReplyWrite
-from .firestore_access import Claim, FirestoreAccess
-from .reply import LOST, STOP, UNSTORED, WROTE
+from .access import Claim, FirestoreAccess
 
 _OK, _NOT_FOUND, _FAILED_PRECONDITION = 0, 5, 9
 _MAX_BATCH = 500  # BatchWrite's limit

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import BadRequest, TooLarge, UnsupportedMedia
+from ..chat.domain import BadRequest, TooLarge, UnsupportedMedia
 
 MIB = 1 << 20
 # Images and PDFs Gemini reads natively, and plain text.

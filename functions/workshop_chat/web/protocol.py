@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .domain import (
+from ..chat.domain import (
     BadRequest,
     Event,
     Failed,

@@ -22,9 +22,9 @@ from google.api_core.retry import Retry
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from ..chat.domain import Message, StoreUnavailable
 from . import documents
-from .domain import Message, StoreUnavailable
-from .history_cache import HistoryCache
+from .copies import HistoryCache
 
 log = logging.getLogger("workshop_chat.firestore")
 

@@ -16,10 +16,8 @@ from typing import Any
 
 from flask import Request, Response
 
-from . import domain, protocol
-from .auth import AppCheck, Verifier
-from .config import Config
-from .domain import (
+from ..chat import domain
+from ..chat.domain import (
     BadRequest,
     ChatError,
     Event,
@@ -34,11 +32,14 @@ from .domain import (
     TooLarge,
     UnsupportedMedia,
 )
+from ..chat.sessions import SessionOps
+from ..chat.turns import Chat
+from ..config import Config
+from . import protocol
+from .auth import AppCheck, Verifier
 from .logs import trace_from_headers
-from .session_ops import SessionOps
-from .turn import Chat
 
-log = logging.getLogger("workshop_chat.http")
+log = logging.getLogger("workshop_chat.web.app")
 
 # /sessions/<sessionId>/steps/<stepId>/files/<messageId>/<n>: a stored file (GET).
 _FILE_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/files/([^/]+)/([0-9]{1,4})")

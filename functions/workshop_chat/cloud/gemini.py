@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from .domain import (
+from ..chat.domain import (
     ModelDone,
     ModelFailed,
     ModelSource,
@@ -24,7 +24,7 @@ from .domain import (
     ModelUnavailable,
 )
 
-log = logging.getLogger("workshop_chat.model")
+log = logging.getLogger("workshop_chat.cloud.gemini")
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -297,7 +297,7 @@ def collect(
     into: list[ModelText | ModelDone] | None = None,
 ) -> list[ModelText | ModelDone]:
     """Read a whole reply from a thread, through the process loop (tools and tests)."""
-    from . import aio
+    from ..chat import aio
 
     items: list[ModelText | ModelDone] = [] if into is None else into
 

@@ -14,9 +14,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from . import documents
-from .documents import Head, StepHead
-from .domain import (
+from ..chat.domain import (
     LostClaim,
     Message,
     Moved,
@@ -26,9 +24,11 @@ from .domain import (
     StoreUnavailable,
     UserMessage,
 )
-from .firestore_access import Claim, FirestoreAccess
-from .history_cache import Copy, brought_up
-from .memory import Outcome
+from ..chat.outcomes import Outcome
+from . import documents
+from .access import Claim, FirestoreAccess
+from .copies import Copy, brought_up
+from .documents import Head, StepHead
 
 # The reply sorts right after its user message, whatever the clocks of other instances say.
 _REPLY_OFFSET = 0.001

@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from .domain import Event, FileRef, Message, NotFound, StoreUnavailable, Unavailable, UserMessage
-from .memory import workshop_place
-from .turn import UNAVAILABLE, Chat, Stores
+from .outcomes import workshop_place
+from .turns import UNAVAILABLE, Chat, Stores
 
 
 class SessionOps:

@@ -1,0 +1,1 @@
+"""The other Google clients: Gemini and Cloud Storage, one small adapter each."""

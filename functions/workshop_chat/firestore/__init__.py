@@ -1,0 +1,1 @@
+"""The Firestore adapters: one module per document family, over one shared access."""

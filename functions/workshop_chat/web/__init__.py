@@ -1,0 +1,3 @@
+"""The HTTP edge: routes, the request and stream protocol, sign-in and App Check, logs; every error
+becomes a status here, in one table.
+"""
