@@ -52,14 +52,14 @@ fi
 run_dir=${out:-$(mktemp -d "${TMPDIR:-/tmp}/workshop-chat-bench.XXXXXX")}
 mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
-# bench/services.py appends the process group of every service it starts here.
+# stack/ appends the process group of every service it starts here.
 export BENCH_PGID_FILE="$run_dir/pgids"
 : >"$BENCH_PGID_FILE"
 
 # shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
   local status=$?
-  # The groups of the services bench/services.py started join the driver's; stop_all ends all.
+  # The groups of the services stack/ started join the driver's; stop_all ends all.
   [ -f "$BENCH_PGID_FILE" ] && mapfile -t -O "${#CHILD_GROUPS[@]}" CHILD_GROUPS <"$BENCH_PGID_FILE"
   stop_all
   exit "$status"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need, then runs ruff and every test against real local services
-# (the Firestore and Auth emulators, the Gemini stand-in and the function are started by the
-# test fixtures, on free ports, and stopped at the end).
+# Installs what the tests need, then runs ruff, mypy, shellcheck and every test against real local
+# services (the Firestore, Storage and Auth emulators, the Gemini stand-in and the function are
+# started by the test fixtures through stack/, on free ports, and stopped at the end).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,9 +13,11 @@ ensure_npm demo              # the demo page, the Auth emulator (firebase-tools)
 ensure_apt shellcheck shellcheck
 ensure_apt chromium chromium # the browser test drives Debian's Chromium, never a download
 
-echo "== ruff"
+echo "== ruff, mypy, shellcheck"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
+shellcheck -x ./*.sh scripts/*.sh
 
 echo "== unit tests (no processes)"
 .venv/bin/python -m pytest tests/unit "$@"

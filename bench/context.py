@@ -16,15 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .services import (
-    PROJECT,
-    ROOT,
-    Service,
-    start_firestore_emulator,
-    start_predecessor,
-    start_standin,
-)
-from .services import start_function as _start_function
+import stack
+from stack import PROJECT, ROOT, Service
+
+from .services import start_predecessor
 
 STEP = "ideate"
 COUNTING_MAIN = ROOT / "bench" / "counting_main.py"
@@ -83,9 +78,9 @@ class Run:
         """The emulator and the stand-in every phase uses, the emulator warmed."""
         self.system = system_prompt()
         self.prompts_file.write_text(json.dumps({STEP: self.system}))
-        self.emulator = start_firestore_emulator(self.run_dir)
+        self.emulator = stack.start_firestore_emulator(log=self.run_dir / "firestore.log")
         self.services.append(self.emulator)
-        self.standin = start_standin(self.run_dir)
+        self.standin = stack.start_standin(log=self.run_dir / "standin.log")
         self.services.append(self.standin)
         log(f"emulator {self.emulator.url}, stand-in {self.standin.url}; warming the emulator")
         warm_emulator(self.emulator.url)
@@ -123,7 +118,10 @@ class Run:
     def start_function(
         self, threads: int, name: str, source: Path | None = None, **extra: str
     ) -> Service:
-        service = _start_function(self.run_dir, self.env(threads, **extra), name, source)
+        port = stack.free_port()
+        log = self.run_dir / f"{name}-{port}.log"
+        env = self.env(threads, **extra)
+        service = stack.start_function(env, port, name=name, source=source, log=log)
         self.services.append(service)
         return service
 

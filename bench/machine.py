@@ -14,7 +14,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
-from .services import ROOT
+from stack import ROOT
 
 DEPLOY = ROOT / "deploy.sh"
 FALLBACK_WORKERS = 2

@@ -1,5 +1,6 @@
 """Entry point for functions-framework: registers the HTTP function `chat`, nothing else."""
 
+import flask
 import functions_framework
 
 from workshop_chat.service import build_from_env
@@ -8,5 +9,5 @@ _api = build_from_env()
 
 
 @functions_framework.http
-def chat(request):  # noqa: ANN001, ANN201 - the framework's signature
+def chat(request: flask.Request) -> flask.Response:
     return _api(request)

@@ -1,8 +1,8 @@
-# Shared by test.sh, dev.sh and bench.sh: installs what the repo pins, starts local services.
+# Shared by test.sh, dev.sh and bench.sh: installs what the repo pins. The local services
+# start from the Python package stack/, one way for the tests, the benchmark and dev.sh.
 # shellcheck shell=bash
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-EMULATOR_JAR=/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar
 
 _stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
@@ -40,21 +40,8 @@ ensure_apt() {
   $sudo apt-get install -y -qq "$package" >/dev/null
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-  local url=$1 seconds=${2:-30} i
-  for ((i = 0; i < seconds * 10; i++)); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$url did not answer within ${seconds}s" >&2
-  return 1
-}
-
-# Children started in their own process group, so that stop_all leaves nothing listening.
+# bench.sh's driver, started in a process group of its own, so that stop_all leaves nothing
+# running: the groups the driver started are added to CHILD_GROUPS from its BENCH_PGID_FILE.
 CHILD_GROUPS=()
 start_group() {
   setsid "$@" &
@@ -68,24 +55,4 @@ stop_all() {
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
   CHILD_GROUPS=()
-}
-
-start_firestore_emulator() {
-  local port=$1 log=$2
-  if [ -f "$EMULATOR_JAR" ]; then
-    start_group java -cp "$EMULATOR_JAR" com.google.cloud.datastore.emulator.firestore.CloudFirestore \
-      start --host=127.0.0.1 --port="$port" >"$log" 2>&1
-  else
-    start_group gcloud emulators firestore start --host-port="127.0.0.1:$port" >"$log" 2>&1
-  fi
-  wait_http "http://127.0.0.1:$port/" 60
-}
-
-# gcp-storage-emulator (from requirements.txt) in memory, with the bucket made; ready when the
-# bucket answers. Give google-cloud-storage STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT.
-start_storage_emulator() {
-  local port=$1 bucket=$2 log=$3
-  start_group "$ROOT/.venv/bin/gcp-storage-emulator" start --host 127.0.0.1 --port "$port" \
-    --default-bucket "$bucket" --in-memory >"$log" 2>&1
-  wait_http "http://127.0.0.1:$port/storage/v1/b/$bucket" 30
 }

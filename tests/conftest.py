@@ -113,20 +113,6 @@ def genai_client(standin_service: support.Service) -> genai.Client:
     return make_client(100, api_key="test-key", base_url=standin_service.url)
 
 
-BASE_ENV = {
-    "GOOGLE_CLOUD_PROJECT": support.PROJECT,
-    "GEMINI_API_KEY": "test-key",
-    "AUTH_MODE": "none",
-    "ALLOWED_ORIGINS": "https://workshop.example",
-    "KEEPALIVE_SECONDS": "0.2",
-    "CHECKPOINT_SECONDS": "0.2",
-    "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.01",
-    "RATE_LIMIT_PER_MINUTE": "0",
-    "FILES_BUCKET": support.FILES_BUCKET,
-    "SUMMARY_DELAY_SECONDS": "0.2",
-}
-
-
 @pytest.fixture
 def make_app(
     db: Any, genai_client: genai.Client, standin: Standin, storage_client: Any
@@ -139,7 +125,7 @@ def make_app(
     from workshop_chat.service import build
 
     def make(**env: str) -> Flask:
-        config = Config.from_env({**BASE_ENV, **env})
+        config = Config.from_env({**support.BASE_ENV, **env})
         api = build(config, db=db, genai_client=genai_client, storage_client=storage_client)
         app = Flask("workshop-chat-test")
         app.api = api  # type: ignore[attr-defined]
@@ -162,59 +148,12 @@ def client(make_app: Callable[..., Flask]) -> Any:
     return make_app().test_client()
 
 
-def chat_body(
-    text: str = "Hello",
-    message_id: str = "m1",
-    session: str = "s1",
-    step: str = "empathize",
-    **extra: Any,
-) -> dict[str, Any]:
-    """What DefaultChatTransport sends for a plain send, with sessionId/stepId in `body`."""
-    return {
-        "id": "chat-1",
-        "sessionId": session,
-        "stepId": step,
-        "trigger": "submit-message",
-        "messages": [{"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}],
-        **extra,
-    }
-
-
-def sse_chunks(body: bytes) -> list[Any]:
-    """Decode a UI message stream into its chunks ([DONE] kept as the string)."""
-    chunks: list[Any] = []
-    for event in body.decode().split("\n\n"):
-        if event.startswith("data: "):
-            payload = event[len("data: ") :]
-            chunks.append(payload if payload == "[DONE]" else json.loads(payload))
-    return chunks
-
-
-def text_of(chunks: list[Any]) -> str:
-    return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
-
-
-def function_env(
-    emulator: str, standin: support.Service, storage: str | None = None, **extra: str
-) -> dict[str, str]:
-    """The environment of a function process wired to the test emulator and stand-in."""
-    env = {
-        **BASE_ENV,
-        "FIRESTORE_EMULATOR_HOST": emulator,
-        "GOOGLE_GEMINI_BASE_URL": standin.url,
-        **extra,
-    }
-    if storage:
-        env["STORAGE_EMULATOR_HOST"] = storage
-    return env
-
-
 @pytest.fixture(scope="module")
 def live_function(
     emulator: str, standin_service: support.Service, storage_emulator: str
 ) -> Iterator[support.Service]:
     """The function as production runs it (functions-framework, gunicorn) on a free port."""
-    env = function_env(emulator, standin_service, storage_emulator, THREADS="64")
+    env = support.function_env(emulator, standin_service, storage_emulator, THREADS="64")
     service = support.start_function(env)
     yield service
     service.stop()

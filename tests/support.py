@@ -1,223 +1,64 @@
-"""Starting and stopping the real local services the tests and the benchmark run against."""
+"""Helpers for the tests that are not fixtures: the local services (from `stack`, the one module
+that starts them for the tests, the benchmark and dev.sh; re-exported here so that tests keep
+writing `support.start_function`), a build of the demo page, and polling."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "demo-workshop-chat"
-# The Firebase default bucket's name for the project, as deploy.sh and dev.sh use it.
-FILES_BUCKET = f"{PROJECT}.firebasestorage.app"
-EMULATOR_JAR = Path(
-    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+from stack import (
+    DEMO,
+    EMULATOR_JAR,
+    FILES_BUCKET,
+    PROJECT,
+    ROOT,
+    Service,
+    firestore_emulator_command,
+    free_port,
+    reset_firestore,
+    reset_storage,
+    start_auth_emulator,
+    start_demo,
+    start_firestore_emulator,
+    start_function,
+    start_standin,
+    start_storage_emulator,
 )
+from workshop_chat.chat import aio
+from workshop_chat.chat.ports import ModelItem
+from workshop_chat.cloud.gemini import Gemini
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Service:
-    process: subprocess.Popen[bytes]
-    url: str
-    output: list[str] = field(default_factory=list)
-
-    def drain(self) -> Service:
-        """Keep reading the process's output so that it never blocks on a full pipe."""
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for raw in self.process.stdout:
-                self.output.append(raw.decode(errors="replace").rstrip("\n"))
-
-        threading.Thread(target=read, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the whole process group: gcloud leaves its Java child listening otherwise."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
-def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def firestore_emulator_command(port: int) -> list[str]:
-    """The jar directly when it is there: ready in ~1 s, and no gcloud parent left behind."""
-    if EMULATOR_JAR.exists() and shutil.which("java"):
-        return [
-            "java",
-            "-cp",
-            str(EMULATOR_JAR),
-            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start",
-            "--host=127.0.0.1",
-            f"--port={port}",
-        ]
-    return ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
-
-
-def _start(command: list[str], url: str, ready: str, timeout: float, **popen: Any) -> Service:
-    """Spawn in a process group of its own, keep reading its output, and wait until `ready`
-    answers; a service that never does is stopped, and what it said is shown."""
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        **popen,
-    )
-    service = Service(process, url).drain()
-    try:
-        wait_http(ready, timeout, process)
-    except RuntimeError as exc:
-        service.stop()
-        output = "\n".join(service.output[-30:])
-        raise RuntimeError(f"{Path(command[0]).name} did not start ({exc}):\n{output}") from None
-    return service
-
-
-def start_firestore_emulator() -> Service:
-    port = free_port()
-    host = f"127.0.0.1:{port}"
-    return _start(firestore_emulator_command(port), host, f"http://{host}/", 60)
-
-
-def start_storage_emulator(bucket: str = FILES_BUCKET) -> Service:
-    """gcp-storage-emulator in memory, with `bucket` made; `url` is what STORAGE_EMULATOR_HOST
-    takes (with its scheme). It does not enforce generation preconditions."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).parent / "gcp-storage-emulator"),
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--default-bucket",
-        bucket,
-        "--in-memory",
-    ]
-    return _start(command, url, f"{url}/storage/v1/b/{bucket}", 30)
-
-
-def reset_storage(url: str) -> None:
-    """Delete every object, keep the buckets (the emulator's own wipe route)."""
-    urllib.request.urlopen(f"{url}/wipe?keep-buckets=1", timeout=10).close()
-
-
-def start_standin() -> Service:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "standin" / "gemini_standin.py"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    if not line.startswith("READY "):
-        Service(process, "").stop()
-        raise RuntimeError(f"the stand-in did not start: {line!r}")
-    return Service(process, line.split(" ", 1)[1]).drain()
-
-
-def reset_firestore(host: str, project: str = PROJECT) -> None:
-    request = urllib.request.Request(
-        f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
-        method="DELETE",
-    )
-    urllib.request.urlopen(request, timeout=10).close()
-
-
-def start_function(env: dict[str, str], port: int | None = None) -> Service:
-    """The function as production runs it: functions-framework under gunicorn."""
-    port = port or free_port()
-    runtime = Path(env.get("XDG_RUNTIME_DIR") or f"/tmp/workshop-chat-run-{port}")
-    runtime.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, "PORT": str(port), "XDG_RUNTIME_DIR": str(runtime)}
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--target",
-        "chat",
-        "--source",
-        str(ROOT / "functions" / "main.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return _start(command, url, f"{url}/healthz", 30, env=full_env, cwd=ROOT / "functions")
-
-
-DEMO = ROOT / "demo"
-
-
-def start_auth_emulator(
-    workdir: Path, project: str = PROJECT, port: int | None = None, timeout: float = 180
-) -> Service:
-    """The Firebase Auth emulator from demo/'s firebase-tools; it issues unsigned ID tokens.
-
-    Every port it opens (auth, hub, logging) is a free one and its hub locator and debug log go
-    to `workdir`, so it runs beside dev.sh's. Start-up is CPU-bound (~8-45 s on 2 cores).
-    """
-    import json
-
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "emulators": {
-            "singleProjectMode": True,
-            "auth": {"host": "127.0.0.1", "port": port},
-            "hub": {"host": "127.0.0.1", "port": free_port()},
-            "logging": {"host": "127.0.0.1", "port": free_port()},
-            "ui": {"enabled": False},
-        }
-    }
-    (workdir / "firebase.json").write_text(json.dumps(config, indent=2))
-    command = [
-        str(DEMO / "node_modules" / ".bin" / "firebase"),
-        "emulators:start",
-        "--only",
-        "auth",
-        "--project",
-        project,
-        "--config",
-        str(workdir / "firebase.json"),
-    ]
-    env = {**os.environ, "TMPDIR": str(workdir), "NO_UPDATE_NOTIFIER": "1"}
-    host = f"127.0.0.1:{port}"
-    return _start(command, host, f"http://{host}/", timeout, cwd=workdir, env=env)
+__all__ = [
+    "BASE_ENV",
+    "DEMO",
+    "EMULATOR_JAR",
+    "FILES_BUCKET",
+    "PROJECT",
+    "ROOT",
+    "Service",
+    "build_demo",
+    "chat_body",
+    "collect",
+    "firestore_emulator_command",
+    "free_port",
+    "function_env",
+    "reset_firestore",
+    "reset_storage",
+    "sse_chunks",
+    "start_auth_emulator",
+    "start_demo",
+    "start_firestore_emulator",
+    "start_function",
+    "start_standin",
+    "start_storage_emulator",
+    "text_of",
+    "wait_for",
+]
 
 
 def build_demo(out_dir: Path, env: dict[str, str]) -> None:
@@ -235,25 +76,6 @@ def build_demo(out_dir: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"vite build failed:\n{result.stdout}\n{result.stderr}")
 
 
-def start_demo(out_dir: Path, port: int | None = None) -> Service:
-    """`vite preview` serving a `build_demo` output on 127.0.0.1."""
-    port = port or free_port()
-    vite = DEMO / "node_modules" / ".bin" / "vite"
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(vite),
-        "preview",
-        "--outDir",
-        str(out_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--strictPort",
-    ]
-    return _start(command, url, url + "/", 30, cwd=DEMO)
-
-
 def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy and return it; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -263,3 +85,81 @@ def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> A
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+BASE_ENV = {
+    "GOOGLE_CLOUD_PROJECT": PROJECT,
+    "GEMINI_API_KEY": "test-key",
+    "AUTH_MODE": "none",
+    "ALLOWED_ORIGINS": "https://workshop.example",
+    "KEEPALIVE_SECONDS": "0.2",
+    "CHECKPOINT_SECONDS": "0.2",
+    "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.01",
+    "RATE_LIMIT_PER_MINUTE": "0",
+    "FILES_BUCKET": FILES_BUCKET,
+    "SUMMARY_DELAY_SECONDS": "0.2",
+}
+
+
+def chat_body(
+    text: str = "Hello",
+    message_id: str = "m1",
+    session: str = "s1",
+    step: str = "empathize",
+    **extra: Any,
+) -> dict[str, Any]:
+    """What DefaultChatTransport sends for a plain send, with sessionId/stepId in `body`."""
+    return {
+        "id": "chat-1",
+        "sessionId": session,
+        "stepId": step,
+        "trigger": "submit-message",
+        "messages": [{"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}],
+        **extra,
+    }
+
+
+def sse_chunks(body: bytes) -> list[Any]:
+    """Decode a UI message stream into its chunks ([DONE] kept as the string)."""
+    chunks: list[Any] = []
+    for event in body.decode().split("\n\n"):
+        if event.startswith("data: "):
+            payload = event[len("data: ") :]
+            chunks.append(payload if payload == "[DONE]" else json.loads(payload))
+    return chunks
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
+
+
+def function_env(
+    emulator: str, standin: Service, storage: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a function process wired to the test emulator and stand-in."""
+    env = {
+        **BASE_ENV,
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "GOOGLE_GEMINI_BASE_URL": standin.url,
+        **extra,
+    }
+    if storage:
+        env["STORAGE_EMULATOR_HOST"] = storage
+    return env
+
+
+def collect(
+    model: Gemini,
+    system: str,
+    contents: list[tuple[str, str]],
+    into: list[ModelItem] | None = None,
+) -> list[ModelItem]:
+    """Read a whole reply from a thread, through the process loop (tools and tests)."""
+    items: list[ModelItem] = [] if into is None else into
+
+    async def read() -> None:
+        async for item in model.stream(system, contents):
+            items.append(item)
+
+    aio.run(read())
+    return items

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import app_check
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from tests.test_attachments import attach
 from tests.test_files import PNG
 

@@ -14,7 +14,7 @@ from flask import Flask, request
 from google.oauth2.credentials import Credentials
 
 from tests import support
-from tests.conftest import BASE_ENV, chat_body, sse_chunks, text_of
+from tests.support import BASE_ENV, chat_body, sse_chunks, text_of
 from tests.test_files import JPEG, PDF, PNG, TEXT, data_url
 from workshop_chat.cloud.gemini import make_client
 from workshop_chat.config import Config

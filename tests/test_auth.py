@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPResponse
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from tests.test_attachments import attach, with_files
 from tests.test_files import PNG
 from workshop_chat.config import Config, ConfigError
@@ -370,7 +370,7 @@ def gatekeeper(emulator, standin_service):
     from google.cloud import firestore
     from google.genai import Client, types
 
-    from tests.conftest import BASE_ENV
+    from tests.support import BASE_ENV
     from workshop_chat.service import build
 
     api = build(

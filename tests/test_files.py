@@ -20,28 +20,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import support
-from workshop_chat.chat.domain import (
-    BadRequest,
-    ChatError,
-    StoreUnavailable,
-    TooLarge,
-    UnsupportedMedia,
-)
-from workshop_chat.cloud.storage import (
-    FileStore,
+from workshop_chat.chat.attachments import (
+    DEFAULT_TYPES,
+    MIB,
+    FileLimits,
     message_prefix,
     object_path,
     session_prefix,
 )
-from workshop_chat.web.file_parts import (
-    DEFAULT_TYPES,
-    MAX_FILENAME_CHARS,
-    MIB,
-    FileLimits,
-    FilePart,
-    clean_filename,
-    parse_files,
+from workshop_chat.chat.domain import NewFile
+from workshop_chat.chat.errors import (
+    ChatError,
+    InvalidRequest,
+    StoreUnavailable,
+    TooLarge,
+    UnsupportedMedia,
 )
+from workshop_chat.cloud.storage import FileStore
+from workshop_chat.web.file_parts import MAX_FILENAME_CHARS, clean_filename, parse_files
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x01" * 500
@@ -60,15 +56,15 @@ SAMPLES = {
 }
 SHA = hashlib.sha256(b"names the object's content").hexdigest()
 CODES = {
-    "too_many_files": BadRequest,
-    "invalid_file": BadRequest,
-    "unsupported_file_url": BadRequest,
-    "invalid_data_url": BadRequest,
-    "file_type_mismatch": BadRequest,
+    "too_many_files": InvalidRequest,
+    "invalid_file": InvalidRequest,
+    "unsupported_file_url": InvalidRequest,
+    "invalid_data_url": InvalidRequest,
+    "file_type_mismatch": InvalidRequest,
     "unsupported_file_type": UnsupportedMedia,
-    "invalid_base64": BadRequest,
-    "empty_file": BadRequest,
-    "file_content_mismatch": BadRequest,
+    "invalid_base64": InvalidRequest,
+    "empty_file": InvalidRequest,
+    "file_content_mismatch": InvalidRequest,
     "file_too_large": TooLarge,
     "files_too_large": TooLarge,
 }
@@ -135,7 +131,7 @@ def test_media_types_are_compared_without_case_or_parameters() -> None:
 
 def test_the_file_is_frozen_and_its_bytes_stay_out_of_its_repr() -> None:
     (parsed,) = parse_files([file_part()])
-    assert isinstance(parsed, FilePart)
+    assert isinstance(parsed, NewFile)
     with pytest.raises(AttributeError):
         parsed.size = 1  # type: ignore[misc]
     assert "\\x89PNG" not in repr(parsed) and parsed.sha256 in repr(parsed)

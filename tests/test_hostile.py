@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from tests.test_auth import bearer, google, unsigned_token  # noqa: F401 - google: fixture
 from workshop_chat.chat.prompts import system_prompt
 from workshop_chat.web.auth import usable_uid

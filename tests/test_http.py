@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from workshop_chat.chat.prompts import system_prompt
 
 MESSAGES = "sessions/s1/steps/empathize/messages"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests import support
-from tests.conftest import chat_body, function_env, sse_chunks, text_of
+from tests.support import chat_body, function_env, sse_chunks, text_of
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from workshop_chat.config import Config, ConfigError
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
@@ -256,7 +256,7 @@ def test_the_window_opens_again_after_a_minute(make_app, db):
     app = make_app(RATE_LIMIT_PER_MINUTE="1")
     client = app.test_client()
     now = [1_800_000_000.0]
-    app.api.chat.clock = lambda: now[0]
+    app.api.turns.clock = lambda: now[0]
     assert post(client, "m1").status_code == 200
     now[0] += 30
     limited = post(client, "m2")

@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_chat.chat.domain import ModelDone, ModelFailed, ModelText, ModelUnavailable
-from workshop_chat.cloud.gemini import Gemini, Generation, Retries, collect, finish_reason
+from tests.support import collect
+from workshop_chat.chat.errors import ModelFailed, ModelUnavailable
+from workshop_chat.chat.ports import ModelDone, ModelText
+from workshop_chat.cloud.gemini import Gemini, Generation, Retries, finish_reason
+from workshop_chat.config import Config
+
+
+def gemini_of(client, name, **options) -> Gemini:
+    """The adapter with the configuration's defaults for what a test leaves out."""
+    config = Config.from_env({"GOOGLE_CLOUD_PROJECT": "demo-x", "GEMINI_API_KEY": "k"})
+    retries = Retries(
+        config.retry_attempts,
+        config.retry_initial_delay_seconds,
+        config.retry_max_wait_seconds,
+    )
+    options = {"retries": retries, "summary_model": config.summary_model, **options}
+    return Gemini(client, name, **options)
 
 
 @pytest.fixture
@@ -18,7 +33,7 @@ def gemini(genai_client, sleeps) -> Gemini:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    return Gemini(genai_client, "gemini-test", retries=Retries(3, 0.01, 10), sleep=sleep)
+    return gemini_of(genai_client, "gemini-test", retries=Retries(3, 0.01, 10), sleep=sleep)
 
 
 def run(gemini: Gemini, text: str = "Hi") -> tuple[str, ModelDone]:
@@ -94,7 +109,9 @@ def test_unreachable_gemini_is_unavailable(sleeps):
         sleeps.append(seconds)
 
     with pytest.raises(ModelUnavailable):
-        collect(Gemini(client, "m", retries=Retries(2), sleep=sleep), "s", [("user", "x")])
+        collect(
+            gemini_of(client, "m", retries=Retries(2, 0.5, 20), sleep=sleep), "s", [("user", "x")]
+        )
     assert len(sleeps) == 1
 
 
@@ -131,7 +148,9 @@ def test_finish_reason_mapping(gemini_reason, ai_sdk):
 
 
 def test_temperature_and_max_output_tokens_reach_gemini(genai_client, standin):
-    gemini = Gemini(genai_client, "m", generation=Generation(temperature=0.3, max_output_tokens=77))
+    gemini = gemini_of(
+        genai_client, "m", generation=Generation(temperature=0.3, max_output_tokens=77)
+    )
     collect(gemini, "s", [("user", "x")])
     config = standin.model_requests()[0]["body"]["generationConfig"]
     assert config == {"temperature": 0.3, "maxOutputTokens": 77}

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
-from tests.support import wait_for
+from tests.support import chat_body, sse_chunks, text_of, wait_for
 
 STEP = "/sessions/s1/steps/empathize"
 REPLY = "sessions/s1/steps/empathize/messages/m1~reply"

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 
 JS = support.ROOT / "tests" / "js"
 NEEDED = ("@firebase/rules-unit-testing", "firebase")

@@ -19,16 +19,10 @@ from typing import Any
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
-from workshop_chat.chat.domain import (
-    BLOCKED_TEXT,
-    BUSY_TEXT,
-    CUT_TEXT,
-    STALL_TEXT,
-    ModelFailed,
-    ModelUnavailable,
-)
-from workshop_chat.cloud.gemini import Gemini, Retries, collect, make_client
+from tests.support import chat_body, collect, sse_chunks, text_of
+from workshop_chat.chat.domain import BLOCKED_TEXT, BUSY_TEXT, CUT_TEXT, STALL_TEXT
+from workshop_chat.chat.errors import ModelFailed, ModelUnavailable
+from workshop_chat.cloud.gemini import Gemini, Retries, make_client
 from workshop_chat.web.logs import JsonFormatter
 
 SECRET = "AIza-test-SECRET-1234"
@@ -194,7 +188,9 @@ def test_the_adapter_raises_our_own_errors_without_upstream_text(
     standin, records, contents, raised
 ):
     client = make_client(2, api_key=SECRET, base_url=standin.url)
-    model = Gemini(client, "gemini-2.5-flash", retries=Retries(2, 0.0))
+    model = Gemini(
+        client, "gemini-2.5-flash", retries=Retries(2, 0.0, 20.0), summary_model="gemini-lite"
+    )
     with pytest.raises(raised) as caught:
         collect(model, "system", contents)
     error = caught.value

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, sse_chunks, text_of
+from tests.support import chat_body, sse_chunks, text_of
 from workshop_chat.config import Config, ConfigError
 
 THOUGHT = "**Reading the request**\n\nThe team wants an echo, so I will echo it."
@@ -180,7 +180,7 @@ READER = support.ROOT / "tests" / "js" / "read-stream.mjs"
 
 @pytest.mark.parametrize("package", ["ai", "ai-v5"])
 def test_the_ai_sdk_builds_reasoning_source_and_text_parts(emulator, standin_service, package):
-    from tests.conftest import function_env
+    from tests.support import function_env
 
     function = support.start_function(function_env(emulator, standin_service, **ALL))
     try:

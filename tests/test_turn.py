@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests import support
-from tests.conftest import chat_body, function_env, sse_chunks, text_of
-from tests.support import wait_for
+from tests.support import chat_body, function_env, sse_chunks, text_of, wait_for
 
 MESSAGES = "sessions/s1/steps/empathize/messages"
 
@@ -440,7 +439,7 @@ def app_on(own_emulator, genai_client, **env):
     from flask import Flask, request
     from google.cloud import firestore
 
-    from tests.conftest import BASE_ENV
+    from tests.support import BASE_ENV
     from workshop_chat.config import Config
     from workshop_chat.service import build
 
@@ -455,7 +454,7 @@ def app_on(own_emulator, genai_client, **env):
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
     api = build(Config.from_env({**BASE_ENV, **env}), db=db, genai_client=genai_client)
     db.document("warm/up").set({})  # a cold emulator's first answers can take seconds
-    api.chat.store.access.timeout = 1.0
+    api.turns.store.access.timeout = 1.0
     app = Flask("own")
     app.api = api
     app.add_url_rule("/", "root", lambda: api(request), methods=["POST"])
@@ -473,7 +472,7 @@ def test_storage_down_gives_503_and_the_model_is_not_called(own_emulator, genai_
 
 def test_a_failed_final_write_is_retried(own_emulator, genai_client, standin):
     client, db = app_on(own_emulator, genai_client, CHECKPOINT_SECONDS="60")
-    client.application.api.chat.store.access.timeout = 2.0
+    client.application.api.turns.store.access.timeout = 2.0
     response = client.post("/", json=chat_body("freeze [[standin chunks=2 delay_ms=300]]"))
     os.killpg(own_emulator.process.pid, signal.SIGSTOP)  # longer than one write may take
     thaw = threading.Timer(3.0, os.killpg, (own_emulator.process.pid, signal.SIGCONT))

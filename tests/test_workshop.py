@@ -6,8 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.conftest import chat_body, sse_chunks, text_of
-from tests.support import wait_for
+from tests.support import chat_body, sse_chunks, text_of, wait_for
 
 
 def step_doc(db, step: str, session: str = "s1") -> dict:

@@ -21,10 +21,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from stack import PROJECT, ROOT, Service, free_port, function_command, function_env, spawn
+
 from .. import standin_control
 from ..client import FUNCTION_TEXT, chat_body, request_bytes, stream
 from ..context import STEP, Run, log
-from ..services import PROJECT, ROOT, Service, free_port, function_command, function_env, spawn
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _env(ctx: Run, port: int, deployed: bool) -> dict[str, str]:
     env = ctx.env(64, AUTH_MODE="firebase", FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9")
     if deployed:
         env["PYTHONPATH"] = str(DEPLOYED_SITE)
-    return function_env(ctx.run_dir, port, env)
+    return function_env(env, port, ctx.run_dir)
 
 
 def _import_time(ctx: Run, deployed: bool, repeats: int) -> dict[str, Any]:
@@ -106,14 +107,14 @@ async def _spawn_to_first_byte(ctx: Run, deployed: bool, count: int) -> dict[str
         raw = request_bytes("127.0.0.1", port, "/", body, {"Authorization": f"Bearer {token}"})
         log_file = ctx.run_dir / f"cold-{i}.log"
         spawned = time.monotonic()
-        process = spawn(
+        service = spawn(
             "cold",
             function_command(port, ROOT / "functions" / "main.py"),
-            log_file,
+            url=f"http://127.0.0.1:{port}",
+            log=log_file,
             env=_env(ctx, port, deployed),
             cwd=ROOT / "functions",
         )
-        service = Service("cold", process, f"http://127.0.0.1:{port}", log_file)
         ctx.services.append(service)
         try:
             bound = _wait_listening(service, port, spawned + 30)

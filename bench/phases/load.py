@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stack import ROOT, Service, remember_group
+
 from .. import counts, standin_control
 from ..context import Run, log, port_of
-from ..services import ROOT, Sample, Service, gunicorn_pids, remember_group, sample_tree
+from ..services import Sample, gunicorn_pids, sample_tree
 from ..stats import ms, percentile
 
 

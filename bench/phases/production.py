@@ -22,9 +22,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from stack import Service
+
 from .. import counts, standin_control
 from ..context import Run, log, port_of
-from ..services import Service
 from ..stats import ms
 from . import recording
 from .conversation import Conversation, Sides, user_text

@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from stack import Service
+
 from .. import standin_control
 from ..client import FUNCTION_TEXT, chat_body, request_bytes, stream
 from ..context import STEP, Run, log, port_of
-from ..services import Service
 from ..stats import ms, percentile
 from ..tap import Tap
 

@@ -1,11 +1,18 @@
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
-import { deleteSession, describeError, fetchHistory, requestStop, stepUrl } from "./api.js";
+import {
+  deleteSession,
+  describeError,
+  fetchHistory,
+  requestStop,
+  sessionMissing,
+  stepUrl,
+} from "./api.js";
 import { AttachButton, AttachmentTray, useAttachments } from "./attachments.jsx";
 import { authEnabled, authHeaders, currentUser } from "./auth.js";
 import { CHAT_URL, STEPS } from "./config.js";
-import { MessageContent, stillWriting } from "./messages.jsx";
+import { MessageContent, stillWriting, textOf } from "./messages.jsx";
 import { OutcomesPanel, useOutcomes } from "./outcomes.jsx";
 
 function randomSessionId() {
@@ -13,12 +20,13 @@ function randomSessionId() {
   return `s-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** Session and step live in the URL (?session=...&step=...), so a reload keeps them. */
+/** Session and step live in the URL (?session=...&step=...), so a reload keeps them. `made`
+ * says the page made the session id up itself: nothing can be stored under it yet. */
 function readLocation() {
   const query = new URLSearchParams(window.location.search);
-  const session = query.get("session")?.trim() || randomSessionId();
+  const asked = query.get("session")?.trim();
   const step = STEPS.includes(query.get("step")) ? query.get("step") : STEPS[0];
-  return { session, step };
+  return { session: asked || randomSessionId(), step, made: !asked };
 }
 
 function writeLocation({ session, step }) {
@@ -42,7 +50,11 @@ function lastMessage(messages, trigger) {
 export default function App() {
   const [place, setPlace] = useState(readLocation);
   const [draftSession, setDraftSession] = useState(place.session);
-  const [history, setHistory] = useState({ key: null, messages: [], error: null });
+  // `known`: the server has this session for this user (its history did not answer 404).
+  const [history, setHistory] = useState({ key: null, messages: [], known: true, error: null });
+  // What was being written when the user left a session that is not theirs for a new one: it
+  // waits in the new session's message box.
+  const [draft, setDraft] = useState(null); // { session, text, files }
   const [user, setUser] = useState(null);
   const [deleting, setDeleting] = useState(false);
   const [notice, setNotice] = useState(null); // { kind: "done" | "error", text }
@@ -59,29 +71,37 @@ export default function App() {
   // Load the stored history of the chosen step; the chat mounts once it is here.
   useEffect(() => {
     const controller = new AbortController();
-    setHistory({ key: null, messages: [], error: null });
+    setHistory({ key: null, messages: [], known: true, error: null });
     fetchHistory(place.session, place.step, controller.signal).then(
-      (messages) => setHistory({ key, messages, error: null }),
+      (messages) =>
+        setHistory({ key, messages: messages ?? [], known: messages !== null, error: null }),
       (error) => {
-        if (!controller.signal.aborted) setHistory({ key, messages: [], error });
+        if (!controller.signal.aborted) setHistory({ key, messages: [], known: true, error });
       },
     );
     return () => controller.abort();
   }, [key, place.session, place.step]);
 
+  // Elsewhere, a message carried into a new session (below) is left behind, as any unsent one.
+  const moveTo = (next) => {
+    setDraft(null);
+    setPlace({ ...place, ...next });
+  };
   const openSession = (event) => {
     event.preventDefault();
     const session = draftSession.trim();
     if (session && session !== place.session) {
       setNotice(null);
-      setPlace({ ...place, session });
+      moveTo({ session, made: false });
     }
   };
-  const newSession = () => {
+  // `carried`: { text, files } to put into the new session's message box.
+  const newSession = (carried = null) => {
     const session = randomSessionId();
     setNotice(null);
     setDraftSession(session);
-    setPlace({ ...place, session });
+    setDraft(carried && { session, ...carried });
+    setPlace({ ...place, session, made: true });
   };
   // Delete every step, message and outcome of this session on the server (replies in flight
   // are stopped there first), then carry on in a fresh, empty session.
@@ -132,21 +152,23 @@ export default function App() {
           onChange={(event) => setDraftSession(event.target.value)}
           spellCheck={false}
         />
-        <button type="submit" data-testid="session-open">
-          Open
-        </button>
-        <button type="button" data-testid="session-new" onClick={newSession}>
-          New
-        </button>
-        <button
-          type="button"
-          className="danger"
-          data-testid="delete-session"
-          disabled={deleting}
-          onClick={removeSession}
-        >
-          {deleting ? "Deleting…" : "Delete session"}
-        </button>
+        <div className="session-actions">
+          <button type="submit" data-testid="session-open">
+            Open
+          </button>
+          <button type="button" data-testid="session-new" onClick={() => newSession()}>
+            New
+          </button>
+          <button
+            type="button"
+            className="danger"
+            data-testid="delete-session"
+            disabled={deleting}
+            onClick={removeSession}
+          >
+            {deleting ? "Deleting…" : "Delete session"}
+          </button>
+        </div>
       </form>
       {notice && (
         <p
@@ -170,7 +192,7 @@ export default function App() {
             data-testid={`step-${step}`}
             aria-pressed={step === place.step}
             className={step === place.step ? "step current" : "step"}
-            onClick={() => setPlace({ ...place, step })}
+            onClick={() => moveTo({ step })}
           >
             {step}
           </button>
@@ -185,7 +207,10 @@ export default function App() {
             step={place.step}
             initialMessages={history.messages}
             historyError={history.error}
+            unknownSession={!history.known && !place.made}
+            draft={draft?.session === place.session ? draft : null}
             onReplyEnd={outcomes.summaryChanged}
+            onNewSession={newSession}
           />
         ) : (
           <p className="loading" data-testid="history-loading">
@@ -202,7 +227,16 @@ export default function App() {
   );
 }
 
-function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd }) {
+function ChatPanel({
+  session,
+  step,
+  initialMessages,
+  historyError,
+  unknownSession,
+  draft,
+  onReplyEnd,
+  onNewSession,
+}) {
   const transport = useMemo(
     () =>
       new DefaultChatTransport({
@@ -238,8 +272,8 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
       // Each settled reply gets its step's outcome refreshed on the server a moment later.
       onFinish: () => onReplyEnd(session, step),
     });
-  const [input, setInput] = useState("");
-  const attachments = useAttachments();
+  const [input, setInput] = useState(draft?.text ?? "");
+  const attachments = useAttachments(draft?.files);
   const [loadError, setLoadError] = useState(historyError);
   const [stopping, setStopping] = useState(false);
   const bottom = useRef(null);
@@ -260,7 +294,7 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
     const controller = new AbortController();
     const timer = setInterval(() => {
       fetchHistory(session, step, controller.signal).then(
-        (fresh) => setMessages(fresh),
+        (fresh) => setMessages(fresh ?? []),
         () => {},
       );
     }, 1000);
@@ -281,12 +315,12 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
       });
       await stop();
       // The stopped reply's final write may still be on its way: wait for it a little.
-      let fresh = await fetchHistory(session, step);
+      let fresh = (await fetchHistory(session, step)) ?? [];
       for (let tries = 0; stillWriting(fresh) && tries < 12; tries += 1) {
         // Nothing was in flight when Stop was asked, but a reply is now: it started just after.
         if (tries === 0 && stopped === 0) await requestStop(session, step);
         await new Promise((resolve) => setTimeout(resolve, 250));
-        fresh = await fetchHistory(session, step);
+        fresh = (await fetchHistory(session, step)) ?? [];
       }
       setMessages(fresh); // still being written after all that: `pending` polls on
     } catch (stopError) {
@@ -296,8 +330,14 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
     }
   };
 
+  // Once the function said that the session is not this user's (or does not exist), it stays
+  // so, also after the error is cleared: nothing can be sent here, only taken to a new session.
+  const notOurs = sessionMissing(error);
+  const [wasMissing, setWasMissing] = useState(false);
+  const missing = notOurs || wasMissing;
+  const unsent = Boolean(input.trim()) || attachments.items.length > 0;
   // A photo of the wall may go alone, without text.
-  const canSend = (input.trim() || attachments.items.length > 0) && attachments.ready;
+  const canSend = unsent && attachments.ready && !missing;
   const send = (event) => {
     event.preventDefault();
     const text = input.trim();
@@ -311,25 +351,39 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
 
   const shownError = error ?? loadError;
   // A message the function refused as it is (400, 413, 415: a bad file, say) would only be
-  // refused again: it goes back into the composer, text and files, to be fixed. Anything else
+  // refused again: it goes back into the composer, text and files, to be fixed. So does one
+  // sent to a session that is not this user's, to be taken to a new session. Anything else
   // (busy, a lost connection) may be retried as it is.
   const refused = [400, 413, 415].includes(error?.statusCode);
-  const retryable = error && last?.role === "user" && !refused;
+  const retryable = error && last?.role === "user" && !refused && !notOurs;
   const restoredFor = useRef(null);
   useEffect(() => {
-    if (!refused || restoredFor.current === error || last?.role !== "user") return;
+    if (notOurs) setWasMissing(true);
+    if (!(refused || notOurs) || restoredFor.current === error || last?.role !== "user") return;
     restoredFor.current = error; // once per refusal
     setMessages((shown) => shown.slice(0, -1));
-    setInput(last.parts.filter((part) => part.type === "text").map((part) => part.text).join(""));
+    setInput(textOf(last));
     attachments.restore(last.parts);
   });
 
   return (
     <main className="chat" data-testid="chat" data-status={status}>
       <ol className="messages" data-testid="messages">
-        {messages.length === 0 && (
+        {messages.length === 0 && !missing && (
           <li className="empty" data-testid="empty">
-            No messages in <b>{step}</b> yet. Say hello.
+            {unknownSession ? (
+              // The function answers 404 alike for a session nobody started yet and for
+              // someone else's: say both, before a message finds out which.
+              <>
+                Nothing is stored for you in session <b>{session}</b>. If it is new, say hello to
+                start it; if someone else started it, it stays theirs: only whoever started a
+                session can open it.
+              </>
+            ) : (
+              <>
+                No messages in <b>{step}</b> yet. Say hello.
+              </>
+            )}
           </li>
         )}
         {messages.map((message) => (
@@ -365,7 +419,25 @@ function ChatPanel({ session, step, initialMessages, historyError, onReplyEnd })
         <li ref={bottom} aria-hidden="true" />
       </ol>
 
-      {shownError && (
+      {missing && (
+        <div className="error" role="alert" data-testid="session-missing">
+          <span>
+            <b>Session {session} is not yours, or it does not exist.</b> Only whoever started a
+            session can open it or write to it.
+            {unsent && " Your message is kept here for a new session."}
+          </span>
+          <button
+            type="button"
+            data-testid="start-new-session"
+            onClick={() =>
+              onNewSession(unsent ? { text: input, files: attachments.parts() } : null)
+            }
+          >
+            Start a new session
+          </button>
+        </div>
+      )}
+      {shownError && !missing && (
         <div className="error" role="alert" data-testid="error">
           <span data-testid="error-text">{describeError(shownError)}</span>
           {retryable && (

@@ -12,13 +12,14 @@ export function historyUrl(sessionId, stepId) {
   return stepUrl(sessionId, stepId, "messages");
 }
 
-/** The stored messages of one step, oldest first; a session the server does not know is empty. */
+/** The stored messages of one step, oldest first; null when the server has no such session for
+ * this user (404): a new one, or someone else's, which the function does not tell apart. */
 export async function fetchHistory(sessionId, stepId, signal) {
   const response = await fetch(historyUrl(sessionId, stepId), {
     headers: await authHeaders(),
     signal,
   });
-  if (response.status === 404) return [];
+  if (response.status === 404) return null;
   const text = await response.text();
   if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
   return JSON.parse(text).messages;
@@ -35,16 +36,29 @@ export async function requestStop(sessionId, stepId) {
   return JSON.parse(text).stopped;
 }
 
+/** The function's JSON error `{code, message}` carried by `error`, or null for anything else
+ * (an in-stream error text, a network failure). */
+function functionError(error) {
+  try {
+    const body = JSON.parse(error?.message ?? "");
+    return typeof body?.error?.code === "string" ? body.error : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The function's errors are `{"error":{"code","message"}}`; anything else is shown as it is. */
 export function describeError(error) {
-  const raw = error?.message ?? String(error);
-  try {
-    const body = JSON.parse(raw);
-    if (body?.error?.message) return `${body.error.message} (${body.error.code})`;
-  } catch {
-    // not JSON: an in-stream error text or a network failure
-  }
-  return raw;
+  const known = functionError(error);
+  if (known?.message) return `${known.message} (${known.code})`;
+  return error?.message ?? String(error);
+}
+
+/** Whether useChat's error (the AI SDK's, with the status and the body) is the function saying
+ * that this user has no such session: it is someone else's, or it is being deleted (a session
+ * nobody has is created by the first message). Sending again can never help. */
+export function sessionMissing(error) {
+  return error?.statusCode === 404 && functionError(error)?.code === "not_found";
 }
 
 export function sessionUrl(sessionId) {

@@ -49,12 +49,27 @@ function readAsDataUrl(file, mediaType) {
   });
 }
 
+/** Attachments again from file parts that carry their data: URL (a message not sent). */
+function fromParts(parts) {
+  return parts
+    .filter((part) => part.type === "file" && part.url?.startsWith("data:"))
+    .map((part) => ({
+      id: ++lastId,
+      name: part.filename || "file",
+      mediaType: part.mediaType,
+      size: Math.floor((part.url.length - part.url.indexOf(",") - 1) * 0.75),
+      url: part.url,
+    }));
+}
+
 /**
- * The attachments of the message being written. `add` keeps what fits the limits and says why
- * the rest was left out; `parts()` gives the file parts for `sendMessage({ text, files })`.
+ * The attachments of the message being written, starting with `initial` file parts if given.
+ * `add` keeps what fits the limits and says why the rest was left out; `parts()` gives the file
+ * parts for `sendMessage({ text, files })`.
  */
-export function useAttachments() {
-  const [items, setItems] = useState([]); // { id, name, mediaType, size, url: data URL or null }
+export function useAttachments(initial) {
+  // { id, name, mediaType, size, url: data URL or null }
+  const [items, setItems] = useState(() => fromParts(initial ?? []));
   const [problem, setProblem] = useState(null);
 
   const add = (files) => {
@@ -120,18 +135,7 @@ export function useAttachments() {
       add(files);
     },
     // A refused message's files, back in the tray to be fixed and sent again.
-    restore: (parts) => {
-      const restored = parts
-        .filter((part) => part.type === "file" && part.url?.startsWith("data:"))
-        .map((part) => ({
-          id: ++lastId,
-          name: part.filename || "file",
-          mediaType: part.mediaType,
-          size: Math.floor((part.url.length - part.url.indexOf(",") - 1) * 0.75),
-          url: part.url,
-        }));
-      setItems(restored);
-    },
+    restore: (parts) => setItems(fromParts(parts)),
     parts: () =>
       items.map(({ mediaType, name, url }) => ({ type: "file", mediaType, filename: name, url })),
   };

@@ -2,9 +2,10 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { describeError, fetchOverview } from "./api.js";
 import { STEPS } from "./config.js";
 
-// After a reply the server summarises its step in the background (about a second later). While
-// an outcome we care about is older than its step's last change, ask again at these intervals:
-// at most 7 requests over about 17 s, then wait for the next reply or step change.
+// After a reply the server summarises its step in the background, once the step has been quiet
+// for SUMMARY_DELAY_SECONDS (10 s by default). While an outcome we care about is older than its
+// step's last change, ask again at these intervals: at most 7 requests over about 17 s, then
+// wait for the next reply or step change.
 const POLL_DELAYS_MS = [1000, 1000, 1500, 2000, 3000, 4000, 5000];
 
 /** The steps that come before `step` in workshop order: only their outcomes are shown. */

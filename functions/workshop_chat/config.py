@@ -1,7 +1,8 @@
 """Every environment read of the function, validated once at start-up.
 
 Reading the environment in one place means a misconfigured deployment fails at boot with one
-line per problem, instead of on the first unlucky request.
+line per problem, instead of on the first unlucky request. Each default is written once, on
+`Config`'s field; the tables below say only which variable sets a field and its allowed range.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
-from .web.file_parts import DEFAULT_LIMITS as DEFAULT_FILE_LIMITS
-from .web.file_parts import DEFAULT_TYPES, FILE_PART_ROOM, MIB, FileLimits
+from .chat.attachments import DEFAULT_TYPES, FILE_PART_ROOM, MIB, FileLimits
 
-DEFAULT_MODEL = "gemini-2.5-flash"
 # Gemini's thresholds for the four harm categories (google-genai's HarmBlockThreshold names).
 SAFETY_THRESHOLDS = (
     "BLOCK_NONE",
@@ -23,6 +23,8 @@ SAFETY_THRESHOLDS = (
     "BLOCK_LOW_AND_ABOVE",
     "OFF",
 )
+AuthMode = Literal["firebase", "none"]
+AppCheckMode = Literal["off", "monitor", "enforce"]
 
 
 class ConfigError(ValueError):
@@ -36,11 +38,11 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     project: str
-    model: str = DEFAULT_MODEL
+    model: str = "gemini-2.5-flash"
     temperature: float | None = None
     max_output_tokens: int = 8192
     allowed_origins: tuple[str, ...] = ()
-    auth_mode: str = "firebase"
+    auth_mode: AuthMode = "firebase"
     auth_emulator: bool = False
     deployed: bool = False
     # Limits on what a client may send.
@@ -68,11 +70,11 @@ class Config:
     # Concurrency: the Gemini connection pool must hold as many streams as the instance serves.
     max_concurrent_streams: int = 1000
     log_level: str = "INFO"
-    # Step outcomes: a lighter model, and a length budget for each summary.
+    # Step outcomes: a lighter model, and a length budget for each summary. A step's outcome
+    # is refreshed once it has been quiet this long after a reply, and at least this often
+    # while it never goes quiet.
     summary_model: str = "gemini-2.5-flash-lite"
     summary_max_chars: int = 2000
-    # A step's outcome is refreshed once it has been quiet this long after a reply, and at
-    # least this often while it never goes quiet.
     summary_quiet_seconds: float = 10.0
     summary_max_wait_seconds: float = 600.0
     # Gemini's thinking, grounding and safety; None leaves Gemini's default.
@@ -81,11 +83,12 @@ class Config:
     google_search: bool = False
     safety_threshold: str | None = None
     # Firebase App Check on every route that reads or writes a session.
-    app_check: str = "off"
+    app_check: AppCheckMode = "off"
     # Files in the conversation: where their bytes go, what a message may carry, and how many
-    # bytes of earlier files later turns still send (Gemini takes 20 MB of inline data).
+    # bytes of earlier files later turns still send (Gemini takes 20 MB of inline data; 12 MiB
+    # is 16 MiB in base64, which with the text stays under it).
     files_bucket: str = ""
-    file_limits: FileLimits = DEFAULT_FILE_LIMITS
+    file_limits: FileLimits = field(default_factory=FileLimits)
     history_max_file_bytes: int = 12 * MIB
     uses_vertex: bool = False
 
@@ -102,114 +105,139 @@ class Config:
         """Build and validate; every problem is collected before raising."""
         env = os.environ if env is None else env
         problems: list[str] = []
-        reader = _Reader(env, problems)
-
-        project = (
-            env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or env.get("GCP_PROJECT")
-        )
-        if not project:
-            problems.append("GOOGLE_CLOUD_PROJECT is not set (use a demo-* id locally)")
-
-        # Unset or empty means firebase: a blank value in a template must not open the door.
-        auth_mode = (env.get("AUTH_MODE") or "").strip().lower() or "firebase"
-        if auth_mode not in ("firebase", "none"):
-            problems.append(f"AUTH_MODE must be 'firebase' or 'none', not {auth_mode!r}")
-        deployed = bool(env.get("K_SERVICE"))
-        if deployed and auth_mode == "none":
-            problems.append(
-                "AUTH_MODE=none on a deployed function would let anyone read any session; "
-                "it is for local experiments only"
-            )
-        auth_emulator = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST"))
-        if deployed and auth_emulator:
-            problems.append(
-                "FIREBASE_AUTH_EMULATOR_HOST is set on a deployed function: it would accept "
-                "unsigned tokens; remove it"
-            )
-
-        uses_vertex = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes")
-        has_key = bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"))
-        if not uses_vertex and not has_key:
-            problems.append(
-                "no Gemini credentials: set GEMINI_API_KEY, or GOOGLE_GENAI_USE_VERTEXAI=true "
-                "with GOOGLE_CLOUD_LOCATION"
-            )
-        if uses_vertex and not env.get("GOOGLE_CLOUD_LOCATION"):
-            problems.append("GOOGLE_GENAI_USE_VERTEXAI=true needs GOOGLE_CLOUD_LOCATION")
-
-        origins = tuple(
-            o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
-        )
-        for origin in origins:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                problems.append(f"ALLOWED_ORIGINS entry {origin!r} must start with http(s)://")
-
-        config = cls(
-            project=project or "",
-            model=env.get("GEMINI_MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
-            temperature=reader.number("GEMINI_TEMPERATURE", None, 0.0, 2.0),
-            max_output_tokens=reader.integer("GEMINI_MAX_OUTPUT_TOKENS", 8192, 1, 65_536),
-            allowed_origins=origins,
-            auth_mode=auth_mode,
-            auth_emulator=auth_emulator,
-            deployed=deployed,
-            max_request_bytes=reader.integer("MAX_REQUEST_BYTES", 256 * 1024, 1024, 32 << 20),
-            # 200,000 characters of 4-byte UTF-8 still fit one 1 MiB Firestore document.
-            max_message_chars=reader.integer("MAX_MESSAGE_CHARS", 16_000, 1, 200_000),
-            max_parts=reader.integer("MAX_PARTS", 32, 1, 1000),
-            history_max_chars=reader.integer("HISTORY_MAX_CHARS", 200_000, 1000, 4_000_000),
-            max_reply_bytes=reader.integer("MAX_REPLY_BYTES", 900_000, 1000, 1_000_000),
-            rate_limit_per_minute=reader.integer("RATE_LIMIT_PER_MINUTE", 30, 0, 100_000),
-            keepalive_seconds=reader.number("KEEPALIVE_SECONDS", 10.0, 0.05, 60.0),
-            checkpoint_seconds=reader.number("CHECKPOINT_SECONDS", 1.0, 0.05, 60.0),
-            stall_seconds=reader.number("STALL_SECONDS", 60.0, 0.1, 3600.0),
-            reply_timeout_seconds=reader.number("REPLY_TIMEOUT_SECONDS", 600.0, 1.0, 3600.0),
-            lease_seconds=reader.number("LEASE_SECONDS", 8.0, 1.0, 600.0),
-            retry_attempts=reader.integer("GEMINI_RETRY_ATTEMPTS", 4, 1, 10),
-            retry_max_wait_seconds=reader.number("GEMINI_RETRY_MAX_WAIT_SECONDS", 20.0, 0.0, 300.0),
-            retry_initial_delay_seconds=reader.number(
-                "GEMINI_RETRY_INITIAL_DELAY_SECONDS", 0.5, 0.0, 60.0
-            ),
-            max_concurrent_streams=reader.integer("THREADS", 1000, 1, 10_000),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            summary_model=env.get("SUMMARY_MODEL", "").strip() or "gemini-2.5-flash-lite",
-            summary_max_chars=reader.integer("SUMMARY_MAX_CHARS", 2000, 200, 20_000),
-            summary_quiet_seconds=reader.number("SUMMARY_DELAY_SECONDS", 10.0, 0.0, 3600.0),
-            summary_max_wait_seconds=reader.number(
-                "SUMMARY_MAX_WAIT_SECONDS", 600.0, 1.0, 86_400.0
-            ),
-            thinking_budget=reader.optional_integer("GEMINI_THINKING_BUDGET", -1, 32_768),
-            include_thoughts=reader.boolean("GEMINI_INCLUDE_THOUGHTS"),
-            google_search=reader.boolean("GEMINI_GOOGLE_SEARCH"),
-            safety_threshold=reader.choice("GEMINI_SAFETY_THRESHOLD", SAFETY_THRESHOLDS),
-            app_check=reader.choice("APP_CHECK", ("off", "monitor", "enforce"), lower=True)
-            or "off",
-            files_bucket=(env.get("FILES_BUCKET") or "").strip()
-            or (f"{project}.firebasestorage.app" if project else ""),
-            file_limits=FileLimits(
-                max_files=reader.integer("MAX_FILES", 4, 0, 16),
-                max_file_bytes=reader.integer("MAX_FILE_BYTES", 5 * MIB, 1024, 10 * MIB),
-                max_total_bytes=reader.integer("MAX_FILES_BYTES", 10 * MIB, 1024, 12 * MIB),
-                allowed_types=_types(env.get("ALLOWED_FILE_TYPES"), problems),
-            ),
-            # 12 MiB is 16 MiB in base64: with the text, a request stays under Gemini's 20 MB.
-            history_max_file_bytes=reader.integer("HISTORY_MAX_FILE_BYTES", 12 * MIB, 0, 12 * MIB),
-            uses_vertex=uses_vertex,
-        )
-        if config.files_bucket and not _BUCKET.fullmatch(config.files_bucket):
-            problems.append("FILES_BUCKET must be a bucket name (lower case, no gs://)")
-        if config.max_request_bytes_with_files > 32 * MIB:
-            problems.append("MAX_REQUEST_BYTES and MAX_FILES_BYTES together exceed 32 MiB")
-        if config.file_limits.max_total_bytes > config.history_max_file_bytes:
-            problems.append("HISTORY_MAX_FILE_BYTES must hold at least one message's files")
-        if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        values = _read(env, problems)
+        config = cls(**values)
+        problems += _check(config, env)
         if problems:
             raise ConfigError(problems)
         return config
 
 
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if callable(f.default_factory) else f.default
+    for f in fields(Config)
+    if f.name != "project"
+}
+
+# field: (variable, lowest, highest)
+_INTEGERS = {
+    "max_output_tokens": ("GEMINI_MAX_OUTPUT_TOKENS", 1, 65_536),
+    "max_request_bytes": ("MAX_REQUEST_BYTES", 1024, 32 << 20),
+    # 200,000 characters of 4-byte UTF-8 still fit one 1 MiB Firestore document.
+    "max_message_chars": ("MAX_MESSAGE_CHARS", 1, 200_000),
+    "max_parts": ("MAX_PARTS", 1, 1000),
+    "history_max_chars": ("HISTORY_MAX_CHARS", 1000, 4_000_000),
+    "max_reply_bytes": ("MAX_REPLY_BYTES", 1000, 1_000_000),
+    "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
+    "retry_attempts": ("GEMINI_RETRY_ATTEMPTS", 1, 10),
+    "max_concurrent_streams": ("THREADS", 1, 10_000),
+    "summary_max_chars": ("SUMMARY_MAX_CHARS", 200, 20_000),
+    "history_max_file_bytes": ("HISTORY_MAX_FILE_BYTES", 0, 12 * MIB),
+}
+_NUMBERS = {
+    "keepalive_seconds": ("KEEPALIVE_SECONDS", 0.05, 60.0),
+    "checkpoint_seconds": ("CHECKPOINT_SECONDS", 0.05, 60.0),
+    "stall_seconds": ("STALL_SECONDS", 0.1, 3600.0),
+    "reply_timeout_seconds": ("REPLY_TIMEOUT_SECONDS", 1.0, 3600.0),
+    "lease_seconds": ("LEASE_SECONDS", 1.0, 600.0),
+    "retry_max_wait_seconds": ("GEMINI_RETRY_MAX_WAIT_SECONDS", 0.0, 300.0),
+    "retry_initial_delay_seconds": ("GEMINI_RETRY_INITIAL_DELAY_SECONDS", 0.0, 60.0),
+    "summary_quiet_seconds": ("SUMMARY_DELAY_SECONDS", 0.0, 3600.0),
+    "summary_max_wait_seconds": ("SUMMARY_MAX_WAIT_SECONDS", 1.0, 86_400.0),
+}
+_FILE_LIMITS = {
+    "max_files": ("MAX_FILES", 0, 16),
+    "max_file_bytes": ("MAX_FILE_BYTES", 1024, 10 * MIB),
+    "max_total_bytes": ("MAX_FILES_BYTES", 1024, 12 * MIB),
+}
+_FLAGS = {
+    "include_thoughts": "GEMINI_INCLUDE_THOUGHTS",
+    "google_search": "GEMINI_GOOGLE_SEARCH",
+}
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
+def _read(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    reader = _Reader(env, problems)
+    project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or env.get("GCP_PROJECT")
+    if not project:
+        problems.append("GOOGLE_CLOUD_PROJECT is not set (use a demo-* id locally)")
+    values: dict[str, Any] = {"project": project or ""}
+    for name, (variable, low, high) in _INTEGERS.items():
+        values[name] = reader.integer(variable, _DEFAULTS[name], low, high)
+    for name, (variable, low_f, high_f) in _NUMBERS.items():
+        values[name] = reader.number(variable, _DEFAULTS[name], low_f, high_f)
+    for name, variable in _FLAGS.items():
+        values[name] = reader.boolean(variable)
+    limits: FileLimits = _DEFAULTS["file_limits"]
+    values["file_limits"] = FileLimits(
+        **{
+            name: reader.integer(variable, getattr(limits, name), low, high)
+            for name, (variable, low, high) in _FILE_LIMITS.items()
+        },
+        allowed_types=_types(env.get("ALLOWED_FILE_TYPES"), problems),
+    )
+    values["model"] = env.get("GEMINI_MODEL", "").strip() or _DEFAULTS["model"]
+    values["summary_model"] = env.get("SUMMARY_MODEL", "").strip() or _DEFAULTS["summary_model"]
+    values["temperature"] = reader.number("GEMINI_TEMPERATURE", None, 0.0, 2.0)
+    values["thinking_budget"] = reader.optional_integer("GEMINI_THINKING_BUDGET", -1, 32_768)
+    values["safety_threshold"] = reader.choice("GEMINI_SAFETY_THRESHOLD", SAFETY_THRESHOLDS)
+    values["app_check"] = (
+        reader.choice("APP_CHECK", ("off", "monitor", "enforce"), lower=True)
+        or _DEFAULTS["app_check"]
+    )
+    # Unset or empty means firebase: a blank value in a template must not open the door.
+    auth_mode = (env.get("AUTH_MODE") or "").strip().lower() or _DEFAULTS["auth_mode"]
+    if auth_mode not in ("firebase", "none"):
+        problems.append(f"AUTH_MODE must be 'firebase' or 'none', not {auth_mode!r}")
+        auth_mode = _DEFAULTS["auth_mode"]
+    values["auth_mode"] = auth_mode
+    values["auth_emulator"] = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST"))
+    values["deployed"] = bool(env.get("K_SERVICE"))
+    values["uses_vertex"] = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes")
+    values["allowed_origins"] = tuple(
+        o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
+    values["log_level"] = env.get("LOG_LEVEL", _DEFAULTS["log_level"]).upper()
+    values["files_bucket"] = (env.get("FILES_BUCKET") or "").strip() or (
+        f"{project}.firebasestorage.app" if project else ""
+    )
+    return values
+
+
+def _check(config: Config, env: Mapping[str, str]) -> list[str]:
+    """What only makes sense of settings together."""
+    problems = []
+    if config.deployed and config.auth_mode == "none":
+        problems.append(
+            "AUTH_MODE=none on a deployed function would let anyone read any session; "
+            "it is for local experiments only"
+        )
+    if config.deployed and config.auth_emulator:
+        problems.append(
+            "FIREBASE_AUTH_EMULATOR_HOST is set on a deployed function: it would accept "
+            "unsigned tokens; remove it"
+        )
+    has_key = bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"))
+    if not config.uses_vertex and not has_key:
+        problems.append(
+            "no Gemini credentials: set GEMINI_API_KEY, or GOOGLE_GENAI_USE_VERTEXAI=true "
+            "with GOOGLE_CLOUD_LOCATION"
+        )
+    if config.uses_vertex and not env.get("GOOGLE_CLOUD_LOCATION"):
+        problems.append("GOOGLE_GENAI_USE_VERTEXAI=true needs GOOGLE_CLOUD_LOCATION")
+    for origin in config.allowed_origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            problems.append(f"ALLOWED_ORIGINS entry {origin!r} must start with http(s)://")
+    if config.files_bucket and not _BUCKET.fullmatch(config.files_bucket):
+        problems.append("FILES_BUCKET must be a bucket name (lower case, no gs://)")
+    if config.max_request_bytes_with_files > 32 * MIB:
+        problems.append("MAX_REQUEST_BYTES and MAX_FILES_BYTES together exceed 32 MiB")
+    if config.file_limits.max_total_bytes > config.history_max_file_bytes:
+        problems.append("HISTORY_MAX_FILE_BYTES must hold at least one message's files")
+    if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    return problems
 
 
 def _types(raw: str | None, problems: list[str]) -> tuple[str, ...]:

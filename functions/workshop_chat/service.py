@@ -19,8 +19,8 @@ from .chat.outcomes import Summaries, SummaryCadence, Workshop
 from .chat.prompts import PromptError, check_all, system_prompt
 from .chat.prompts import thinking_budget as prompt_thinking_budget
 from .chat.reply import Limits
-from .chat.sessions import SessionOps
-from .chat.turns import Chat, Settings, Stores
+from .chat.sessions import Sessions
+from .chat.turns import Settings, Stores, Turns
 from .config import Config, ConfigError
 from .web.app import Api
 from .web.auth import AppCheck, FirebaseAuth, NoAuth, Verifier
@@ -64,32 +64,42 @@ def build(
         summary_model=config.summary_model,
     )
     access = FirestoreAccess(db, lease_seconds=config.lease_seconds)
-    cadence = Cadence(config.checkpoint_seconds, config.lease_seconds)
-    checkpointer = Checkpointer(ReplyWriter(access), cadence)
-    settings = Settings(
-        history_max_chars=config.history_max_chars,
-        rate_limit_per_minute=config.rate_limit_per_minute,
-        keepalive_seconds=config.keepalive_seconds,
-        follow_seconds=config.checkpoint_seconds,
-        limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
-    )
-    cadence = SummaryCadence(
-        config.summary_quiet_seconds,
-        config.summary_max_wait_seconds,
-        config.summary_max_chars,
-        config.history_max_chars,
-    )
-    summaries = Summaries(OutcomeStore(access), model.summarize, cadence)
+    checkpointer = Checkpointer(ReplyWriter(access), cadence(config))
+    summaries = Summaries(OutcomeStore(access), model.summarize, summary_cadence(config))
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
     stores = Stores(
         FirestoreStore(access),
         SessionStore(access),
         _attachments(config, storage_client),
     )
-    chat = Chat(stores, model, workshop, checkpointer, settings)
+    turns = Turns(stores, model, workshop, checkpointer, settings(config))
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
     app_check = AppCheck(config.project, config.app_check)
-    return Api(config, chat, SessionOps(chat, stores), verifier, app_check)
+    return Api(config, turns, Sessions(turns, stores), verifier, app_check)
+
+
+def settings(config: Config) -> Settings:
+    """What a turn needs to know of the configuration (the unit tests build theirs here too)."""
+    return Settings(
+        history_max_chars=config.history_max_chars,
+        rate_limit_per_minute=config.rate_limit_per_minute,
+        keepalive_seconds=config.keepalive_seconds,
+        follow_seconds=config.checkpoint_seconds,
+        limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
+    )
+
+
+def cadence(config: Config) -> Cadence:
+    return Cadence(config.checkpoint_seconds, config.lease_seconds)
+
+
+def summary_cadence(config: Config) -> SummaryCadence:
+    return SummaryCadence(
+        config.summary_quiet_seconds,
+        config.summary_max_wait_seconds,
+        config.summary_max_chars,
+        config.history_max_chars,
+    )
 
 
 def _attachments(config: Config, client: Any) -> Attachments:
@@ -122,7 +132,7 @@ def build_from_env() -> Api:
             "Never deploy this way."
         )
     api = build(config)
-    _checkpoint_on_sigterm(api.chat)
+    _checkpoint_on_sigterm(api.turns)
     log.info(
         "workshop-chat ready",
         extra={
@@ -141,7 +151,7 @@ def build_from_env() -> Api:
     return api
 
 
-def _checkpoint_on_sigterm(chat: Chat) -> None:
+def _checkpoint_on_sigterm(turns: Turns) -> None:
     """Cloud Run sends SIGTERM ~10 s before the kill: save what replies in flight have so far.
 
     functions-framework builds the app in gunicorn's master, and each worker then installs its
@@ -151,7 +161,7 @@ def _checkpoint_on_sigterm(chat: Chat) -> None:
     """
 
     def checkpoint() -> None:
-        saved = chat.checkpoint_all()
+        saved = turns.checkpoint_all()
         log.warning("SIGTERM: replies in flight checkpointed", extra={"fields": {"count": saved}})
 
     try:

@@ -1,6 +1,6 @@
 """Which files a model request carries: newest first within the byte budget, notes for the rest.
 
-The bucket is an in-memory stand-in with `FileStore`'s contract (the real adapter runs against
+The bucket is an in-memory stand-in with the `Bucket` port's contract (the real adapter runs against
 the Cloud Storage emulator in tests/test_files.py); it counts downloads, so the cache is seen
 to work.
 """
@@ -11,8 +11,9 @@ import base64
 import hashlib
 
 from workshop_chat.chat.attachments import Attachments, FileSettings
-from workshop_chat.chat.domain import FileRef, UserMessage
-from workshop_chat.web.file_parts import FilePart
+from workshop_chat.chat.domain import FileRef, NewFile
+
+BUDGET = 12 << 20  # HISTORY_MAX_FILE_BYTES's default
 
 
 class Bucket:
@@ -34,17 +35,16 @@ class Bucket:
         return found
 
 
-def part(data: bytes, index: int = 0, media_type: str = "image/png") -> FilePart:
+def part(data: bytes, index: int = 0, media_type: str = "image/png") -> NewFile:
     sha = hashlib.sha256(data).hexdigest()
-    return FilePart(index, media_type, f"f{index}.png", data, sha, len(data))
+    return NewFile(index, media_type, f"f{index}.png", data, sha, len(data))
 
 
 def stored(attachments: Attachments, message_id: str, *data: bytes) -> tuple[FileRef, ...]:
-    parts = tuple(part(d, n) for n, d in enumerate(data))
-    new = UserMessage(message_id, "x", parts)
-    named = attachments.name(("s1", "empathize"), new)
+    new = tuple(part(d, n) for n, d in enumerate(data))
+    named = attachments.name(("s1", "empathize"), message_id, new)
     attachments.upload(new, named)
-    return named.files
+    return named
 
 
 def inline(data: bytes) -> dict:
@@ -78,9 +78,9 @@ def test_the_last_message_s_files_always_go_even_past_the_budget() -> None:
 
 def test_files_are_read_once_then_served_from_memory_within_its_bound() -> None:
     bucket = Bucket()
-    writer = Attachments(bucket, FileSettings())
+    writer = Attachments(bucket, FileSettings(BUDGET))
     (ref,) = stored(writer, "m1", b"p" * 100)
-    reader = Attachments(bucket, FileSettings(cache_bytes=150))  # another instance
+    reader = Attachments(bucket, FileSettings(BUDGET, cache_bytes=150))  # another instance
     for _ in range(3):
         assert reader.for_model([(ref,)]) == {0: [inline(b"p" * 100)]}
     assert bucket.downloads == 1
@@ -92,16 +92,16 @@ def test_files_are_read_once_then_served_from_memory_within_its_bound() -> None:
 
 def test_a_file_gone_from_the_bucket_or_changed_becomes_a_note() -> None:
     bucket = Bucket()
-    (ref,) = stored(Attachments(bucket, FileSettings()), "m1", b"original")
+    (ref,) = stored(Attachments(bucket, FileSettings(BUDGET)), "m1", b"original")
     bucket.objects[ref.path] = (b"tampered", "image/png")
-    assert Attachments(bucket, FileSettings()).for_model([(ref,), ()]) == {0: [note(ref)]}
+    assert Attachments(bucket, FileSettings(BUDGET)).for_model([(ref,), ()]) == {0: [note(ref)]}
     del bucket.objects[ref.path]
-    assert Attachments(bucket, FileSettings()).for_model([(ref,), ()]) == {0: [note(ref)]}
+    assert Attachments(bucket, FileSettings(BUDGET)).for_model([(ref,), ()]) == {0: [note(ref)]}
 
 
 def test_on_vertex_ai_the_model_gets_the_objects_uri_and_nothing_is_downloaded() -> None:
     bucket = Bucket()
-    attachments = Attachments(bucket, FileSettings(vertex_bucket="b.example"))
+    attachments = Attachments(bucket, FileSettings(BUDGET, vertex_bucket="b.example"))
     (ref,) = stored(attachments, "m1", b"v" * 10)
     uri = f"gs://b.example/{ref.path}"
     assert attachments.for_model([(ref,)]) == {
@@ -112,7 +112,7 @@ def test_on_vertex_ai_the_model_gets_the_objects_uri_and_nothing_is_downloaded()
 
 def test_a_re_stored_message_writes_nothing_new() -> None:
     bucket = Bucket()
-    attachments = Attachments(bucket, FileSettings())
+    attachments = Attachments(bucket, FileSettings(BUDGET))
     first = stored(attachments, "m1", b"same", b"bytes")
     again = stored(attachments, "m1", b"same", b"bytes")
     assert first == again and len(bucket.objects) == 2
@@ -122,13 +122,13 @@ def test_a_re_stored_message_writes_nothing_new() -> None:
 
 def test_naming_a_message_s_files_asks_nothing_of_the_bucket_and_uploading_stores_them() -> None:
     bucket = Bucket()
-    attachments = Attachments(bucket, FileSettings())
-    user = UserMessage("m1", "x", (part(b"wall", 0),))
-    named = attachments.name(("s1", "empathize"), user)
-    (ref,) = named.files
+    attachments = Attachments(bucket, FileSettings(BUDGET))
+    new = (part(b"wall", 0),)
+    named = attachments.name(("s1", "empathize"), "m1", new)
+    (ref,) = named
     assert bucket.objects == {} and bucket.downloads == 0
     assert attachments.for_model([(ref,)]) == {0: [inline(b"wall")]}  # from memory
-    attachments.upload(user, named)
+    attachments.upload(new, named)
     assert bucket.objects == {ref.path: (b"wall", "image/png")}
     assert not attachments.model_reads_bucket
-    assert Attachments(bucket, FileSettings(vertex_bucket="b")).model_reads_bucket
+    assert Attachments(bucket, FileSettings(BUDGET, vertex_bucket="b")).model_reads_bucket

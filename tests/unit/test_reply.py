@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.conftest import Listener, ends, texts, turn
+from tests.unit.support import Listener, ends, limits, texts, turn
 from workshop_chat.chat.domain import (
     CUT_TEXT,
     REPLACED_TEXT,
@@ -11,10 +11,9 @@ from workshop_chat.chat.domain import (
     Ending,
     Failed,
     Finished,
-    ModelFailed,
-    ModelUnavailable,
 )
-from workshop_chat.chat.reply import Limits, Reply
+from workshop_chat.chat.errors import ModelFailed, ModelUnavailable
+from workshop_chat.chat.reply import Reply
 
 
 def start(chat, model, text: str = "Hello"):
@@ -47,7 +46,7 @@ def test_a_reply_ends_once_whoever_asks_first(chat, store, model):
 def test_a_silent_upstream_ends_by_the_read_deadline_and_a_late_finish_changes_nothing(
     make_chat, store, model
 ):
-    chat = make_chat(Limits(stall_seconds=0.05))
+    chat = make_chat(limits(stall_seconds=0.05))
     listener = start(chat, model)
     model.send("so far")
     events = listener.join()
@@ -59,7 +58,7 @@ def test_a_silent_upstream_ends_by_the_read_deadline_and_a_late_finish_changes_n
 
 
 def test_the_total_limit_ends_a_reply_that_keeps_talking(make_chat, store, model):
-    chat = make_chat(Limits(stall_seconds=30, reply_timeout_seconds=0.1))
+    chat = make_chat(limits(stall_seconds=30, reply_timeout_seconds=0.1))
     listener = start(chat, model)
     model.send("a", "b")
     events = listener.join()
@@ -148,7 +147,7 @@ def test_an_unavailable_model_before_any_text_is_a_busy_ending(chat, store, mode
 
 
 def test_a_reply_is_cut_at_the_size_limit_with_finish_length(make_chat, store, model):
-    chat = make_chat(Limits(max_reply_bytes=5))
+    chat = make_chat(limits(max_reply_bytes=5))
     listener = start(chat, model)
     model.send("abc", "défg")
     events = listener.join()
@@ -248,7 +247,7 @@ def test_a_stop_asked_on_another_instance_reaches_the_generation_through_its_doc
 def test_stop_on_a_session_of_another_user_is_not_found(chat, ops, store, model):
     import pytest
 
-    from workshop_chat.chat.domain import NotFound
+    from workshop_chat.chat.errors import NotFound
 
     listener = start(chat, model)
     with pytest.raises(NotFound):

@@ -6,19 +6,18 @@ import threading
 
 import pytest
 
-from tests.unit.conftest import Listener, ends, texts, turn
+from tests.unit.support import Listener, ends, texts, turn
 from workshop_chat.chat.domain import (
     REPLACED_TEXT,
     Failed,
     Finished,
     KeepAlive,
     Message,
-    RateLimited,
     Started,
-    StoreUnavailable,
-    Unavailable,
     UserMessage,
 )
+from workshop_chat.chat.errors import RateLimited, StoreUnavailable
+from workshop_chat.chat.ports import WriteOutcome
 
 
 def test_a_turn_streams_and_the_store_holds_exactly_what_was_sent(chat, store, model):
@@ -87,7 +86,7 @@ def test_storage_down_before_the_turn_is_unavailable_and_the_model_is_never_call
     chat, store, model
 ):
     store.unavailable = True
-    with pytest.raises(Unavailable):
+    with pytest.raises(StoreUnavailable):  # the HTTP edge answers 503 storage_unavailable
         chat.run(turn(), "alice")
     assert model.calls == []
 
@@ -98,7 +97,7 @@ def test_storage_failing_at_the_claim_cancels_the_model_call(chat, store, model)
     model.wait_call()
     store.unavailable = True
     store.claim_gate.set()
-    with pytest.raises(Unavailable):
+    with pytest.raises(StoreUnavailable):
         listener.join()
     assert model.wait_closed(1) == 1
     assert chat.active_count() == 0
@@ -151,14 +150,13 @@ def test_a_follower_relays_another_instances_reply_once_it_is_seen_moving(chat, 
         store.now,
         None,
     )
-    from workshop_chat.chat.checkpoints import ReplyWrite
     from workshop_chat.chat.domain import Ending
+    from workshop_chat.chat.ports import ReplyWrite
 
     follower = Listener(chat, turn())
-    assert store.write_replies([ReplyWrite(other, "Hel")]) == ["wrote"]
-    assert store.write_replies([ReplyWrite(other, "Hello", Ending("complete", "stop"))]) == [
-        "wrote"
-    ]
+    assert store.write_replies([ReplyWrite(other, "Hel")]) == [WriteOutcome.WROTE]
+    final = ReplyWrite(other, "Hello", Ending("complete", "stop"))
+    assert store.write_replies([final]) == [WriteOutcome.WROTE]
     events = [e for e in follower.join() if not isinstance(e, KeepAlive)]
     assert texts(events) == "Hello"
     assert isinstance(events[-1], Finished)
@@ -191,9 +189,9 @@ def test_history_reports_a_lapsed_reply_as_interrupted(chat, ops, store):
     assert [m.status for m in ops.history("s1", "define", "alice")] == ["complete", "interrupted"]
 
 
-def test_store_errors_surface_as_unavailable_on_history(chat, ops, store):
+def test_store_errors_surface_on_history(chat, ops, store):
     store.unavailable = True
-    with pytest.raises(Unavailable):
+    with pytest.raises(StoreUnavailable):
         ops.history("s1", "define", "alice")
     with pytest.raises(StoreUnavailable):
         store.reply("s1", "define", "x")
@@ -217,7 +215,7 @@ def test_resume_on_the_generating_instance_replays_from_the_start_then_goes_live
 
 
 def test_resume_of_a_session_that_is_not_yours_is_not_found(chat, ops, store, model):
-    from workshop_chat.chat.domain import NotFound
+    from workshop_chat.chat.errors import NotFound
 
     listener = Listener(chat, turn())
     model.wait_call()

@@ -13,6 +13,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import Future
 from typing import Any
 
 _lock = threading.Lock()
@@ -30,7 +31,7 @@ def loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+def spawn(coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
     """Run a coroutine as a task in the loop; the returned future cancels the task."""
     return asyncio.run_coroutine_threadsafe(coroutine, loop())
 

@@ -11,20 +11,74 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from ..cloud.storage import FileStore, message_prefix, object_path, session_prefix
-from .domain import FileRef, StoreUnavailable, UserMessage
+from .domain import FileRef, NewFile
+from .errors import StoreUnavailable
+from .ports import Bucket, FileParts
 
 log = logging.getLogger("workshop_chat.chat.attachments")
+
+MIB = 1 << 20
+# Images and PDFs Gemini reads natively, and plain text.
+DEFAULT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/heic",
+    "image/heif",
+    "application/pdf",
+    "text/plain",
+)
+# What a file part of a request may take beside its data: URL: its keys, type and name.
+FILE_PART_ROOM = 1024
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What one message may carry. The defaults keep a request (base64 adds a third) well
+    under Cloud Run's 32 MiB; config.py reads each from the environment."""
+
+    max_files: int = 4
+    max_file_bytes: int = 5 * MIB
+    max_total_bytes: int = 10 * MIB
+    allowed_types: tuple[str, ...] = DEFAULT_TYPES
+
+
+def _segment(value: str) -> str:
+    if not value or "/" in value or value in (".", ".."):
+        raise ValueError(f"not a path segment: {value!r}")
+    return value
+
+
+def session_prefix(session_id: str) -> str:
+    return f"sessions/{_segment(session_id)}/"
+
+
+def message_prefix(session_id: str, step_id: str, message_id: str) -> str:
+    step, message = _segment(step_id), _segment(message_id)
+    return f"{session_prefix(session_id)}steps/{step}/messages/{message}/"
+
+
+def object_path(session_id: str, step_id: str, message_id: str, index: int, sha256: str) -> str:
+    """sessions/<s>/steps/<t>/messages/<messageId>/<n>-<hash>: the message's own place.
+
+    The name carries the bytes' hash, so a path only ever holds one content: two requests
+    racing with different bytes for one message (two tabs editing it, say) can never overwrite
+    the object the winner's document names, and a re-send finds its own object in place.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"{message_prefix(session_id, step_id, message_id)}{int(index)}-{sha256[:16]}"
 
 
 @dataclass(frozen=True)
 class FileSettings:
-    history_max_file_bytes: int = 12 << 20
+    history_max_file_bytes: int
     # On Vertex AI the model reads the objects itself: the bucket they are in.
     vertex_bucket: str | None = None
     # Bytes of recent files kept in memory, so later turns send them without a download.
@@ -59,7 +113,7 @@ class _Bytes:
 
 
 class Attachments:
-    def __init__(self, files: FileStore, settings: FileSettings) -> None:
+    def __init__(self, files: Bucket, settings: FileSettings) -> None:
         self.files = files
         self.settings = settings
         self._bytes = _Bytes(settings.cache_bytes)
@@ -69,31 +123,33 @@ class Attachments:
         """On Vertex AI the model reads the objects, so they must be stored before it is asked."""
         return bool(self.settings.vertex_bucket)
 
-    def name(self, key: tuple[str, str], user: UserMessage) -> UserMessage:
-        """The new message as its document will name its files (a path is a function of the
+    def name(
+        self, key: tuple[str, str], message_id: str, new: tuple[NewFile, ...]
+    ) -> tuple[FileRef, ...]:
+        """The message's files as its document will name them (a path is a function of the
         bytes, so nothing is asked of the bucket); the bytes are kept for the model."""
         refs = []
-        for part in user.files:
-            path = object_path(key[0], key[1], user.id, part.index, part.sha256)
+        for part in new:
+            path = object_path(key[0], key[1], message_id, part.index, part.sha256)
             self._bytes.put(part.sha256, part.data)
             refs.append(
                 FileRef(part.index, part.media_type, part.filename, part.size, part.sha256, path)
             )
-        return replace(user, files=tuple(refs))
+        return tuple(refs)
 
-    def upload(self, new: UserMessage, named: UserMessage) -> None:
-        """Store the new message's files where `name` put them. The same bytes at the same
-        path are not uploaded again, so a re-sent message changes nothing in the bucket."""
-        for part, ref in zip(new.files, named.files, strict=True):
+    def upload(self, new: tuple[NewFile, ...], named: tuple[FileRef, ...]) -> None:
+        """Store the message's files where `name` put them. The same bytes at the same path
+        are not uploaded again, so a re-sent message changes nothing in the bucket."""
+        for part, ref in zip(new, named, strict=True):
             self.files.put(ref.path, part.data, part.media_type, part.sha256)
 
-    def for_model(self, files: list[tuple[FileRef, ...]]) -> dict[int, list[dict[str, Any]]]:
+    def for_model(self, files: list[tuple[FileRef, ...]]) -> FileParts:
         """Gemini parts for each content's files, newest first within the byte budget.
 
         `files[i]` are the files of contents[i]; the last content's files always go.
         """
         budget = self.settings.history_max_file_bytes
-        parts: dict[int, list[dict[str, Any]]] = {}
+        parts: FileParts = {}
         for index in range(len(files) - 1, -1, -1):
             for ref in files[index]:
                 newest = index == len(files) - 1

@@ -4,44 +4,42 @@ One thread per process, not one per stream. About once a second it gathers the r
 new text (checkpoints) or an old lease (renewals) and sends them as one batched write, each
 write with its own precondition, so a thousand streams cost a few RPCs a second. A final write
 wakes it at once; finals that arrive while a batch is in flight go out in the next one.
+
+What it knows of each reply (how much it last stored, when it last wrote) is its own: the
+`Reply` only holds what the model said and how it ended.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from .domain import Ending, Source
-from .reply import LOST, STOP, UNSTORED, WROTE, Reply
+from .domain import Ending
+from .ports import ReplyStore, ReplyWrite, WriteOutcome
+from .reply import Reply
 
 log = logging.getLogger("workshop_chat.chat.checkpoints")
 
 
 @dataclass(frozen=True)
-class ReplyWrite:
-    """One reply's write: text to store (None renews the lease only), and its end if final."""
-
-    claim: object
-    text: str | None
-    ending: Ending | None = None
-    reasoning: str = ""
-    sources: tuple[Source, ...] = ()
-
-
-class BatchStore(Protocol):
-    def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
-        """One outcome per write, in order: "wrote", "lost", "unstored" or "stop"."""
-
-
-@dataclass(frozen=True)
 class Cadence:
-    checkpoint_seconds: float = 1.0
-    lease_seconds: float = 8.0
+    checkpoint_seconds: float
+    lease_seconds: float
     # A final that could not be stored is tried again this many times, backing off.
     final_attempts: int = 5
+
+
+@dataclass
+class _Live:
+    """A reply being written: how far it had grown at its last stored checkpoint, and when
+    anything of it was last written (its lease)."""
+
+    reply: Reply
+    stored_progress: int = 0
+    last_write: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -51,23 +49,18 @@ class _Final:
     not_before: float = 0.0
 
 
-@dataclass
-class _State:
-    live: dict[int, Reply] = field(default_factory=dict)
-    finals: list[_Final] = field(default_factory=list)
-
-
 # A reply due for a write, and how far it had grown (None: a lease renewal, no content).
-_Due = tuple[Reply, int | None]
+_Due = tuple[_Live, int | None]
 
 
 class Checkpointer:
-    def __init__(self, store: BatchStore, cadence: Cadence) -> None:
+    def __init__(self, store: ReplyStore, cadence: Cadence) -> None:
         self.store = store
         self.cadence = cadence
         # Renewals also carry stop requests made on other instances: at least once a second.
         self.renew_seconds = min(cadence.checkpoint_seconds, cadence.lease_seconds / 4)
-        self._state = _State()
+        self._live: dict[int, _Live] = {}
+        self._finals: list[_Final] = []
         self._cond = threading.Condition()
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -78,26 +71,24 @@ class Checkpointer:
 
     def track(self, reply: Reply) -> None:
         with self._cond:
-            reply.last_write = time.monotonic()
-            self._state.live[id(reply)] = reply
+            self._live[id(reply)] = _Live(reply)
             self._ensure_thread()
 
-    def finish(self, reply: Reply) -> None:
+    def write_final(self, reply: Reply) -> None:
+        """The reply ended: store its text and end, then tell it how that went (`settled`)."""
         with self._cond:
-            self._state.live.pop(id(reply), None)
-            self._state.finals.append(_Final(reply))
+            self._live.pop(id(reply), None)
+            self._finals.append(_Final(reply))
             self._ensure_thread()
             self._cond.notify_all()
 
     def live_count(self) -> int:
         with self._cond:
-            return len(self._state.live)
+            return len(self._live)
 
     # The thread --------------------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
-        import os
-
         if self._thread is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
@@ -110,7 +101,7 @@ class Checkpointer:
         while True:
             with self._cond:
                 now = time.monotonic()
-                wake = min((f.not_before for f in self._state.finals), default=now + self._tick())
+                wake = min((f.not_before for f in self._finals), default=now + self._tick())
                 if wake > now:
                     self._cond.wait(min(wake - now, self._tick()))
             try:
@@ -124,69 +115,67 @@ class Checkpointer:
         with self._flushing:
             now = time.monotonic()
             with self._cond:
-                finals = [f for f in self._state.finals if f.not_before <= now]
-                self._state.finals = [f for f in self._state.finals if f.not_before > now]
-                live = list(self._state.live.values())
-            writes: list[ReplyWrite] = []
-            targets: list[Reply] = []
-            for final in finals:
-                reply = final.reply
-                text, reasoning, sources = reply.content()
-                writes.append(ReplyWrite(reply.claim, text, reply.ending, reasoning, sources))
-                targets.append(reply)
+                finals = [f for f in self._finals if f.not_before <= now]
+                self._finals = [f for f in self._finals if f.not_before > now]
+                live = list(self._live.values())
+            writes = [self._write(final.reply, final.reply.ending) for final in finals]
             checkpoints = self._due(live, now, everything)
-            for reply, progress in checkpoints:
-                if progress is None:
-                    writes.append(ReplyWrite(reply.claim, None))
-                else:
-                    text, reasoning, sources = reply.content()
-                    writes.append(ReplyWrite(reply.claim, text, None, reasoning, sources))
-                targets.append(reply)
+            for entry, progress in checkpoints:
+                renewal = progress is None
+                writes.append(self._write(entry.reply, None, renewal))
             if not writes:
                 return 0
             outcomes = self.store.write_replies(writes)
             self.batches += 1
             for final, outcome in zip(finals, outcomes, strict=False):
                 self._after_final(final, outcome)
-            for (reply, progress), outcome in zip(
+            for (entry, progress), outcome in zip(
                 checkpoints, outcomes[len(finals) :], strict=True
             ):
-                self._after_checkpoint(reply, progress, outcome, now)
+                self._after_checkpoint(entry, progress, outcome, now)
             return len(checkpoints)
 
-    def _due(self, live: list[Reply], now: float, everything: bool) -> list[_Due]:
+    @staticmethod
+    def _write(reply: Reply, ending: Ending | None, renewal: bool = False) -> ReplyWrite:
+        assert reply.claim is not None  # only claimed replies are tracked or finished here
+        if renewal:
+            return ReplyWrite(reply.claim, None)
+        text, reasoning, sources = reply.content()
+        return ReplyWrite(reply.claim, text, ending, reasoning, sources)
+
+    def _due(self, live: list[_Live], now: float, everything: bool) -> list[_Due]:
         due: list[_Due] = []
-        for reply in live:
-            if reply.ending is not None:
+        for entry in live:
+            if entry.reply.ending is not None:
                 continue
-            age = now - reply.last_write
-            progress = reply.progress()
+            age = now - entry.last_write
+            progress = entry.reply.progress()
             slack = self._tick() / 2  # a write due just after this tick goes out now
-            if progress != reply.stored_progress and (
+            if progress != entry.stored_progress and (
                 everything or age + slack >= self.cadence.checkpoint_seconds
             ):
-                due.append((reply, progress))
+                due.append((entry, progress))
             elif age + slack >= self.renew_seconds:
-                due.append((reply, None))  # silent model (thinking): renew the lease only
+                due.append((entry, None))  # silent model (thinking): renew the lease only
         return due
 
     def _after_checkpoint(
-        self, reply: Reply, progress: int | None, outcome: str, now: float
+        self, entry: _Live, progress: int | None, outcome: WriteOutcome, now: float
     ) -> None:
-        if outcome == WROTE:
-            reply.last_write = now
+        if outcome is WriteOutcome.WROTE:
+            entry.last_write = now
             if progress is not None:
-                reply.stored_progress = progress
-        elif outcome == LOST:
+                entry.stored_progress = progress
+        elif outcome is WriteOutcome.LOST:
             with self._cond:
-                self._state.live.pop(id(reply), None)
-            reply.end(Ending("error", "error"), write=False)
-        elif outcome == STOP:
-            reply.stop()  # asked on another instance: the final write goes out next
+                self._live.pop(id(entry.reply), None)
+            entry.reply.end(Ending("error", "error"), write=False)
+        elif outcome is WriteOutcome.STOP:
+            entry.reply.stop()  # asked on another instance: the final write goes out next
         # UNSTORED: skipped; the next tick tries again with the text it has then.
 
-    def _after_final(self, final: _Final, outcome: str) -> None:
-        if outcome != UNSTORED:
+    def _after_final(self, final: _Final, outcome: WriteOutcome) -> None:
+        if outcome is not WriteOutcome.UNSTORED:
             final.reply.settled(outcome)
             return
         final.attempts += 1
@@ -195,8 +184,8 @@ class Checkpointer:
                 "reply could not be stored",
                 extra={"fields": {"replyId": final.reply.id, "replyBytes": final.reply.size}},
             )
-            final.reply.settled(UNSTORED)
+            final.reply.settled(WriteOutcome.UNSTORED)
             return
         final.not_before = time.monotonic() + 0.25 * 2 ** (final.attempts - 1)
         with self._cond:
-            self._state.finals.append(final)
+            self._finals.append(final)

@@ -1,16 +1,30 @@
-"""The words every module shares: messages, events, endings, errors and the texts users see.
+"""The words the chat core speaks: messages, turns, events, endings, and the texts users see.
 
-Nothing here knows HTTP, Firestore or Gemini, so each adapter and the reply's lifecycle can be
-tested against these values alone. HTTP statuses live in `http.py`, the one place that maps
-domain errors to responses.
+Nothing here knows HTTP, Firestore or Gemini, so each adapter and a reply's life can be tested
+against these values alone. Errors are in `errors.py`; what adapters must provide, in
+`ports.py`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+# --- Vocabularies ---------------------------------------------------------------------------
+
+Role = Literal["user", "assistant"]
+# A stored reply's status; `interrupted` is only ever reported: a `streaming` reply whose lease
+# lapsed, which anyone may take over.
+Status = Literal["streaming", "complete", "error", "stopped", "interrupted"]
+# The values every AI SDK client accepts in a `finish` chunk.
+FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error", "other"]
+# Why a reply failed: what the HTTP edge answers when it failed before any text.
+Cause = Literal["model_error", "model_unavailable", "storage", "replaced"]
+Trigger = Literal["submit-message", "regenerate-message"]
+# How a turn claims its reply: both new, the user message edited, the reply generated again,
+# or a reply that is missing, failed or lapsed answered again.
+Mode = Literal["new", "edit", "regenerate", "resume"]
 
 # --- Values -------------------------------------------------------------------------------
 
@@ -28,33 +42,49 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class NewFile:
+    """A file of the message being sent, checked and decoded; `index` is its place among the
+    message's files. It becomes a `FileRef` once named for the bucket."""
+
+    index: int
+    media_type: str
+    filename: str
+    data: bytes = field(repr=False)
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class UserMessage:
     id: str
     text: str
-    files: tuple[Any, ...] = ()  # file_parts.FilePart: the new message's checked files
+    files: tuple[FileRef, ...] = ()
 
 
 @dataclass(frozen=True)
 class Turn:
+    """One chat request: the new (or re-sent, or edited) user message and what to do with it."""
+
     session_id: str
     step_id: str
     user: UserMessage
-    trigger: str = "submit-message"
+    trigger: Trigger = "submit-message"
     target_id: str | None = None
+    new_files: tuple[NewFile, ...] = ()  # the files the request carries, not yet stored
 
 
 @dataclass(frozen=True)
 class Message:
-    """A stored message as the domain sees it (text only: the model gets nothing else)."""
+    """A stored message as the domain sees it."""
 
     id: str
-    role: str
+    role: Role
     text: str
-    status: str
+    status: Status
     created_at: float
     updated_at: float
     reply_to: str | None = None
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     usage: dict[str, int] | None = None
     model: str | None = None
     # Which generation wrote a reply: the optimistic lock for regenerate, edit and takeover.
@@ -62,13 +92,13 @@ class Message:
     # A `streaming` reply whose instance stopped renewing its lease: anyone may take it over.
     lapsed: bool = False
     # When the store last wrote it (its own clock): proves a follower saw the reply move.
-    version: Any = None
+    version: object = None
     # The model's thought summary and its grounding sources (replies only): shown to people,
     # never sent back to the model.
     reasoning: str = ""
     sources: tuple[Source, ...] = ()
     files: tuple[FileRef, ...] = ()  # user messages only
-    # Its place in the step's write order (see history_cache): what changed since a look.
+    # Its place in the step's write order: what changed since a process last looked.
     seq: int = 0
 
 
@@ -80,7 +110,7 @@ class Quota:
 
     window_start: float = 0.0
     count: int = 0
-    version: Any = None
+    version: object = None
     per_minute: int = 0  # the limit it is held to (0: none)
 
     def wait(self, now: float) -> int | None:
@@ -103,7 +133,7 @@ def reply_id_for(user_message_id: str) -> str:
     return f"{user_message_id}~reply"
 
 
-# --- Events a reply emits; protocol.py encodes them ----------------------------------------
+# --- Events a reply emits; web/stream.py encodes them ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -135,17 +165,18 @@ class Source:
 
 @dataclass(frozen=True)
 class Finished:
-    finish_reason: str
+    finish_reason: FinishReason
     metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Failed:
-    """A reply that ended badly. `cause` tells http.py which error to answer before the stream."""
+    """A reply that ended badly. `cause` tells the HTTP edge which error to answer when the
+    reply failed before any text."""
 
     error_text: str
-    finish_reason: str = "error"
-    cause: str = "model_error"  # model_error | model_unavailable | storage | replaced
+    finish_reason: FinishReason = "error"
+    cause: Cause = "model_error"
     metadata: dict[str, Any] | None = None
     retry_after: int | None = None
 
@@ -165,129 +196,37 @@ Event = Started | TextDelta | ReasoningDelta | Source | Finished | Failed | Keep
 class Ending:
     """The one decision about a reply's end; the final write stores exactly this."""
 
-    status: str  # complete | error | stopped
-    finish_reason: str  # stop | length | content-filter | error | other
+    status: Literal["complete", "error", "stopped"]
+    finish_reason: FinishReason
     usage: dict[str, int] | None = None
     model: str | None = None
     failure: Failed | None = None  # what listeners are told, for an `error` ending
 
 
-# --- Domain errors (http.py maps each class to a status) -----------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """One step's summary as the session remembers it (mirrored on the session document)."""
 
-
-class ChatError(Exception):
-    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-class BadRequest(ChatError): ...
-
-
-class Unauthorized(ChatError): ...
-
-
-class NotFound(ChatError): ...
-
-
-class Conflict(ChatError): ...
-
-
-class TooLarge(ChatError): ...
-
-
-class RateLimited(ChatError): ...
-
-
-class MethodNotAllowed(ChatError): ...
-
-
-class UnsupportedMedia(ChatError): ...
-
-
-class UpstreamFailed(ChatError): ...
-
-
-class Unavailable(ChatError): ...
+    step_id: str
+    summary: str
+    started_at: float  # the step's creation: orders steps outside the five known ones
+    updated_at: float = 0.0
+    through: int = 0  # the step's write number this summary covers up to
+    cuts: int = 0  # the step's cuts when it was made (see `SummaryJob`)
 
 
 @dataclass(frozen=True)
-class Moved:
-    """A claim found the session moved since it was read (its precondition failed): what is
-    stored now, for the caller to judge whether the model call it made still stands."""
+class SummaryJob:
+    """One summary to make: the step's previous summary and the settled messages after it."""
 
-    conversation: Any
-
-
-# --- What adapters raise -------------------------------------------------------------------
-
-
-class LostClaim(Exception):
-    """Another generation took this reply over (regenerate, edit, takeover): stop writing it."""
-
-
-class StoreUnavailable(Exception):
-    """Firestore could not be reached or refused the write."""
-
-
-class StaleCache(Exception):
-    """A write's precondition on what this instance remembered failed: reload and decide again."""
-
-
-class ModelUnavailable(Exception):
-    """Gemini refused before the first byte, after our retries (429/5xx)."""
-
-    def __init__(self, retry_after: int | None = None) -> None:
-        super().__init__("model unavailable")
-        self.retry_after = retry_after
-
-
-class ModelFailed(Exception):
-    """Gemini failed after the stream began, or answered something we cannot use."""
-
-
-# --- What the model adapter yields ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelText:
-    text: str
-
-
-@dataclass(frozen=True)
-class ModelThought:
-    text: str
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    url: str
-    title: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelDone:
-    finish_reason: str
-    usage: dict[str, int] | None = None
-    model: str | None = None
-    blocked: bool = False
-
-
-class Model(Protocol):
-    name: str
-
-    def stream(
-        self,
-        system: str,
-        contents: list[tuple[str, str]],
-        thinking_budget: int | None = None,
-        files: dict[int, list[dict[str, Any]]] | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
-        """`on_sent` is called once the request is on its way (each attempt): until then the
-        caller holds back work that would compete with building it."""
+    session_id: str
+    step_id: str
+    previous: str | None
+    messages: list[Message]
+    through: int  # the step's write number this summary covers up to
+    cuts: int  # the step's cuts (edits, regenerates) it was made after
+    started_at: float
+    lease: object  # the store's handle on the lease it took for this job
 
 
 # --- Safe texts: all a client ever learns about a failure -----------------------------------
@@ -304,7 +243,9 @@ def iso_time(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
-def metadata(created_at: float, model: str | None, usage: dict[str, int] | None = None) -> dict:
+def metadata(
+    created_at: float, model: str | None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The message metadata a stream's `start` and `finish` carry."""
     meta: dict[str, Any] = {"createdAt": iso_time(created_at)}
     if model:

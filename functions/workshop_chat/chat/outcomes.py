@@ -13,28 +13,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from . import aio
-from .domain import Message
+from .domain import Message, Outcome
+from .ports import Conversation, Summarize, SummaryStore
 
 log = logging.getLogger("workshop_chat.chat.outcomes")
 
 WORKSHOP_ORDER = ("empathize", "define", "ideate", "prototype", "test")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One step's summary as the session remembers it (mirrored on the session document)."""
-
-    step_id: str
-    summary: str
-    started_at: float  # the step's creation: orders steps outside the five known ones
-    updated_at: float = 0.0
-    through: int = 0  # the step's write number this summary covers up to
-    cuts: int = 0  # the step's cuts when it was made (see `SummaryJob`)
 
 
 def workshop_place(step_id: str, started_at: float) -> tuple[int, float, str]:
@@ -48,7 +36,9 @@ def _place(outcome: Outcome) -> tuple[int, float, str]:
     return workshop_place(outcome.step_id, outcome.started_at)
 
 
-def earlier(step_id: str, outcomes: dict[str, Outcome], started_at: float | None) -> list[Outcome]:
+def earlier(
+    step_id: str, outcomes: Mapping[str, Outcome], started_at: float | None
+) -> list[Outcome]:
     """The outcomes of the steps before `step_id`, in workshop order."""
     here = _place(Outcome(step_id, "", started_at if started_at is not None else float("inf")))
     return sorted(
@@ -76,20 +66,6 @@ def with_outcomes(system: str, outcomes: list[Outcome], budget: int) -> str:
     return system + head + "".join(blocks) if blocks else system
 
 
-@dataclass(frozen=True)
-class SummaryJob:
-    """One summary to make: the step's previous summary and the settled messages after it."""
-
-    session_id: str
-    step_id: str
-    previous: str | None
-    messages: list[Message]
-    through: int  # the step's write number this summary covers up to
-    cuts: int  # the step's cuts (edits, regenerates) it was made after
-    started_at: float
-    lease: Any  # the store's handle on the lease it took for this job
-
-
 def settled_part(messages: list[Message], covered: int) -> tuple[list[Message], int]:
     """The messages, oldest first, up to the first exchange still being written, and the write
     number a summary of them covers (what comes after is read again next time)."""
@@ -112,22 +88,11 @@ class SummaryCadence:
     """When a step's outcome is refreshed: once the step has been quiet for `quiet_seconds`
     after a reply, and at least every `max_wait_seconds` while it never goes quiet."""
 
-    quiet_seconds: float = 10.0
-    max_wait_seconds: float = 600.0
-    max_chars: int = 2000  # of the summary
-    input_max_chars: int = 200_000  # of what a summary call sends: previous + new turns
+    quiet_seconds: float
+    max_wait_seconds: float
+    max_chars: int  # of the summary
+    input_max_chars: int  # of what a summary call sends: previous + new turns
 
-
-class SummaryStore(Protocol):
-    def summary_job(
-        self, session_id: str, step_id: str, quiet: float, max_wait: float
-    ) -> SummaryJob | float | None: ...
-
-    def save_summary(self, job: SummaryJob, summary: str | None) -> None:
-        """Store the summary and give the lease back (None: only give it back)."""
-
-
-Summarize = Callable[[str, str, int], Awaitable[tuple[str, dict[str, int] | None]]]
 
 _INSTRUCTION = (
     "You keep the record of one step of a design-thinking workshop. You get the previous "
@@ -153,7 +118,7 @@ class Summaries:
         self,
         store: SummaryStore,
         summarize: Summarize,
-        cadence: SummaryCadence = SummaryCadence(),
+        cadence: SummaryCadence,
     ) -> None:
         self.store = store
         self.summarize = summarize
@@ -288,11 +253,11 @@ class Workshop:
         """The step's own thinking budget, if its prompt file sets one."""
         return self.thinking(step_id)
 
-    def system(self, step_id: str, conversation: Any, budget: int) -> str:
+    def system(self, step_id: str, conversation: Conversation, budget: int) -> str:
         """The step's prompt and the earlier steps' outcomes, within `budget` characters."""
         messages = conversation.messages
         started = messages[0].created_at if messages else None
-        found = earlier(step_id, getattr(conversation, "outcomes", {}), started)
+        found = earlier(step_id, conversation.outcomes, started)
         return with_outcomes(self.prompts(step_id), found, budget)
 
     def after_reply(self, session_id: str, step_id: str) -> None:

@@ -2,10 +2,14 @@
 
 A `Reply` is registered per process before any I/O, so identical requests on one instance
 collapse onto it. The model stream runs as a task in the process's event loop (`drive`) and
-feeds the reply; request threads only listen. Every end goes through `Reply.end`, under the
-reply's lock, once: the text is frozen there, the final write goes out (through the process's
-`Checkpointer`), and only when it has landed, or failed for good, are listeners told. So the
-text a client was told finished is the text stored, and `complete` means Gemini said so.
+feeds the reply; request threads only listen. A reply's end, in order:
+
+1. `Reply.end(ending)`: decided once, under the reply's lock; the text is frozen here.
+2. `FinalWriter.write_final(reply)`: the process's `Checkpointer` stores that text and end.
+3. `Reply.settled(outcome)`: the write's outcome picks the one end event listeners are told.
+4. `on_settled(reply)`: the turn forgets it, and its step's outcome is refreshed if it grew.
+
+So the text a client was told finished is the text stored, and `complete` means Gemini said so.
 """
 
 from __future__ import annotations
@@ -26,41 +30,36 @@ from .domain import (
     REPLACED_TEXT,
     SAVE_TEXT,
     STALL_TEXT,
+    Cause,
     Ending,
     Event,
     Failed,
     Finished,
     KeepAlive,
-    Model,
-    ModelDone,
-    ModelFailed,
-    ModelSource,
-    ModelThought,
-    ModelUnavailable,
     ReasoningDelta,
     Source,
     Started,
     TextDelta,
     metadata,
 )
+from .errors import ModelFailed, ModelUnavailable
+from .ports import (
+    Claim,
+    FileParts,
+    Model,
+    ModelDone,
+    ModelSource,
+    ModelThought,
+    WriteOutcome,
+)
 
 log = logging.getLogger("workshop_chat.chat.reply")
 
-# What a write reported: stored, taken over by another generation, not stored, or (for a
-# checkpoint) refused because someone asked the reply to stop.
-WROTE, LOST, UNSTORED, STOP = "wrote", "lost", "unstored", "stop"
 
+class FinalWriter(Protocol):
+    """Where a reply's end is stored: the process's `Checkpointer`, which calls `settled`."""
 
-class Claim(Protocol):
-    """The store's handle on a claimed reply; its writes carry a precondition."""
-
-    created_at: float
-
-
-class Writes(Protocol):
-    """Where a reply sends its final write (the process's Checkpointer)."""
-
-    def finish(self, reply: Reply) -> None: ...
+    def write_final(self, reply: Reply) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,33 +69,34 @@ class Request:
     system: str
     contents: list[tuple[str, str]]
     thinking_budget: int | None = None
-    # Gemini parts (inline data, file data, notes) for the files of contents[i].
-    files: dict[int, list[dict[str, Any]]] | None = None
+    files: FileParts | None = None
 
 
 @dataclass(frozen=True)
 class Limits:
     """How long and how large one reply may grow."""
 
-    stall_seconds: float = 60.0
-    reply_timeout_seconds: float = 600.0
-    max_reply_bytes: int = 900_000
+    stall_seconds: float
+    reply_timeout_seconds: float
+    max_reply_bytes: int
 
 
 class Reply:
     """The events of one reply, kept whole so that a late listener replays them all."""
 
-    def __init__(self, reply_id: str, model: str | None, retire: Callable[[Reply], None]) -> None:
+    def __init__(
+        self, reply_id: str, model: str | None, on_settled: Callable[[Reply], None]
+    ) -> None:
         self.id = reply_id
         self.model = model
-        self._retire = retire
+        self._on_settled = on_settled
         self._cond = threading.Condition()
         self._events: list[Event] = []
         self._parts: list[str] = []
         self._reasoning: list[str] = []
         self._sources: dict[str, Source] = {}  # by url: each source once
         self.size = 0
-        self.claim: Any = None
+        self.claim: Claim | None = None
         self.lost = False  # the claim went to another request before it was confirmed
         self.ending: Ending | None = None
         self.closed = False  # the end event is published: nothing more will come
@@ -105,10 +105,7 @@ class Reply:
         # Set once the model request is on its way: the claim waits for it, so the two do not
         # compete for the interpreter while the request is built.
         self.sent = threading.Event()
-        self.writes: Writes | None = None
-        # The Checkpointer's bookkeeping: how much it last stored, and when it last wrote.
-        self.stored_progress = 0
-        self.last_write = time.monotonic()
+        self._writer: FinalWriter | None = None
 
     # The generation feeds it -----------------------------------------------------------
 
@@ -169,15 +166,15 @@ class Reply:
 
     # The claim ---------------------------------------------------------------------------
 
-    def claimed(self, claim: Claim, writes: Writes) -> None:
+    def claimed(self, claim: Claim, writer: FinalWriter) -> None:
         """The store confirmed the claim: listeners may now see the text."""
         with self._cond:
-            self.claim, self.writes = claim, writes
+            self.claim, self._writer = claim, writer
             self._events.insert(0, Started(self.id, metadata(claim.created_at, self.model)))
             ended = self.ending is not None
             self._cond.notify_all()
         if ended:  # the model finished before the claim's commit came back
-            writes.finish(self)
+            writer.write_final(self)
 
     def abandon(self) -> None:
         """The claim went elsewhere (or could not be made): cancel the model call, tell joiners."""
@@ -186,7 +183,7 @@ class Reply:
             self.closed = True
             self._cond.notify_all()
         self._cancel()
-        self._retire(self)
+        self._on_settled(self)
 
     def wait_closed(self, timeout: float) -> bool:
         """Until listeners have been told the end (so the final write has landed or failed)."""
@@ -210,20 +207,21 @@ class Reply:
 
         With `write`, the final state is stored first and listeners are told after
         (`settled`); without, the store belongs to a newer generation and they are told now.
+        Before the claim holds, the end waits for it (`claimed` writes it then).
         """
         with self._cond:
             if self.ending is not None:
                 return False
             self.ending = ending
-            writes = self.writes if self.claim is not None else None
+            writer = self._writer if self.claim is not None else None
         self._cancel()
         if not write:
-            self.settled(LOST)
-        elif writes is not None:
-            writes.finish(self)
+            self.settled(WriteOutcome.LOST)
+        elif writer is not None:
+            writer.write_final(self)
         return True
 
-    def settled(self, outcome: str) -> None:
+    def settled(self, outcome: WriteOutcome) -> None:
         """The final write's outcome: publish the one end event listeners will see."""
         with self._cond:
             if self.closed or self.ending is None:
@@ -234,9 +232,9 @@ class Reply:
                 meta["usage"] = ending.usage
             if ending.status == "stopped":
                 meta["status"] = "stopped"
-            if outcome == LOST:
+            if outcome is WriteOutcome.LOST:
                 event: Event = Failed(REPLACED_TEXT, cause="replaced")
-            elif outcome == UNSTORED:
+            elif outcome is WriteOutcome.UNSTORED:
                 event = Failed(SAVE_TEXT, cause="storage", metadata=meta)
             elif ending.failure is not None:
                 event = Failed(
@@ -249,9 +247,9 @@ class Reply:
                 event = Finished(ending.finish_reason, meta)
             self._events.append(event)
             self.closed = True
-            self.stored = outcome == WROTE
+            self.stored = outcome is WriteOutcome.WROTE
             self._cond.notify_all()
-        self._retire(self)
+        self._on_settled(self)
 
     def _cancel(self) -> None:
         task = self.task
@@ -374,6 +372,6 @@ async def drive(
 
 
 def _failed(
-    text: str, model: str, cause: str = "model_error", retry_after: int | None = None
+    text: str, model: str, cause: Cause = "model_error", retry_after: int | None = None
 ) -> Ending:
     return Ending("error", "error", None, model, Failed(text, cause=cause, retry_after=retry_after))

@@ -1,8 +1,9 @@
 """What a chat turn is: new, re-send, edit, regenerate, take-over or follow. Decisions only.
 
-The reply's own life (its claim, text, listeners and end) is `reply.Reply`; the model stream
+A reply's own life (its claim, text, listeners and end) is `reply.Reply`; the model stream
 runs in the process's event loop (`reply.drive`); writes after the claim go through the
-process's `Checkpointer`. This module picks which of those a request needs.
+process's `Checkpointer`; a reply generated on another instance is relayed by `follow`. This
+module picks which of those a request needs.
 """
 
 from __future__ import annotations
@@ -12,86 +13,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from . import aio
 from .attachments import Attachments
 from .checkpoints import Checkpointer
+from .context import ContentFiles, Contents, model_contents
 from .domain import (
-    CUT_TEXT,
     REPLACED_TEXT,
-    BadRequest,
-    Conflict,
     Ending,
     Event,
     Failed,
-    Finished,
-    KeepAlive,
+    FileRef,
     Message,
-    Model,
-    Moved,
-    NotFound,
-    RateLimited,
-    ReasoningDelta,
-    Started,
-    StoreUnavailable,
-    TextDelta,
+    Mode,
+    NewFile,
     Turn,
-    Unavailable,
     UserMessage,
-    metadata,
     reply_id_for,
 )
+from .errors import Conflict, InvalidRequest, NotFound, RateLimited, Unavailable
+from .follow import follow, replay
 from .outcomes import Workshop
+from .ports import Claim, Conversation, Conversations, Model, Moved, Sessions
 from .reply import Limits, Reply, Request, drive
 
 log = logging.getLogger("workshop_chat.chat.turns")
 
-
-class Conversation(Protocol):
-    messages: list[Message]
-    session_exists: bool
-
-    def get(self, message_id: str) -> Message | None: ...
-
-
-class Store(Protocol):
-    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Any:
-        """The session as it is now and the step's history (with the caller's rate-limit
-        state, held to `quota` turns a minute, when set); NotFound when the session is
-        someone else's."""
-
-    def begin(
-        self,
-        conversation: Any,
-        user: UserMessage,
-        reply_id: str,
-        mode: str,
-        now: float,
-        seen_reply: Message | None,
-    ) -> Any:
-        """A claim, None when a racing request won, or `Moved` with what is stored now."""
-
-    def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None: ...
-
-    def streaming(self, session_id: str, step_id: str) -> list[Message]: ...
-
-    def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
-
-    def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
-        """Held from reading a session's state to committing a claim on it."""
-
-
-class Sessions(Protocol):
-    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]: ...
-
-    def mark_deleting(self, session_id: str, uid: str) -> None: ...
-
-    def step_ids(self, session_id: str) -> list[str]: ...
-
-    def delete_session(self, session_id: str, uid: str) -> int: ...
+_SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
 
 
 @dataclass(frozen=True)
@@ -100,28 +49,46 @@ class Stores:
     replies (with the per-user rate limit), whole sessions, and files (None: this deployment
     takes none)."""
 
-    conversations: Store
+    conversations: Conversations
     sessions: Sessions
     attachments: Attachments | None = None
 
 
 @dataclass(frozen=True)
 class Settings:
-    history_max_chars: int = 200_000
-    rate_limit_per_minute: int = 0
-    keepalive_seconds: float = 10.0
+    history_max_chars: int
+    rate_limit_per_minute: int
+    keepalive_seconds: float
     # How often a follower looks at a reply generated on another instance.
-    follow_seconds: float = 1.0
-    limits: Limits = field(default_factory=Limits)
+    follow_seconds: float
+    limits: Limits
 
 
-UNAVAILABLE = "storage is unavailable; try again"
-_SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
+def check_access(conversation: Conversation) -> None:
+    """Someone else's session, or one being deleted, is as missing as one that never was."""
+    if conversation.session_exists and (conversation.role is None or conversation.deleting):
+        raise NotFound("not_found", "no such session")
 
 
-class Chat:
-    """Runs turns. Clients are injected so tests hand in the emulator and the stand-in, or an
-    in-memory store and a scripted model."""
+def check_quota(conversation: Conversation, now: float) -> None:
+    """A turn that asks the model counts against its user's minute; one past it, none."""
+    quota = conversation.quota
+    wait = quota.wait(now) if quota is not None else None
+    if wait is not None:
+        raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
+
+
+def superseded_files(conversation: Conversation, user: UserMessage) -> tuple[str, ...]:
+    """The edited message's objects it no longer names: they go once the edit is stored."""
+    stored = conversation.get(user.id)
+    kept = {f.path for f in user.files}
+    old: tuple[FileRef, ...] = stored.files if stored is not None else ()
+    return tuple(f.path for f in old if f.path not in kept)
+
+
+class Turns:
+    """Runs chat turns. Its ports are injected, so tests hand in the emulator and the
+    stand-in, or an in-memory store and a scripted model."""
 
     def __init__(
         self,
@@ -146,15 +113,13 @@ class Chat:
     # The entry points ------------------------------------------------------------------
 
     def run(self, turn: Turn, uid: str, trace: str | None = None) -> Iterator[Event]:
-        """Claim or find the reply, then return its events. Raises ChatError before any event."""
+        """Claim or find the reply, then return its events. Raises before any event."""
         limit = self.settings.rate_limit_per_minute
         for _ in range(4):
-            try:
-                with self.store.session_lock(turn.session_id):
-                    conversation = self.store.open(turn.session_id, turn.step_id, uid, limit)
-                    events = self._decide(turn, conversation, trace)
-            except StoreUnavailable as exc:
-                raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
+            with self.store.session_lock(turn.session_id):
+                conversation = self.store.open(turn.session_id, turn.step_id, uid, limit)
+                check_access(conversation)
+                events = self._decide(turn, conversation, trace)
             if events is not None:
                 return events
             # Lost a race to a twin or to a newer turn: look again at what is stored.
@@ -174,6 +139,17 @@ class Chat:
                 and (reply.claim is not None or not claimed)
             ]
 
+    def follow(
+        self, key: tuple[str, str], conversation: Conversation, user: UserMessage, reply: Message
+    ) -> Iterator[Event]:
+        """Relay a reply generated elsewhere; take it over if its instance died."""
+
+        def take_over(seen: Message) -> Iterator[Event] | None:
+            return self._generate(key, conversation, user, "resume", None, seen)
+
+        every = self.settings.follow_seconds
+        return follow(self.store, key, reply, take_over, self.model.name, every)
+
     def checkpoint_all(self) -> int:
         """On SIGTERM: store the text of every reply in flight now."""
         return self.checkpointer.flush(everything=True)
@@ -184,7 +160,9 @@ class Chat:
 
     # Decisions -------------------------------------------------------------------------
 
-    def _decide(self, turn: Turn, conversation: Any, trace: str | None) -> Iterator[Event] | None:
+    def _decide(
+        self, turn: Turn, conversation: Conversation, trace: str | None
+    ) -> Iterator[Event] | None:
         user = turn.user
         key = (turn.session_id, turn.step_id)
         if turn.trigger == "regenerate-message":
@@ -202,20 +180,24 @@ class Chat:
             return self._generate(key, conversation, user, "regenerate", trace)
         existing = conversation.get(user.id)
         if existing is None:
-            return self._generate(key, conversation, user, "new", trace)
+            return self._generate(key, conversation, user, "new", trace, new=turn.new_files)
         if existing.role != "user":
             raise Conflict("id_in_use", "that message id belongs to another message")
-        same_files = [f.sha256 for f in existing.files] == [f.sha256 for f in user.files]
+        same_files = [f.sha256 for f in existing.files] == [f.sha256 for f in turn.new_files]
         if existing.text != user.text or not same_files:
             if turn.target_id != user.id:
                 raise Conflict("id_in_use", "a different message with that id is stored")
-            return self._generate(key, conversation, user, "edit", trace)
+            return self._generate(key, conversation, user, "edit", trace, new=turn.new_files)
         # A re-send: the stored message, with the files it already names.
         user = UserMessage(existing.id, existing.text, existing.files)
         return self._resend(key, conversation, user, trace)
 
     def _resend(
-        self, key: tuple[str, str], conversation: Any, user: UserMessage, trace: str | None
+        self,
+        key: tuple[str, str],
+        conversation: Conversation,
+        user: UserMessage,
+        trace: str | None,
     ) -> Iterator[Event] | None:
         """A re-sent message never starts a second generation of a live reply."""
         reply_id = reply_id_for(user.id)
@@ -228,8 +210,8 @@ class Chat:
             # Nothing usable, or its instance died: answering it again is the retry.
             return self._generate(key, conversation, user, "resume", trace, reply)
         if reply.status == "streaming":
-            return self.follow(key, conversation, user, reply, trace)
-        return iter(_replay(reply))
+            return self.follow(key, conversation, user, reply)
+        return iter(replay(reply))
 
     def _join(self, reply: Reply) -> Iterator[Event] | None:
         """An identical request on this instance: wait for its claim, then share its events."""
@@ -242,18 +224,20 @@ class Chat:
     def _generate(
         self,
         key: tuple[str, str],
-        conversation: Any,
+        conversation: Conversation,
         user: UserMessage,
-        mode: str,
+        mode: Mode,
         trace: str | None,
         seen_reply: Message | None = None,
+        new: tuple[NewFile, ...] = (),
     ) -> Iterator[Event] | None:
-        """Start the model call and the claim together; text flows once the claim holds."""
+        """Ask the model, then claim the reply beside its call; text flows once the claim
+        holds. `new`: the files the message brings, not stored yet."""
         reply_id = reply_id_for(user.id)
         slot = (*key, reply_id)
         if mode != "resume":
             seen_reply = conversation.get(reply_id)
-        reply = Reply(reply_id, self.model.name, lambda r: self._retire(slot, r))
+        reply = Reply(reply_id, self.model.name, lambda r: self._settled(slot, r))
         with self._lock:
             current = self._active.get(slot)
             if current is not None and mode in ("new", "resume"):
@@ -264,25 +248,20 @@ class Chat:
                     self._active[slot] = reply  # before any I/O: twins collapse onto it
         if joined is not None:
             return self._join(joined)
-        superseded: tuple[str, ...] = ()
-        unsent: UserMessage | None = None  # a new message whose files are still to upload
+        upload_later = False
         try:
-            self._check_quota(conversation)  # before anything is uploaded or asked
-            if mode in ("new", "edit") and user.files:
+            check_quota(conversation, self.clock())  # before anything is uploaded or asked
+            if new:
                 # Uploaded before the claim's commit names them: before the model is asked on
                 # Vertex AI, which reads them; else while the model starts on its inline copy.
                 attachments = self._attachments()
-                unsent, user = user, attachments.name(key, user)
-                if attachments.model_reads_bucket:
-                    attachments.upload(unsent, user)
-                    unsent = None
-            if mode == "edit":
-                # The edited message's old objects go once the edit is stored.
-                stored = conversation.get(user.id)
-                kept = {f.path for f in user.files}
-                old = stored.files if stored is not None else ()
-                superseded = tuple(f.path for f in old if f.path not in kept)
-            contents, files = model_contents(conversation, user, self.settings.history_max_chars)
+                user = UserMessage(user.id, user.text, attachments.name(key, user.id, new))
+                upload_later = not attachments.model_reads_bucket
+                if not upload_later:
+                    attachments.upload(new, user.files)
+            superseded = superseded_files(conversation, user) if mode == "edit" else ()
+            asked = model_contents(conversation.messages, user, self.settings.history_max_chars)
+            contents, files = asked
             parts = self.attachments.for_model(files) if self.attachments else {}
         except BaseException:
             reply.abandon()
@@ -296,19 +275,26 @@ class Chat:
             drive(reply, self.model, request, self.settings.limits, where, trace)
         )
         try:
-            if unsent is not None:
-                self._attachments().upload(unsent, user)
+            if upload_later:
+                self._attachments().upload(new, user.files)
             # The claim goes once the model request has left: built in the loop thread, it
             # would otherwise share the interpreter with the claim's encoding. A model that
             # answers at once still waits for the claim before any text is relayed.
             reply.sent.wait(_SEND_WAIT)
-            claim = self._claim(conversation, user, reply, mode, seen_reply, (contents, files))
+            claim = self._claim(conversation, user, reply, mode, seen_reply, asked)
         except BaseException:
             reply.abandon()  # the model call is cancelled, and nothing was written
             raise
         if claim is None:
             reply.abandon()
             return None
+        self._start(slot, reply, claim, superseded)
+        return reply.listen(self.settings.keepalive_seconds)
+
+    def _start(
+        self, slot: tuple[str, str, str], reply: Reply, claim: Claim, superseded: tuple[str, ...]
+    ) -> None:
+        """The claim holds: this generation is the reply's, its checkpoints begin."""
         with self._lock:
             old = self._active.get(slot)
             self._active[slot] = reply
@@ -317,19 +303,18 @@ class Chat:
         self.checkpointer.track(reply)
         reply.claimed(claim, self.checkpointer)
         if self.attachments is not None and (claim.removed or superseded):
-            forget = self.attachments.forget
+            forget, key = self.attachments.forget, (slot[0], slot[1])
             aio.spawn(asyncio.to_thread(forget, key, claim.removed, superseded))
-        return reply.listen(self.settings.keepalive_seconds)
 
     def _claim(
         self,
-        conversation: Any,
+        conversation: Conversation,
         user: UserMessage,
         reply: Reply,
-        mode: str,
+        mode: Mode,
         seen_reply: Message | None,
-        asked: tuple[list[tuple[str, str]], list[tuple[Any, ...]]],
-    ) -> Any:
+        asked: tuple[Contents, ContentFiles],
+    ) -> Claim | None:
         """The claim's commit, beside the model call. When the session moved since it was read
         (another step's turn, a summary landing), the call stands as long as what it was asked
         is still the whole conversation: the claim is made again on what is stored now."""
@@ -338,142 +323,23 @@ class Chat:
             if not isinstance(claim, Moved):
                 return claim
             conversation = claim.conversation
-            self._check_quota(conversation)
-            if model_contents(conversation, user, self.settings.history_max_chars) != asked:
+            check_access(conversation)
+            check_quota(conversation, self.clock())
+            max_chars = self.settings.history_max_chars
+            if model_contents(conversation.messages, user, max_chars) != asked:
                 return None  # a turn landed first: this one is asked again, with it in context
         return None
 
-    def _check_quota(self, conversation: Any) -> None:
-        """A turn that asks the model counts against its user's minute; one past it, none."""
-        quota = conversation.quota
-        wait = quota.wait(self.clock()) if quota is not None else None
-        if wait is not None:
-            raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
-
     def _attachments(self) -> Attachments:
         if self.attachments is None:
-            raise BadRequest("files_unsupported", "this deployment takes no files")
+            raise InvalidRequest("files_unsupported", "this deployment takes no files")
         return self.attachments
 
-    def _retire(self, slot: tuple[str, str, str], reply: Reply) -> None:
+    def _settled(self, slot: tuple[str, str, str], reply: Reply) -> None:
+        """The last step of a reply's end: this process forgets it, and its step's outcome is
+        refreshed when the step's history grew."""
         with self._lock:
             if self._active.get(slot) is reply:
                 del self._active[slot]
-        if reply.worth_summarizing:  # the step's history grew: its outcome follows
+        if reply.worth_summarizing:
             self.workshop.after_reply(slot[0], slot[1])
-
-    def follow(
-        self,
-        key: tuple[str, str],
-        conversation: Any,
-        user: UserMessage,
-        reply: Message,
-        trace: str | None,
-    ) -> Iterator[Event]:
-        """Another instance is generating: relay its checkpoints until the reply settles.
-
-        Nothing is relayed until the reply is seen to move (a checkpoint or a lease renewal),
-        so a retry after a crash relays none of the dead generation's text: when the lease
-        lapses, this request takes the reply over and streams the new generation whole.
-        """
-        sent, thought, started, alive = "", "", False, False
-        while True:
-            if reply.lapsed and not started:
-                events = self._generate(key, conversation, user, "resume", trace, reply)
-                if events is not None:
-                    yield from events
-                    return
-            elif reply.lapsed:
-                self._generate(key, conversation, user, "resume", trace, reply)
-                yield Failed(CUT_TEXT)
-                return
-            elif reply.status != "streaming" and not started:
-                yield from _replay(reply)
-                return
-            elif alive:
-                if not started:
-                    # While it streams, the document names no model yet: every instance
-                    # runs the same one.
-                    model = reply.model or self.model.name
-                    yield Started(reply.id, metadata(reply.created_at, model))
-                    started = True
-                if not (reply.text.startswith(sent) and reply.reasoning.startswith(thought)):
-                    yield Failed(REPLACED_TEXT, cause="replaced")  # regenerated meanwhile
-                    return
-                if len(reply.reasoning) > len(thought):
-                    yield ReasoningDelta(reply.reasoning[len(thought) :])
-                    thought = reply.reasoning
-                if len(reply.text) > len(sent):
-                    yield TextDelta(reply.text[len(sent) :])
-                    sent = reply.text
-                if reply.status != "streaming":
-                    yield from reply.sources
-                    yield _ending(reply)
-                    return
-            time.sleep(self.settings.follow_seconds)
-            try:
-                fresh = self.store.reply(key[0], key[1], reply.id)
-            except StoreUnavailable as exc:
-                if not started:
-                    raise Unavailable("storage_unavailable", UNAVAILABLE) from exc
-                yield Failed(CUT_TEXT, cause="storage")
-                return
-            if fresh is None:
-                yield Failed(REPLACED_TEXT, cause="replaced")
-                return
-            alive = alive or fresh.version != reply.version
-            reply = fresh
-            yield KeepAlive()
-
-
-def model_contents(
-    conversation: Any, user: UserMessage, max_chars: int
-) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
-    """Stored history before the user message, newest kept within `max_chars`; and the files
-    of each of those contents."""
-    history: list[tuple[str, str, tuple[Any, ...]]] = []
-    for message in conversation.messages:
-        if message.id == user.id:
-            break
-        if message.role == "user" and (message.text.strip() or message.files):
-            history.append(("user", message.text, message.files))
-        elif (
-            message.role == "assistant"
-            and message.text.strip()
-            and message.status in ("complete", "streaming", "stopped")
-            and message.finish_reason != "content-filter"
-        ):
-            history.append(("model", message.text, ()))
-    budget = max_chars - len(user.text)
-    kept: list[tuple[str, str, tuple[Any, ...]]] = []
-    for item in reversed(history):
-        budget -= len(item[1])
-        if budget < 0:
-            break
-        kept.append(item)
-    kept.reverse()
-    while kept and kept[0][0] != "user":
-        kept.pop(0)
-    kept.append(("user", user.text, user.files))
-    return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
-
-
-def _replay(reply: Message) -> list[Event]:
-    """A stored reply as a stream: its thoughts, its text and its sources, then its end."""
-    events: list[Event] = [Started(reply.id, metadata(reply.created_at, reply.model))]
-    if reply.reasoning:
-        events.append(ReasoningDelta(reply.reasoning))
-    if reply.text:
-        events.append(TextDelta(reply.text))
-    events.extend(reply.sources)
-    events.append(_ending(reply))
-    return events
-
-
-def _ending(reply: Message) -> Event:
-    meta = metadata(reply.created_at, reply.model, reply.usage)
-    if reply.status == "error":
-        return Failed(CUT_TEXT, metadata=meta)
-    if reply.status == "stopped":
-        meta["status"] = "stopped"
-    return Finished(reply.finish_reason or "stop", meta)

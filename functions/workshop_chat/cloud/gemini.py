@@ -10,26 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat.domain import (
-    ModelDone,
-    ModelFailed,
-    ModelSource,
-    ModelText,
-    ModelThought,
-    ModelUnavailable,
-)
+from ..chat.domain import FinishReason
+from ..chat.errors import ModelFailed, ModelUnavailable
+from ..chat.ports import FileParts, ModelDone, ModelItem, ModelSource, ModelText, ModelThought
 
 log = logging.getLogger("workshop_chat.cloud.gemini")
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
 # Gemini's finish reasons, mapped to the values every AI SDK client accepts.
-_FINISH = {
+_FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
     "SAFETY": "content-filter",
@@ -42,7 +37,7 @@ _FINISH = {
 }
 
 
-def finish_reason(gemini_reason: str | None) -> str:
+def finish_reason(gemini_reason: str | None) -> FinishReason:
     if not gemini_reason or gemini_reason == "FINISH_REASON_UNSPECIFIED":
         return "stop"
     return _FINISH.get(gemini_reason, "other")
@@ -114,9 +109,9 @@ class Generation:
 class Retries:
     """Retries before the first byte of a reply reaches anyone."""
 
-    attempts: int = 4
-    initial_delay: float = 0.5
-    max_wait: float = 20.0
+    attempts: int
+    initial_delay: float
+    max_wait: float
 
 
 class Gemini:
@@ -128,9 +123,9 @@ class Gemini:
         name: str,
         *,
         generation: Generation = Generation(),
-        retries: Retries = Retries(),
+        retries: Retries,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        summary_model: str = "gemini-2.5-flash-lite",
+        summary_model: str,
     ) -> None:
         self.client = client
         self.name = name
@@ -149,11 +144,16 @@ class Gemini:
             thinking = types.ThinkingConfig(
                 thinking_budget=budget, include_thoughts=g.include_thoughts or None
             )
-        tools = [types.Tool(google_search=types.GoogleSearch())] if g.google_search else None
+        tools: list[Any] | None = None
+        if g.google_search:
+            tools = [types.Tool(google_search=types.GoogleSearch())]
         safety = None
         if g.safety_threshold:
             safety = [
-                types.SafetySetting(category=category, threshold=g.safety_threshold)
+                types.SafetySetting(
+                    category=types.HarmCategory(category),
+                    threshold=types.HarmBlockThreshold(g.safety_threshold),
+                )
                 for category in HARM_CATEGORIES
             ]
         config = types.GenerateContentConfig(
@@ -175,9 +175,9 @@ class Gemini:
         system: str,
         contents: list[tuple[str, str]],
         thinking_budget: int | None = None,
-        files: dict[int, list[dict[str, Any]]] | None = None,
+        files: FileParts | None = None,
         on_sent: Callable[[], None] | None = None,
-    ) -> AsyncIterator[ModelText | ModelThought | ModelSource | ModelDone]:
+    ) -> AsyncGenerator[ModelItem, None]:
         """`thinking_budget` overrides the configured one (a step's own setting); `files[i]`
         are Gemini parts (inline data, file data, notes) that follow contents[i]'s text."""
         from google.genai import errors
@@ -277,7 +277,7 @@ class Gemini:
     def _delay(self, attempt: int, retry_after: int | None) -> float:
         if retry_after is not None:
             return float(retry_after)
-        backoff = self.retries.initial_delay * 2 ** (attempt - 1)
+        backoff: float = self.retries.initial_delay * 2 ** (attempt - 1)
         return backoff * (0.5 + random.random() / 2)
 
 
@@ -288,25 +288,6 @@ class _Shared(dict[str, Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
         return self
-
-
-def collect(
-    model: Gemini,
-    system: str,
-    contents: list[tuple[str, str]],
-    into: list[ModelText | ModelDone] | None = None,
-) -> list[ModelText | ModelDone]:
-    """Read a whole reply from a thread, through the process loop (tools and tests)."""
-    from ..chat import aio
-
-    items: list[ModelText | ModelDone] = [] if into is None else into
-
-    async def read() -> None:
-        async for item in model.stream(system, contents):
-            items.append(item)
-
-    aio.run(read())
-    return items
 
 
 def _items_of(chunk: Any) -> list[ModelText | ModelThought | ModelSource]:
@@ -344,7 +325,7 @@ def _done(last: Any, default_model: str) -> ModelDone:
         return ModelDone("content-filter", usage, model, blocked=True)
     candidates = last.candidates or []
     reason = candidates[0].finish_reason if candidates else None
-    mapped = finish_reason(reason.value if hasattr(reason, "value") else reason)
+    mapped = finish_reason(getattr(reason, "value", reason))
     return ModelDone(mapped, usage, model, blocked=mapped == "content-filter")
 
 

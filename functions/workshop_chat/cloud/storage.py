@@ -9,18 +9,17 @@ emulator.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import google.cloud.storage as storage
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
-from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from ..chat.domain import StoreUnavailable
+from ..chat.errors import StoreUnavailable
 
 # Every failure to reach the bucket; requests' connection errors are OSErrors.
 _FAILURES = (
@@ -30,33 +29,6 @@ _FAILURES = (
     DataCorruption,
     OSError,
 )
-
-
-def _segment(value: str) -> str:
-    if not value or "/" in value or value in (".", ".."):
-        raise ValueError(f"not a path segment: {value!r}")
-    return value
-
-
-def session_prefix(session_id: str) -> str:
-    return f"sessions/{_segment(session_id)}/"
-
-
-def message_prefix(session_id: str, step_id: str, message_id: str) -> str:
-    step, message = _segment(step_id), _segment(message_id)
-    return f"{session_prefix(session_id)}steps/{step}/messages/{message}/"
-
-
-def object_path(session_id: str, step_id: str, message_id: str, index: int, sha256: str) -> str:
-    """sessions/<s>/steps/<t>/messages/<messageId>/<n>-<hash>: the message's own place.
-
-    The name carries the bytes' hash, so a path only ever holds one content: two requests
-    racing with different bytes for one message (two tabs editing it, say) can never overwrite
-    the object the winner's document names, and a re-send finds its own object in place.
-    """
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError("not a sha256 hex digest")
-    return f"{message_prefix(session_id, step_id, message_id)}{int(index)}-{sha256[:16]}"
 
 
 def make_client(project: str) -> storage.Client:

@@ -22,7 +22,8 @@ from google.api_core.retry import Retry
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from ..chat.domain import Message, StoreUnavailable
+from ..chat.domain import Message
+from ..chat.errors import StoreUnavailable
 from . import documents
 from .copies import HistoryCache
 

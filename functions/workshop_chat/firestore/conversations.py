@@ -1,32 +1,25 @@
 """Firestore: a step's conversation, and how a reply is claimed in it.
 
-Paths, locks and this process's copies of histories are `firestore_access`'s; what a claimed
-reply writes after its claim is `reply_writes`'s.
+Paths, locks and this process's copies of histories are `access.py`'s and `copies.py`'s; what
+a claimed reply writes after its claim is `replies.py`'s.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from ..chat.domain import (
-    LostClaim,
-    Message,
-    Moved,
-    NotFound,
-    Quota,
-    RateLimited,
-    StoreUnavailable,
-    UserMessage,
-)
-from ..chat.outcomes import Outcome
+from ..chat import ports
+from ..chat.domain import Message, Mode, Outcome, Quota, UserMessage
+from ..chat.errors import StoreUnavailable
+from ..chat.ports import Moved, Role
 from . import documents
 from .access import Claim, FirestoreAccess
+from .claims import Claims
 from .copies import Copy, brought_up
 from .documents import Head, StepHead
 
@@ -48,6 +41,14 @@ class Conversation:
     @property
     def session_exists(self) -> bool:
         return self.head.exists
+
+    @property
+    def role(self) -> Role | None:
+        return "owner" if self.head.exists and self.head.owner == self.uid else None
+
+    @property
+    def deleting(self) -> bool:
+        return self.head.deleting
 
     @property
     def outcomes(self) -> dict[str, Outcome]:
@@ -87,9 +88,10 @@ class FirestoreStore:
         unfinished = [access.messages(*key).document(m) for m in (copy.unfinished if copy else [])]
         found = access.get_all(refs + unfinished)
         head = documents.head(found[session_ref.path])
-        if head.exists and (head.owner != uid or head.deleting):
-            raise NotFound("not_found", "no such session")
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
+        if head.exists and (head.owner != uid or head.deleting):
+            # Not the caller's to read (the core says so): nothing more is read for them.
+            return Conversation(session_id, step_id, uid, head, [], rate)
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
             return Conversation(session_id, step_id, uid, head, [], rate)
@@ -146,10 +148,10 @@ class FirestoreStore:
 
     def begin(
         self,
-        conversation: Conversation,
+        conversation: ports.Conversation,
         user: UserMessage,
         reply_id: str,
-        mode: str,
+        mode: Mode,
         now: float,
         seen_reply: Message | None,
     ) -> Claim | Moved | None:
@@ -160,203 +162,11 @@ class FirestoreStore:
         None: a racing request won. Moved: the session changed since `conversation` was read
         (a new turn only), with what is stored now.
         """
+        assert isinstance(conversation, Conversation)  # this adapter's own look
+        claims = Claims(self.access, self.open)
         if mode == "new":
-            return self._begin_new(conversation, user, reply_id, now)
-        return self._begin_again(conversation, user, reply_id, mode, now, seen_reply)
-
-    def _begin_new(
-        self, c: Conversation, user: UserMessage, reply_id: str, now: float
-    ) -> Claim | Moved | None:
-        """One atomic batch under a precondition on the head as read: a racing duplicate fails
-        its creates, and any other write to the session since the look fails the head's."""
-        access = self.access
-        key = (c.session_id, c.step_id)
-        head = c.head
-        step = head.steps.get(c.step_id)
-        seq = (step.seq if step else 0) + 2
-        at = documents.ts(now)
-        generation = uuid.uuid4().hex
-        incarnation = head.incarnation if head.exists else uuid.uuid4().hex
-        recent = (step or StepHead()).recent_after((seq - 1, user.id), (seq, reply_id))
-        counters = {"seq": seq, "messages": 2, "updatedAt": at, "recent": recent}
-        batch = access.db.batch()
-        session_ref = access.session(c.session_id)
-        if not head.exists:
-            batch.create(
-                session_ref,
-                {
-                    "ownerUid": c.uid,
-                    "incarnation": incarnation,
-                    "createdAt": at,
-                    "updatedAt": at,
-                    "steps": {c.step_id: {**counters, "cuts": 0, "startedAt": at}},
-                },
-            )
-        else:
-            fields: dict[str, Any] = {
-                "updatedAt": at,
-                access.step_field(c.step_id, "seq"): seq,
-                access.step_field(c.step_id, "messages"): firestore.Increment(2),
-                access.step_field(c.step_id, "updatedAt"): at,
-                access.step_field(c.step_id, "recent"): recent,
-            }
-            if step is None:
-                fields[access.step_field(c.step_id, "startedAt")] = at
-                fields[access.step_field(c.step_id, "cuts")] = 0
-            option = access.db.write_option(last_update_time=head.version)
-            batch.update(session_ref, fields, option=option)
-        if step is None:
-            # An old session's step document may be there already: only make sure it is.
-            first = {} if head.legacy and head.exists else {"createdAt": at}
-            batch.set(access.step(*key), first, merge=True)
-        messages = access.messages(*key)
-        batch.create(messages.document(user.id), documents.new_user(user, now, seq - 1))
-        reply_at = now + _REPLY_OFFSET
-        lease = access.lease_seconds
-        reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
-        batch.create(messages.document(reply_id), reply)
-        reply_index = 3 if step is None else 2
-        if c.quota is not None:
-            counted = c.quota.after_turn(now)
-            rate = access.rate(c.uid)
-            if counted.version is None:
-                batch.create(rate, documents.quota_fields(counted))
-            else:
-                option = access.db.write_option(last_update_time=counted.version)
-                batch.update(rate, documents.quota_fields(counted), option=option)
-        try:
-            results = batch.commit(retry=access.retry, timeout=access.timeout)
-        except (gexc.Conflict, gexc.NotFound, gexc.FailedPrecondition, gexc.Aborted):
-            # A twin request won, or something else was written since the look: look again.
-            fresh = self.open(c.session_id, c.step_id, c.uid, c.quota.per_minute if c.quota else 0)
-            if fresh.get(user.id) is not None or fresh.get(reply_id) is not None:
-                return None
-            return Moved(fresh)
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        new = (
-            Message(
-                user.id, "user", user.text, "complete", now, now, files=user.files, seq=seq - 1
-            ),
-            Message(
-                reply_id,
-                "assistant",
-                "",
-                "streaming",
-                reply_at,
-                reply_at,
-                user.id,
-                generation=generation,
-                seq=seq,
-            ),
-        )
-        copy = access.histories.get(key)
-        if head.legacy and head.exists:
-            pass  # no copies of an old session's steps
-        elif copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
-            access.histories.put(key, Copy(incarnation, seq, copy.cuts, copy.messages + new))
-        elif step is None:
-            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
-        ref = messages.document(reply_id)
-        return Claim(key, ref, results[reply_index].update_time, reply_at, generation, seq=seq)
-
-    def _begin_again(
-        self,
-        c: Conversation,
-        user: UserMessage,
-        reply_id: str,
-        mode: str,
-        now: float,
-        seen: Message | None,
-    ) -> Claim | None:
-        """Edit, regenerate or resume: a transaction, so only one of racing requests wins."""
-        access = self.access
-        key = (c.session_id, c.step_id)
-        messages = access.messages(*key)
-        reply_ref = messages.document(reply_id)
-        session_ref = access.session(c.session_id)
-        stored_user = c.get(user.id)
-        if stored_user is None:
-            raise NotFound("message_not_found", "the message is not stored")
-        # What is dropped: for an edit, everything after the user message; otherwise
-        # everything after the reply (the reply itself is overwritten in place).
-        anchor = stored_user if mode == "edit" else (seen or stored_user)
-        reply_at = seen.created_at if seen else stored_user.created_at + _REPLY_OFFSET
-        generation = uuid.uuid4().hex
-        # Taking over a lapsed reply: only if nobody wrote it since it was seen lapsed.
-        unchanged_since = seen.version if seen is not None and seen.lapsed else None
-        later = messages.where(
-            filter=firestore.FieldFilter("createdAt", ">", documents.ts(anchor.created_at))
-        )
-
-        @firestore.transactional
-        def claim(tx: Any) -> tuple[tuple[str, ...], int] | None:
-            refs = [session_ref, reply_ref]
-            if c.quota is not None:
-                refs.append(access.rate(c.uid))
-            snaps = {s.reference.path: s for s in tx.get_all(refs)}
-            head = documents.head(snaps[session_ref.path])
-            if (
-                not head.exists
-                or head.owner != c.uid
-                or head.deleting
-                or head.incarnation != c.head.incarnation
-            ):
-                raise NotFound("not_found", "no such session")
-            snap = snaps[reply_ref.path]
-            current = snap.to_dict().get("generation") if snap.exists else None
-            if current != (seen.generation if seen else None):
-                return None
-            if unchanged_since is not None and snap.update_time != unchanged_since:
-                return None
-            doomed = tuple(d.id for d in tx.get(later) if d.id != reply_id)
-            step = head.steps.get(c.step_id, StepHead())
-            seq = step.seq + (2 if mode == "edit" else 1)
-            at = documents.ts(now)
-            taken = [(seq, reply_id)] if mode != "edit" else [(seq - 1, user.id), (seq, reply_id)]
-            if mode == "edit":
-                fields = {"parts": documents.user_parts(user), "updatedAt": at, "seq": seq - 1}
-                tx.update(messages.document(user.id), fields)
-            for message_id in doomed:
-                tx.delete(messages.document(message_id))
-            lease = access.lease_seconds
-            reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
-            tx.set(reply_ref, reply)
-            counted = (0 if snap.exists else 1) - len(doomed)
-            head_fields: dict[str, Any] = {
-                "updatedAt": at,
-                access.step_field(c.step_id, "seq"): seq,
-                access.step_field(c.step_id, "messages"): firestore.Increment(counted),
-                access.step_field(c.step_id, "updatedAt"): at,
-                access.step_field(c.step_id, "recent"): step.recent_after(*taken),
-            }
-            if doomed:
-                head_fields[access.step_field(c.step_id, "cuts")] = step.cuts + 1
-                cut_after = documents.ts(anchor.created_at)
-                head_fields[access.step_field(c.step_id, "cutAfter")] = cut_after
-            tx.update(session_ref, head_fields)
-            if c.quota is not None:
-                rate = access.rate(c.uid)
-                stored = documents.quota(snaps[rate.path], c.quota.per_minute)
-                wait = stored.wait(now)
-                if wait is not None:  # a racing turn took the last one since the look
-                    raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
-                tx.set(rate, documents.quota_fields(stored.after_turn(now)))
-            return doomed, seq
-
-        try:
-            won = claim(access.db.transaction())
-            if won is None:
-                return None
-            snap = reply_ref.get(retry=access.retry, timeout=access.timeout)
-        except (gexc.Conflict, gexc.NotFound):
-            return None
-        except gexc.GoogleAPIError as exc:
-            raise StoreUnavailable() from exc
-        if (snap.to_dict() or {}).get("generation") != generation:
-            return None
-        doomed, seq = won
-        return Claim(key, reply_ref, snap.update_time, reply_at, generation, doomed, seq)
+            return claims.new(conversation, user, reply_id, now)
+        return claims.again(conversation, user, reply_id, mode, now, seen_reply)
 
     # Replies in flight ------------------------------------------------------------------
 
@@ -391,4 +201,4 @@ class FirestoreStore:
         return True
 
 
-__all__ = ["Claim", "Conversation", "FirestoreStore", "LostClaim"]
+__all__ = ["Claim", "Conversation", "FirestoreStore"]

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..chat.domain import Ending, FileRef, Message, Quota, Source, UserMessage
-from ..chat.outcomes import Outcome
+from ..chat.domain import Ending, FileRef, Message, Outcome, Quota, Source, UserMessage
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from ..chat.domain import StoreUnavailable
-from ..chat.outcomes import SummaryJob, settled_part
+from ..chat.domain import SummaryJob
+from ..chat.errors import StoreUnavailable
+from ..chat.outcomes import settled_part
 from . import documents
 from .access import FirestoreAccess
 

@@ -12,8 +12,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
-from ..chat.checkpoints import ReplyWrite
-from ..chat.reply import LOST, STOP, UNSTORED, WROTE
+from ..chat.ports import ReplyWrite, WriteOutcome
 from . import documents
 from .access import Claim, FirestoreAccess
 
@@ -28,19 +27,19 @@ class ReplyWriter:
     def __init__(self, access: FirestoreAccess) -> None:
         self.access = access
 
-    def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
-        outcomes: list[str] = []
+    def write_replies(self, writes: list[ReplyWrite]) -> list[WriteOutcome]:
+        outcomes: list[WriteOutcome] = []
         for start in range(0, len(writes), _MAX_BATCH):
             outcomes += self._write_batch(writes[start : start + _MAX_BATCH])
         return outcomes
 
-    def _write_batch(self, writes: list[ReplyWrite]) -> list[str]:
+    def _write_batch(self, writes: list[ReplyWrite]) -> list[WriteOutcome]:
         access = self.access
         now = datetime.now(UTC)
         lease = now + timedelta(seconds=access.lease_seconds)
         batch = BulkWriteBatch(access.db)
         for write in writes:
-            claim: Claim = write.claim  # type: ignore[assignment]
+            claim = _claim(write)
             fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
             if write.text is not None:
                 fields["parts"] = documents.parts(write.text, write.reasoning, write.sources)
@@ -51,17 +50,17 @@ class ReplyWriter:
         try:
             response = batch.commit(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError:
-            return [UNSTORED] * len(writes)
+            return [WriteOutcome.UNSTORED] * len(writes)
         results, statuses = list(response.write_results), list(response.status)
         outcomes = [self._outcome(w, results[i], statuses[i]) for i, w in enumerate(writes)]
         for write, outcome in zip(writes, outcomes, strict=True):
-            if outcome == WROTE and write.ending is not None:
+            if outcome == WriteOutcome.WROTE and write.ending is not None:
                 self._settled(write)
         return outcomes
 
     def _settled(self, write: ReplyWrite) -> None:
         """This process's copy of the step learns the final from the write itself."""
-        claim: Claim = write.claim  # type: ignore[assignment]
+        claim = _claim(write)
         ending = write.ending
         assert ending is not None
         self.access.histories.settle(
@@ -76,31 +75,39 @@ class ReplyWriter:
             model=ending.model,
         )
 
-    def _outcome(self, write: ReplyWrite, result: Any, status: Any) -> str:
-        claim: Claim = write.claim  # type: ignore[assignment]
+    def _outcome(self, write: ReplyWrite, result: Any, status: Any) -> WriteOutcome:
+        claim = _claim(write)
         if status.code == _OK:
             claim.update_time = result.update_time
-            return WROTE
+            return WriteOutcome.WROTE
         if status.code == _NOT_FOUND:
-            return LOST
+            return WriteOutcome.LOST
         if status.code != _FAILED_PRECONDITION:
-            return UNSTORED
+            return WriteOutcome.UNSTORED
         # The client retries an RPC that timed out, and when the first attempt had landed the
         # retry fails its precondition on our own write. The generation tells the two apart.
         try:
             snap = claim.ref.get(retry=self.access.retry, timeout=self.access.timeout)
         except gexc.GoogleAPIError:
-            return UNSTORED
+            return WriteOutcome.UNSTORED
         data = snap.to_dict() if snap.exists else None
         if data is None or data.get("generation") != claim.generation:
-            return LOST
+            return WriteOutcome.LOST
         claim.update_time = snap.update_time
         if write.ending is None and data.get("stopRequested"):
-            return STOP
+            return WriteOutcome.STOP
         if write.ending is not None:
             final = documents.final_fields(write.ending)
             if all(data.get(k) == v for k, v in final.items()) and documents.text(
                 data.get("parts")
             ) == (write.text or ""):
-                return WROTE
-        return UNSTORED  # ours still: the next attempt carries the precondition it needs
+                return WriteOutcome.WROTE
+        return (
+            WriteOutcome.UNSTORED
+        )  # ours still: the next attempt carries the precondition it needs
+
+
+def _claim(write: ReplyWrite) -> Claim:
+    """The claim a write is made under: this adapter's own (it made it)."""
+    assert isinstance(write.claim, Claim)
+    return write.claim

@@ -1,12 +1,11 @@
-"""Firestore: a whole session, for its owner: the overview of its steps, and its deletion."""
+"""Firestore: a whole session: who owns it, the overview of its steps, and its deletion."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.api_core import exceptions as gexc
 
-from ..chat.domain import NotFound, StoreUnavailable
+from ..chat.errors import StoreUnavailable
+from ..chat.ports import SessionView, StepSummary
 from . import documents
 from .access import FirestoreAccess
 
@@ -17,41 +16,18 @@ class SessionStore:
     def __init__(self, access: FirestoreAccess) -> None:
         self.access = access
 
-    def _owned_session(self, session_id: str, uid: str) -> Any:
-        access = self.access
-        ref = access.session(session_id)
-        snap = access.get_all([ref])[ref.path]
-        data = snap.to_dict() or {} if snap.exists else {}
-        if not snap.exists or data.get("ownerUid") != uid:
-            raise NotFound("not_found", "no such session")
-        return snap
+    def view(self, session_id: str) -> SessionView:
+        """The session as it is now. The steps come from the head, one document: it counts
+        each step's messages and mirrors its outcome."""
+        ref = self.access.session(session_id)
+        snap = self.access.get_all([ref])[ref.path]
+        head = documents.head(snap)
+        if not head.exists:
+            return SessionView(False)
+        steps = self._counted(session_id) if head.legacy else _steps(head)
+        return SessionView(True, head.owner, head.deleting, steps, snap.update_time)
 
-    def overview(self, session_id: str, uid: str) -> list[dict[str, Any]]:
-        """Each step with messages: its summary, when it was made, its size and last change.
-        One document: the head counts each step's messages and mirrors its outcome."""
-        head = documents.head(self._owned_session(session_id, uid))
-        if head.deleting:
-            raise NotFound("not_found", "no such session")
-        if head.legacy:
-            return self._counted(session_id, head)
-        steps = []
-        for step_id, step in head.steps.items():
-            if not step.messages:
-                continue
-            outcome = head.outcomes.get(step_id)
-            steps.append(
-                {
-                    "stepId": step_id,
-                    "summary": outcome.summary if outcome else None,
-                    "summaryUpdatedAt": (outcome.updated_at or None) if outcome else None,
-                    "messageCount": step.messages,
-                    "updatedAt": step.updated_at,
-                    "startedAt": step.started_at,
-                }
-            )
-        return steps
-
-    def _counted(self, session_id: str, head: documents.Head) -> list[dict[str, Any]]:
+    def _counted(self, session_id: str) -> tuple[StepSummary, ...]:
         """A session written before heads counted steps: each step's messages counted."""
         access = self.access
         steps = []
@@ -62,37 +38,41 @@ class SessionStore:
                 data = snap.to_dict() or {} if snap.exists else {}
                 changed = data.get("updatedAt") or data.get("createdAt")
                 steps.append(
-                    {
-                        "stepId": ref.id,
-                        "summary": data.get("summary"),
-                        "summaryUpdatedAt": documents.seconds(data.get("summaryUpdatedAt")) or None,
-                        "messageCount": int(count[0][0].value),
-                        "updatedAt": documents.seconds(changed),
-                        "startedAt": documents.seconds(data.get("createdAt")),
-                    }
+                    StepSummary(
+                        ref.id,
+                        data.get("summary"),
+                        documents.seconds(data.get("summaryUpdatedAt")) or None,
+                        int(count[0][0].value),
+                        documents.seconds(changed),
+                        documents.seconds(data.get("createdAt")),
+                    )
                 )
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
-        return [s for s in steps if s["messageCount"]]
+        return tuple(s for s in steps if s.message_count)
 
-    def mark_deleting(self, session_id: str, uid: str) -> None:
-        """The first step of a delete, for the owner only (also of a session half deleted):
-        turns elsewhere fail their precondition on the session and then read it as gone, so
-        nothing new lands while its files and documents go."""
+    def mark_deleting(self, session: SessionView, session_id: str) -> bool:
+        """The first step of a delete: turns elsewhere fail their precondition on the session
+        and then read it as gone, so nothing new lands while its files and documents go.
+        False when the session changed since `session` was read."""
         access = self.access
-        snap = self._owned_session(session_id, uid)
+        option = access.db.write_option(last_update_time=session.version)
         try:
-            snap.reference.update({"deleting": True}, retry=access.retry, timeout=access.timeout)
+            access.session(session_id).update(
+                {"deleting": True}, option=option, retry=access.retry, timeout=access.timeout
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        return True
 
-    def delete_session(self, session_id: str, uid: str, batch_size: int = 400) -> int:
+    def delete_session(self, session_id: str, batch_size: int = 400) -> int:
         """Every message, step and summary of the session, in batches; the session document
         goes last, so an interrupted delete is finished by the next one. Returns the number
         of documents deleted."""
         access = self.access
-        snap = self._owned_session(session_id, uid)
-        session_ref = snap.reference
+        session_ref = access.session(session_id)
         deleted = 0
         try:
             # Step documents a crashed write left out still hold messages: list them too.
@@ -121,3 +101,22 @@ class SessionStore:
             return [ref.id for ref in refs]
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+
+
+def _steps(head: documents.Head) -> tuple[StepSummary, ...]:
+    steps = []
+    for step_id, step in head.steps.items():
+        if not step.messages:
+            continue
+        outcome = head.outcomes.get(step_id)
+        steps.append(
+            StepSummary(
+                step_id,
+                outcome.summary if outcome else None,
+                (outcome.updated_at or None) if outcome else None,
+                step.messages,
+                step.updated_at,
+                step.started_at,
+            )
+        )
+    return tuple(steps)

@@ -1,4 +1,5 @@
-"""HTTP: routes, CORS, request limits; requests become domain calls, domain errors JSON.
+"""The HTTP edge: routes, CORS, request limits; requests become core calls, errors become
+statuses (`errors.py`).
 
 Nothing here touches Firestore or Gemini. A chat response is held back until the reply's first
 text (or its failure) is known, so that a reply that never started gets an honest HTTP status
@@ -9,89 +10,67 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Request, Response
+from werkzeug.exceptions import MethodNotAllowed as NoSuchMethod
+from werkzeug.exceptions import NotFound as NoSuchRoute
+from werkzeug.routing import Map, RequestRedirect, Rule
 
-from ..chat import domain
 from ..chat.domain import (
-    BadRequest,
-    ChatError,
     Event,
     Failed,
     Finished,
     KeepAlive,
-    MethodNotAllowed,
-    NotFound,
     ReasoningDelta,
     Source,
     TextDelta,
+)
+from ..chat.errors import (
+    AdapterError,
+    ChatError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
     TooLarge,
     UnsupportedMedia,
 )
-from ..chat.sessions import SessionOps
-from ..chat.turns import Chat
+from ..chat.sessions import Sessions
+from ..chat.turns import Turns
 from ..config import Config
-from . import protocol
+from . import protocol, stream
 from .auth import AppCheck, Verifier
+from .errors import error_response, failure_error, internal_error, json_response
 from .logs import trace_from_headers
 
 log = logging.getLogger("workshop_chat.web.app")
 
-# /sessions/<sessionId>/steps/<stepId>/files/<messageId>/<n>: a stored file (GET).
-_FILE_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/files/([^/]+)/([0-9]{1,4})")
-# /sessions/<sessionId>/steps/<stepId>/<what>: messages (GET), stream (GET), stop (POST).
-_STEP_ROUTE = re.compile(r"/sessions/([^/]+)/steps/([^/]+)/(messages|stream|stop)/?")
-_STEP_METHODS = {"messages": "GET", "stream": "GET", "stop": "POST"}
-_OLD_RESUME = re.compile(r"/[^/]+/stream/?")
-# /sessions/<sessionId>: the workshop's overview (GET) or its deletion (DELETE).
-_SESSION_ROUTE = re.compile(r"/sessions/([^/]+)/?")
-
-
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status=status,
-        headers=headers,
-        mimetype="application/json",
-    )
-
-
-# Every domain error's HTTP status: the one mapping, for every route.
-STATUS: dict[type[ChatError], int] = {
-    domain.BadRequest: 400,
-    domain.Unauthorized: 401,
-    domain.NotFound: 404,
-    domain.MethodNotAllowed: 405,
-    domain.Conflict: 409,
-    domain.TooLarge: 413,
-    domain.UnsupportedMedia: 415,
-    domain.RateLimited: 429,
-    domain.UpstreamFailed: 502,
-    domain.Unavailable: 503,
-}
-
-# A reply that failed before its first text, by cause: an honest status, not a 200 stream.
-_BEFORE_TEXT: dict[str, tuple[type[ChatError], str]] = {
-    "model_unavailable": (domain.Unavailable, "model_unavailable"),
-    "storage": (domain.Unavailable, "storage_unavailable"),
-    "replaced": (domain.Conflict, "replaced"),
-    "model_error": (domain.UpstreamFailed, "model_error"),
-}
-
-
-def error_response(error: ChatError) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    status = STATUS.get(type(error), 400)
-    return json_response(status, protocol.error_body(error.code, error.message), headers)
-
-
-def failure_error(failed: Failed) -> ChatError:
-    kind, code = _BEFORE_TEXT.get(failed.cause, _BEFORE_TEXT["model_error"])
-    return kind(code, failed.error_text, failed.retry_after)
+_ROUTES = Map(
+    [
+        Rule("/healthz", endpoint="health"),
+        # One chat turn; `/api/chat` is where the predecessor's frontend posts.
+        Rule("/", endpoint="chat", methods=["POST"]),
+        Rule("/api/chat", endpoint="chat", methods=["POST"]),
+        # The workshop's overview, or its deletion.
+        Rule("/sessions/<session_id>", endpoint="session", methods=["GET", "DELETE"]),
+        Rule(
+            "/sessions/<session_id>/steps/<step_id>/messages", endpoint="history", methods=["GET"]
+        ),
+        Rule("/sessions/<session_id>/steps/<step_id>/stream", endpoint="resume", methods=["GET"]),
+        Rule("/sessions/<session_id>/steps/<step_id>/stop", endpoint="stop", methods=["POST"]),
+        Rule(
+            "/sessions/<session_id>/steps/<step_id>/files/<message_id>/<int(max=9999):n>",
+            endpoint="file",
+            methods=["GET"],
+        ),
+        # useChat's default reconnect URL carries no session or step: nothing to resume.
+        Rule("/<chat_id>/stream", endpoint="no_resume", methods=["GET"]),
+    ],
+    strict_slashes=False,
+    merge_slashes=False,  # an empty segment is no route, not a redirect to one
+)
 
 
 class Api:
@@ -100,16 +79,24 @@ class Api:
     def __init__(
         self,
         config: Config,
-        chat: Chat,
-        ops: SessionOps,
+        turns: Turns,
+        sessions: Sessions,
         verifier: Verifier,
         app_check: AppCheck,
     ) -> None:
         self.config = config
-        self.chat = chat
-        self.ops = ops
+        self.turns = turns
+        self.sessions = sessions
         self.verifier = verifier
         self.app_check = app_check
+        self._endpoints: dict[str, Callable[..., Response]] = {
+            "chat": self._chat,
+            "session": self._session,
+            "history": self._history,
+            "resume": self._resume,
+            "stop": self._stop,
+            "file": self._file,
+        }
 
     def __call__(self, request: Request) -> Response:
         response = self._route(request)
@@ -117,51 +104,44 @@ class Api:
         return response
 
     def _route(self, request: Request) -> Response:
-        path = request.path.rstrip("/") or "/"
         try:
             if request.method == "OPTIONS":
                 return Response(status=204)
-            if path == "/healthz":
+            endpoint, args = self._match(request)
+            if endpoint == "health":
                 return json_response(200, {"status": "ok"})
             # Before the ID token and the body: a script that is not the app gets nothing.
             self.app_check.check(request.headers.get("X-Firebase-AppCheck"))
-            if path in ("/", "/api/chat"):
-                self._only(request, "POST")
-                return self._post_chat(request)
-            match = _SESSION_ROUTE.fullmatch(request.path)
-            if match:
-                if request.method not in ("GET", "DELETE"):
-                    raise MethodNotAllowed("method_not_allowed", "use GET or DELETE")
-                return self._session_route(request, match.group(1))
-            match = _FILE_ROUTE.fullmatch(request.path)
-            if match:
-                self._only(request, "GET")
-                return self._file(request, *match.groups())
-            match = _STEP_ROUTE.fullmatch(request.path)
-            if match:
-                session_id, step_id, what = match.groups()
-                self._only(request, _STEP_METHODS[what])
-                return self._step_route(request, session_id, step_id, what)
-            if _OLD_RESUME.fullmatch(request.path) and request.method == "GET":
-                # useChat's default reconnect URL carries no session or step: nothing to find.
+            if endpoint is None:
+                raise NotFound("not_found", "no such route")
+            if endpoint == "no_resume":
                 return Response(status=204)
-            raise NotFound("not_found", "no such route")
-        except ChatError as error:
+            for name in ("session_id", "step_id", "message_id"):
+                if name in args:
+                    protocol.check_id(args[name], _ID_NAMES[name], self.config.max_id_chars)
+            uid = self.verifier.uid(request.headers.get("Authorization"))
+            return self._endpoints[endpoint](request, uid, **args)
+        except (ChatError, AdapterError) as error:
             return error_response(error)
-        except domain.StoreUnavailable:
-            return error_response(domain.Unavailable("storage_unavailable", "try again"))
         except Exception:
             log.error("request failed unexpectedly", exc_info=True)
-            return json_response(500, protocol.error_body("internal", "something went wrong"))
+            return internal_error()
 
-    def _only(self, request: Request, method: str) -> None:
-        if request.method != method:
-            raise MethodNotAllowed("method_not_allowed", f"use {method}")
+    def _match(self, request: Request) -> tuple[str | None, dict[str, Any]]:
+        """The route's endpoint and arguments; None for no route (answered after App Check)."""
+        adapter = _ROUTES.bind("", path_info=request.path)
+        try:
+            endpoint, args = adapter.match(request.path, method=request.method)
+        except NoSuchMethod as exc:
+            allowed = sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})
+            raise MethodNotAllowed("method_not_allowed", f"use {' or '.join(allowed)}") from None
+        except (NoSuchRoute, RequestRedirect):
+            return None, {}
+        return str(endpoint), dict(args)
 
     # Routes ---------------------------------------------------------------------------
 
-    def _post_chat(self, request: Request) -> Response:
-        uid = self.verifier.uid(request.headers.get("Authorization"))
+    def _chat(self, request: Request, uid: str) -> Response:
         cfg = self.config
         body, size = self._json_body(request, cfg.max_request_bytes_with_files)
         # A request may be larger than a text-only one only by the file parts it carries.
@@ -177,23 +157,22 @@ class Api:
         )
         text_mode = request.args.get("protocol", "data") == "text"
         trace = trace_from_headers(request.headers, cfg.project)
-        events = self.chat.run(turn, uid, trace)
+        events = self.turns.run(turn, uid, trace)
         head, rest = _first_text(events)
         failed = head[-1] if head and isinstance(head[-1], Failed) else None
         if failed is not None and not any(isinstance(e, _CONTENT) for e in head):
             return error_response(failure_error(failed))
-        stream = _chain(head, rest)
+        events = _chain(head, rest)
         if text_mode:
-            return Response(protocol.encode_text_stream(stream), 200, protocol.TEXT_STREAM_HEADERS)
-        return Response(protocol.encode_ui_stream(stream), 200, protocol.UI_STREAM_HEADERS)
+            return Response(stream.encode_text_stream(events), 200, stream.TEXT_STREAM_HEADERS)
+        return Response(stream.encode_ui_stream(events), 200, stream.UI_STREAM_HEADERS)
 
-    def _file(self, request: Request, session_id: str, step_id: str, mid: str, n: str) -> Response:
+    def _file(
+        self, request: Request, uid: str, session_id: str, step_id: str, message_id: str, n: int
+    ) -> Response:
         """The bytes with their type, private to the owner: no sniffing, no shared caches, and
         shown inline only when it is an image."""
-        uid = self.verifier.uid(request.headers.get("Authorization"))
-        for value, name in ((session_id, "sessionId"), (step_id, "stepId"), (mid, "messageId")):
-            protocol.check_id(value, name, self.config.max_id_chars)
-        data, ref = self.ops.file(session_id, step_id, mid, int(n), uid)
+        data, ref = self.sessions.file(session_id, step_id, message_id, n, uid)
         disposition = "inline" if ref.media_type.startswith("image/") else "attachment"
         quoted = urllib.parse.quote(ref.filename, safe="")
         headers = {
@@ -204,31 +183,27 @@ class Api:
         }
         return Response(data, 200, headers, mimetype=ref.media_type)
 
-    def _session_route(self, request: Request, session_id: str) -> Response:
-        uid = self.verifier.uid(request.headers.get("Authorization"))
-        protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
+    def _session(self, request: Request, uid: str, session_id: str) -> Response:
         if request.method == "DELETE":
-            deleted = self.ops.delete(session_id, uid)
+            deleted = self.sessions.delete(session_id, uid)
             return json_response(200, {"sessionId": session_id, "deletedDocuments": deleted})
-        steps = self.ops.overview(session_id, uid)
+        steps = self.sessions.overview(session_id, uid)
         return json_response(200, protocol.overview(session_id, steps))
 
-    def _step_route(self, request: Request, session_id: str, step_id: str, what: str) -> Response:
-        uid = self.verifier.uid(request.headers.get("Authorization"))
-        protocol.check_id(session_id, "sessionId", self.config.max_id_chars)
-        protocol.check_id(step_id, "stepId", self.config.max_id_chars)
-        if what == "stop":
-            stopped = self.ops.stop(session_id, step_id, uid)
-            return json_response(200, {"stopped": stopped})
-        if what == "stream":
-            events = self.ops.resume(session_id, step_id, uid)
-            if events is None:
-                return Response(status=204)
-            head, rest = _first_text(events)
-            return Response(
-                protocol.encode_ui_stream(_chain(head, rest)), 200, protocol.UI_STREAM_HEADERS
-            )
-        messages = self.ops.history(session_id, step_id, uid)
+    def _stop(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
+        stopped = self.sessions.stop(session_id, step_id, uid)
+        return json_response(200, {"stopped": stopped})
+
+    def _resume(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
+        events = self.sessions.resume(session_id, step_id, uid)
+        if events is None:
+            return Response(status=204)
+        head, rest = _first_text(events)
+        body = stream.encode_ui_stream(_chain(head, rest))
+        return Response(body, 200, stream.UI_STREAM_HEADERS)
+
+    def _history(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
+        messages = self.sessions.history(session_id, step_id, uid)
         base = _public_base(request)
 
         def file_url(message_id: str, n: int) -> str:
@@ -252,7 +227,7 @@ class Api:
         try:
             return json.loads(raw, parse_constant=_reject_constant), len(raw)
         except (ValueError, RecursionError):
-            raise BadRequest("invalid_json", "the body is not valid JSON") from None
+            raise InvalidRequest("invalid_json", "the body is not valid JSON") from None
 
     # CORS -----------------------------------------------------------------------------
 
@@ -274,7 +249,7 @@ class Api:
             response.headers["Access-Control-Max-Age"] = "3600"
 
 
-_ALLOWED_HEADERS = "Authorization, Content-Type, X-Firebase-AppCheck"
+_ID_NAMES = {"session_id": "sessionId", "step_id": "stepId", "message_id": "messageId"}
 # What a client is shown: once any of it is out, a failure can only be an in-stream error.
 _CONTENT = (TextDelta, ReasoningDelta, Source)
 

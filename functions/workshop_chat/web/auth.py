@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Protocol
 
-from ..chat.domain import Unauthorized, Unavailable
+from ..chat.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger("workshop_chat.web.auth")
 
@@ -48,7 +48,7 @@ class AppCheck:
             log.warning("App Check would refuse this request", extra={"fields": {"code": problem}})
             return
         message = "send a valid X-Firebase-AppCheck token"
-        raise Unauthorized(problem, message)
+        raise Unauthenticated(problem, message)
 
     def _problem(self, token: str | None) -> str | None:
         from firebase_admin import app_check
@@ -72,9 +72,9 @@ def _firebase_app(project: str) -> Any:
     from firebase_admin import credentials
     from google.auth.credentials import AnonymousCredentials
 
-    class _NoCredentials(credentials.Base):
+    class _NoCredentials(credentials.Base):  # type: ignore[misc]  # firebase-admin is untyped
         def get_credential(self) -> Any:
-            return AnonymousCredentials()
+            return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
     name = f"workshop-chat-{project}"
     try:
@@ -110,22 +110,24 @@ class FirebaseAuth:
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 8192:
-            raise Unauthorized("unauthenticated", "send Authorization: Bearer <Firebase ID token>")
+            raise Unauthenticated(
+                "unauthenticated", "send Authorization: Bearer <Firebase ID token>"
+            )
         try:
             claims = auth.verify_id_token(token, app=self.app)
         except auth.CertificateFetchError as exc:
             log.error("could not fetch token certificates", extra={"fields": {}})
             raise Unavailable("auth_unavailable", "sign-in cannot be checked right now") from exc
         except auth.ExpiredIdTokenError as exc:
-            raise Unauthorized("token_expired", "the ID token has expired; refresh it") from exc
+            raise Unauthenticated("token_expired", "the ID token has expired; refresh it") from exc
         except (ValueError, auth.InvalidIdTokenError) as exc:
-            raise Unauthorized("invalid_token", "the ID token is not valid") from exc
+            raise Unauthenticated("invalid_token", "the ID token is not valid") from exc
         except Exception as exc:  # noqa: BLE001 - a token that crashes the verifier is invalid
             log.warning("ID token check failed", extra={"fields": {"error": type(exc).__name__}})
-            raise Unauthorized("invalid_token", "the ID token is not valid") from None
+            raise Unauthenticated("invalid_token", "the ID token is not valid") from None
         uid = claims.get("uid") or claims.get("sub")
         if not isinstance(uid, str) or not usable_uid(uid):
-            raise Unauthorized("invalid_token", "the ID token has no usable user id")
+            raise Unauthenticated("invalid_token", "the ID token has no usable user id")
         return uid
 
 

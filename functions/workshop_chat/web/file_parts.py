@@ -2,7 +2,8 @@
 
 A file arrives inline as a `data:` URL (`sendMessage({ text, files })` reads it in the browser).
 Nothing else is accepted and no URL is ever fetched. Every refusal is a domain error with a code
-of its own, raised before anything is written. The bytes go to Cloud Storage through `files.py`.
+of its own, raised before anything is written. The bytes go to Cloud Storage through
+`chat/attachments.py`.
 """
 
 from __future__ import annotations
@@ -11,64 +12,30 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..chat.domain import BadRequest, TooLarge, UnsupportedMedia
+from ..chat.attachments import FileLimits
+from ..chat.domain import NewFile
+from ..chat.errors import InvalidRequest, TooLarge, UnsupportedMedia
 
-MIB = 1 << 20
-# Images and PDFs Gemini reads natively, and plain text.
-DEFAULT_TYPES = (
-    "image/png",
-    "image/jpeg",
-    "image/webp",
-    "image/heic",
-    "image/heif",
-    "application/pdf",
-    "text/plain",
-)
 MAX_FILENAME_CHARS = 120
-# What a file part of a request may take beside its data: URL: its keys, type and name.
-FILE_PART_ROOM = 1024
 _EXTENSIONS = {"image/jpeg": ".jpg", "application/pdf": ".pdf", "text/plain": ".txt"}
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _MAX_HEADER = 256  # "data:<type>;<params>;base64" is short; a longer head is not a file
-
-
-@dataclass(frozen=True)
-class FileLimits:
-    """The defaults keep a request (base64 adds a third) well under Cloud Run's 32 MiB."""
-
-    max_files: int = 4
-    max_file_bytes: int = 5 * MIB
-    max_total_bytes: int = 10 * MIB
-    allowed_types: tuple[str, ...] = DEFAULT_TYPES
-
-
-@dataclass(frozen=True)
-class FilePart:
-    """One checked file of the new message; `index` is its place among the message's files."""
-
-    index: int
-    media_type: str
-    filename: str
-    data: bytes = field(repr=False)
-    sha256: str
-    size: int
-
-
 DEFAULT_LIMITS = FileLimits()
 
 
-def parse_files(parts: list[Any], limits: FileLimits = DEFAULT_LIMITS) -> tuple[FilePart, ...]:
+def parse_files(parts: list[Any], limits: FileLimits = DEFAULT_LIMITS) -> tuple[NewFile, ...]:
     """The message's `file` parts, decoded and checked; other part types are not looked at.
 
     Sizes are known from the base64 length, so an oversized file is refused before decoding.
     """
     raw = [p for p in parts if isinstance(p, dict) and p.get("type") == "file"]
     if len(raw) > limits.max_files:
-        raise BadRequest("too_many_files", f"a message may carry at most {limits.max_files} files")
-    files: list[FilePart] = []
+        raise InvalidRequest(
+            "too_many_files", f"a message may carry at most {limits.max_files} files"
+        )
+    files: list[NewFile] = []
     total = 0
     for index, part in enumerate(raw):
         media_type, payload = _data_url(part, limits)
@@ -85,14 +52,14 @@ def parse_files(parts: list[Any], limits: FileLimits = DEFAULT_LIMITS) -> tuple[
         try:
             data = binascii.a2b_base64(payload, strict_mode=True)
         except binascii.Error:
-            raise BadRequest("invalid_base64", "the file's data is not valid base64") from None
+            raise InvalidRequest("invalid_base64", "the file's data is not valid base64") from None
         if not data:
-            raise BadRequest("empty_file", "a file may not be empty")
+            raise InvalidRequest("empty_file", "a file may not be empty")
         if not _looks_like(media_type, data):
-            raise BadRequest("file_content_mismatch", f"the file's bytes are not {media_type}")
+            raise InvalidRequest("file_content_mismatch", f"the file's bytes are not {media_type}")
         name = clean_filename(part.get("filename"), index, media_type)
         digest = hashlib.sha256(data).hexdigest()
-        files.append(FilePart(index, media_type, name, data, digest, len(data)))
+        files.append(NewFile(index, media_type, name, data, digest, len(data)))
     return tuple(files)
 
 
@@ -100,20 +67,22 @@ def _data_url(part: dict[str, Any], limits: FileLimits) -> tuple[str, str]:
     """(media type, base64 payload) of a file part, or the refusal that fits."""
     media_type, url, filename = part.get("mediaType"), part.get("url"), part.get("filename")
     if not isinstance(media_type, str) or not isinstance(url, str):
-        raise BadRequest("invalid_file", "a file part needs a string mediaType and url")
+        raise InvalidRequest("invalid_file", "a file part needs a string mediaType and url")
     if filename is not None and not isinstance(filename, str):
-        raise BadRequest("invalid_file", "a file part's filename must be a string")
+        raise InvalidRequest("invalid_file", "a file part's filename must be a string")
     if url[:5].lower() != "data:":
-        raise BadRequest(
+        raise InvalidRequest(
             "unsupported_file_url", "a file must be sent inline as a data: URL; no URL is fetched"
         )
     head, comma, _ = url[: _MAX_HEADER + 1].partition(",")
     meta = head[5:].split(";")
     if not comma or meta[-1].strip().lower() != "base64" or len(meta) < 2:
-        raise BadRequest("invalid_data_url", "a file's URL must be data:<type>;base64,<data>")
+        raise InvalidRequest("invalid_data_url", "a file's URL must be data:<type>;base64,<data>")
     declared = _essence(media_type)
     if _essence(meta[0] or "text/plain") != declared:
-        raise BadRequest("file_type_mismatch", "the file's mediaType differs from its data URL's")
+        raise InvalidRequest(
+            "file_type_mismatch", "the file's mediaType differs from its data URL's"
+        )
     if declared not in limits.allowed_types:
         raise UnsupportedMedia(
             "unsupported_file_type",
@@ -122,7 +91,7 @@ def _data_url(part: dict[str, Any], limits: FileLimits) -> tuple[str, str]:
         )
     payload = url[len(head) + 1 :]
     if not payload.isascii() or len(payload) % 4:
-        raise BadRequest("invalid_base64", "the file's data is not valid base64")
+        raise InvalidRequest("invalid_base64", "the file's data is not valid base64")
     return declared, payload
 
 

@@ -1,52 +1,33 @@
 """The wire: what `useChat` sends, and the chunks it reads back.
 
-Parsing turns an untrusted body into a `Turn` or a `BadRequest`; only the new user message is
+Parsing turns an untrusted body into a `Turn` or a `InvalidRequest`; only the new user message is
 taken from the client, because everything else in the body can be forged. Encoding knows the
 UI message stream v1 and the plain text protocol; it knows nothing of Firestore or Gemini.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from ..chat.attachments import FILE_PART_ROOM, FileLimits
 from ..chat.domain import (
-    BadRequest,
-    Event,
-    Failed,
-    Finished,
-    KeepAlive,
     Message,
-    ReasoningDelta,
-    Source,
-    Started,
-    TextDelta,
+    NewFile,
+    Trigger,
     Turn,
     UserMessage,
     iso_time,
 )
-from .file_parts import FILE_PART_ROOM, FileLimits, parse_files
+from ..chat.errors import InvalidRequest
+from ..chat.ports import StepSummary
+from .file_parts import parse_files
 
 # A conservative id alphabet: every AI SDK id generator (nanoid, uuid, "id-0") fits it, and it
 # keeps ids clear of Firestore's reserved forms (`/`, `.`, `..`, `__x__`).
 _ID = re.compile(r"[A-Za-z0-9_-]+(?:[.:~][A-Za-z0-9_-]+)*")
 _RESERVED = re.compile(r"__.*__")
-TRIGGERS = ("submit-message", "regenerate-message")
-
-UI_STREAM_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "Connection": "keep-alive",
-    "x-vercel-ai-ui-message-stream": "v1",
-    "X-Accel-Buffering": "no",
-}
-TEXT_STREAM_HEADERS = {
-    "Content-Type": "text/plain; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 
 
 def valid_id(value: object, max_chars: int) -> bool:
@@ -61,7 +42,7 @@ def valid_id(value: object, max_chars: int) -> bool:
 
 def check_id(value: object, field: str, max_chars: int) -> str:
     if not valid_id(value, max_chars):
-        raise BadRequest(
+        raise InvalidRequest(
             "invalid_id",
             f"{field} must be 1-{max_chars} characters of A-Z a-z 0-9 _ - (with . : ~ inside)",
         )
@@ -82,28 +63,36 @@ def parse_turn(
     regenerate's, come back from the client with the function's own file URLs.
     """
     if not isinstance(body, dict):
-        raise BadRequest("invalid_body", "the body must be a JSON object")
+        raise InvalidRequest("invalid_body", "the body must be a JSON object")
     session_id = check_id(body.get("sessionId"), "sessionId", max_id_chars)
     step_id = check_id(body.get("stepId"), "stepId", max_id_chars)
-    trigger = body.get("trigger", "submit-message")
-    if trigger not in TRIGGERS:
-        raise BadRequest("invalid_trigger", "trigger must be submit-message or regenerate-message")
+    trigger: Trigger
+    raw_trigger = body.get("trigger", "submit-message")
+    if raw_trigger == "submit-message":
+        trigger = "submit-message"
+    elif raw_trigger == "regenerate-message":
+        trigger = "regenerate-message"
+    else:
+        raise InvalidRequest(
+            "invalid_trigger", "trigger must be submit-message or regenerate-message"
+        )
     target = body.get("messageId")
     if target is not None:
         target = check_id(target, "messageId", max_id_chars)
 
     message = last_message(body)
     if message is None:
-        raise BadRequest("invalid_messages", "messages must be a non-empty array")
+        raise InvalidRequest("invalid_messages", "messages must be a non-empty array")
     user = parse_user_message(
         message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
     )
+    files: tuple[NewFile, ...] = ()
     if file_limits is not None and trigger == "submit-message":
-        user = UserMessage(user.id, user.text, parse_files(message["parts"], file_limits))
-    if trigger == "submit-message" and not user.text.strip() and not user.files:
+        files = parse_files(message["parts"], file_limits)
+    if trigger == "submit-message" and not user.text.strip() and not files:
         # A photo of the wall may come alone; a regenerate answers the stored message.
-        raise BadRequest("empty_message", "the message has no text and no file")
-    return Turn(session_id, step_id, user, trigger, target)
+        raise InvalidRequest("empty_message", "the message has no text and no file")
+    return Turn(session_id, step_id, user, trigger, target, files)
 
 
 def last_message(body: Any) -> Any:
@@ -123,7 +112,8 @@ def file_part_bytes(body: Any) -> int:
     reload, useChat's default transport sends the data: URLs of files sent before again."""
     if not isinstance(body, dict):
         return 0
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    listed = body.get("messages")
+    messages: list[Any] = listed if isinstance(listed, list) else []
     total = 0
     for message in [*messages, body.get("message")]:
         parts = message.get("parts") if isinstance(message, dict) else None
@@ -139,105 +129,36 @@ def parse_user_message(
 ) -> UserMessage:
     """The last message must be the user's; its text, which may be empty (`parse_turn` decides)."""
     if not isinstance(message, dict):
-        raise BadRequest("invalid_message", "the last message must be an object")
+        raise InvalidRequest("invalid_message", "the last message must be an object")
     if message.get("role") != "user":
-        raise BadRequest("invalid_role", "the last message must have role user")
+        raise InvalidRequest("invalid_role", "the last message must have role user")
     message_id = check_id(message.get("id"), "message id", max_id_chars)
     parts = message.get("parts")
     if not isinstance(parts, list) or not parts:
-        raise BadRequest("invalid_parts", "the message must have a non-empty parts array")
+        raise InvalidRequest("invalid_parts", "the message must have a non-empty parts array")
     if len(parts) > max_parts:
-        raise BadRequest("too_many_parts", f"a message may have at most {max_parts} parts")
+        raise InvalidRequest("too_many_parts", f"a message may have at most {max_parts} parts")
     texts: list[str] = []
     for part in parts:
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise BadRequest("invalid_parts", "every part must be an object with a type")
+            raise InvalidRequest("invalid_parts", "every part must be an object with a type")
         if part["type"] == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise BadRequest("invalid_parts", "a text part needs a string text")
+                raise InvalidRequest("invalid_parts", "a text part needs a string text")
             texts.append(text)
     text = "".join(texts)
     if len(text) > max_chars:
-        raise BadRequest("message_too_long", f"a message may have at most {max_chars} characters")
+        raise InvalidRequest(
+            "message_too_long", f"a message may have at most {max_chars} characters"
+        )
     if "\x00" in text:
-        raise BadRequest("invalid_text", "the message text may not contain NUL characters")
+        raise InvalidRequest("invalid_text", "the message text may not contain NUL characters")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape ("\\ud800") that Firestore refuses
-        raise BadRequest("invalid_text", "the message text is not valid Unicode") from None
+        raise InvalidRequest("invalid_text", "the message text is not valid Unicode") from None
     return UserMessage(message_id, text)
-
-
-def _sse(chunk: dict[str, Any]) -> bytes:
-    body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
-    return b"data: " + body.encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
-PING = b": ping\n\n"
-
-
-def encode_ui_stream(events: Iterable[Event]) -> Iterator[bytes]:
-    """UI message stream v1: exactly the documented keys, since strict clients reject others.
-
-    Thoughts go out as a reasoning part, closed when the answer starts; sources as source-url
-    chunks, each once.
-    """
-    part_id = reasoning_id = ""
-    text_open = reasoning_open = False
-    for event in events:
-        if isinstance(event, ReasoningDelta):
-            if not reasoning_open:
-                reasoning_open = True
-                yield _sse({"type": "reasoning-start", "id": reasoning_id})
-            yield _sse({"type": "reasoning-delta", "id": reasoning_id, "delta": event.text})
-        elif isinstance(event, TextDelta):
-            head = b""
-            if reasoning_open:
-                reasoning_open = False
-                head = _sse({"type": "reasoning-end", "id": reasoning_id})
-                reasoning_id += "+"  # a later reasoning part gets an id of its own
-            if not text_open:
-                text_open = True
-                head += _sse({"type": "text-start", "id": part_id})
-            yield head + _sse({"type": "text-delta", "id": part_id, "delta": event.text})
-        elif isinstance(event, Source):
-            chunk = {"type": "source-url", "sourceId": event.source_id, "url": event.url}
-            if event.title:
-                chunk["title"] = event.title
-            yield _sse(chunk)
-        elif isinstance(event, Started):
-            part_id = f"{event.message_id}-text"
-            reasoning_id = f"{event.message_id}-reasoning"
-            start: dict[str, Any] = {"type": "start", "messageId": event.message_id}
-            if event.metadata:
-                start["messageMetadata"] = event.metadata
-            yield _sse(start) + _sse({"type": "start-step"})
-        elif isinstance(event, KeepAlive):
-            yield PING
-        else:
-            tail = b""
-            if reasoning_open:
-                tail += _sse({"type": "reasoning-end", "id": reasoning_id})
-            if text_open:
-                tail += _sse({"type": "text-end", "id": part_id})
-            if isinstance(event, Failed):
-                tail += _sse({"type": "error", "errorText": event.error_text})
-            finish: dict[str, Any] = {"type": "finish", "finishReason": event.finish_reason}
-            if event.metadata:
-                finish["messageMetadata"] = event.metadata
-            yield tail + _sse({"type": "finish-step"}) + _sse(finish) + DONE
-            return
-
-
-def encode_text_stream(events: Iterable[Event]) -> Iterator[bytes]:
-    """Plain text: deltas only; a failure after the first byte can only end the body early."""
-    for event in events:
-        if isinstance(event, TextDelta):
-            yield event.text.encode()
-        elif isinstance(event, Finished | Failed):
-            return
 
 
 def ui_message(
@@ -271,17 +192,19 @@ def ui_message(
     return {"id": message.id, "role": message.role, "parts": parts, "metadata": metadata}
 
 
-def overview(session_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+def overview(session_id: str, steps: list[StepSummary]) -> dict[str, Any]:
     """`GET /sessions/<id>`: the steps in workshop order, with what each found so far."""
     return {
         "sessionId": session_id,
         "steps": [
             {
-                "stepId": s["stepId"],
-                "summary": s["summary"],
-                "summaryUpdatedAt": s["summaryUpdatedAt"] and iso_time(s["summaryUpdatedAt"]),
-                "messageCount": s["messageCount"],
-                "updatedAt": iso_time(s["updatedAt"]),
+                "stepId": s.step_id,
+                "summary": s.summary,
+                "summaryUpdatedAt": iso_time(s.summary_updated_at)
+                if s.summary_updated_at
+                else None,
+                "messageCount": s.message_count,
+                "updatedAt": iso_time(s.updated_at),
             }
             for s in steps
         ],

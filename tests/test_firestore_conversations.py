@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from workshop_chat.chat.checkpoints import ReplyWrite
-from workshop_chat.chat.domain import Ending, Moved, NotFound, Quota, UserMessage
+from workshop_chat.chat.domain import Ending, Quota, UserMessage
+from workshop_chat.chat.ports import Moved, WriteOutcome
 from workshop_chat.firestore.access import FirestoreAccess
 from workshop_chat.firestore.conversations import FirestoreStore
 from workshop_chat.firestore.replies import ReplyWriter
 
 NOW = 1_800_000_000.0
+WROTE, LOST, UNSTORED = WriteOutcome.WROTE, WriteOutcome.LOST, WriteOutcome.UNSTORED
 REPLY = "sessions/s1/steps/define/messages/u1~reply"
 
 
@@ -67,7 +69,7 @@ def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
 
 
 def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
-    assert finish(store, begin_new(store)) == "wrote"
+    assert finish(store, begin_new(store)) is WROTE
     store.access.reads = store.access.full_reads = 0
     conversation = store.open("s1", "define", "alice")
     assert [m.text for m in conversation.messages] == ["Hi", "Echo"]
@@ -75,7 +77,7 @@ def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
     assert (store.access.reads, store.access.full_reads) == (1, 0)
     # Another instance takes a turn: this one's next look reads just those two messages.
     other = FirestoreStore(FirestoreAccess(db))
-    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
+    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") is WROTE
     store.access.reads = 0
     fresh = store.open("s1", "define", "alice")
     assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
@@ -83,10 +85,10 @@ def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
 
 
 def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):
-    assert finish(store, begin_new(store)) == "wrote"
+    assert finish(store, begin_new(store)) is WROTE
     conversation = store.open("s1", "define", "alice")
     other = FirestoreStore(FirestoreAccess(db))
-    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") == "wrote"
+    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") is WROTE
     moved = store.begin(conversation, UserMessage("u3", "Third"), "u3~reply", "new", NOW + 20, None)
     assert isinstance(moved, Moved)
     assert [m.id for m in moved.conversation.messages] == ["u1", "u1~reply", "u2", "u2~reply"]
@@ -99,7 +101,7 @@ def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored
 
 def test_a_copy_follows_an_edit_made_elsewhere_without_reading_the_whole_step(store, db):
     for i in range(3):
-        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), f"r{i}") == "wrote"
+        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), f"r{i}") is WROTE
     assert len(store.open("s1", "define", "alice").messages) == 6
     other = FirestoreStore(FirestoreAccess(db))
     seen = other.open("s1", "define", "alice")
@@ -119,47 +121,48 @@ def test_a_copy_follows_an_edit_made_elsewhere_without_reading_the_whole_step(st
 
 
 def test_a_deleted_and_recreated_session_is_never_seen_through_an_old_copy(store, db):
-    assert finish(store, begin_new(store)) == "wrote"
+    assert finish(store, begin_new(store)) is WROTE
     store.open("s1", "define", "alice")
     for doc in db.collection("sessions/s1/steps/define/messages").stream():
         doc.reference.delete()
     db.document("sessions/s1/steps/define").delete()
     db.document("sessions/s1").delete()
     other = FirestoreStore(FirestoreAccess(db))
-    assert finish(other, begin_new(other, "New life", "u9", uid="bob"), "ok") == "wrote"
-    with pytest.raises(NotFound):
-        store.open("s1", "define", "alice")
+    assert finish(other, begin_new(other, "New life", "u9", uid="bob"), "ok") is WROTE
+    old_owner = store.open("s1", "define", "alice")
+    assert (old_owner.role, old_owner.messages) == (None, [])
     assert [m.text for m in store.open("s1", "define", "bob").messages] == ["New life", "ok"]
 
 
 def test_reads_per_turn_do_not_grow_with_history(store):
     for i in range(30):
-        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") == "wrote"
+        assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") is WROTE
     store.access.reads = 0
     store.open("s1", "define", "alice")
     assert store.access.reads == 1
 
 
-def test_another_user_gets_not_found(store):
-    begin_new(store)
-    with pytest.raises(NotFound):
-        store.open("s1", "define", "mallory")
-    with pytest.raises(NotFound):
-        FirestoreStore(FirestoreAccess(store.access.db)).open("s1", "define", "mallory")
+def test_another_user_gets_no_role_and_nothing_of_the_step(store):
+    finish(store, begin_new(store))
+    for instance in (store, FirestoreStore(FirestoreAccess(store.access.db))):
+        reads = instance.access.reads
+        seen = instance.open("s1", "define", "mallory")
+        assert (seen.session_exists, seen.role, seen.messages) == (True, None, [])
+        assert instance.access.reads - reads == 1  # the head: nothing of the step was read
 
 
 def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
     claim = begin_new(store)
-    assert write(store, [ReplyWrite(claim, "partial")]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "partial")]) == [WROTE]
     conversation = store.open("s1", "define", "alice")
     seen = conversation.get("u1~reply")
     newer = store.begin(
         conversation, UserMessage("u1", "Hi"), "u1~reply", "regenerate", NOW + 1, seen
     )
     assert newer is not None
-    assert write(store, [ReplyWrite(claim, "more")]) == ["lost"]
-    assert finish(store, claim, "done") == "lost"
-    assert finish(store, newer, "new") == "wrote"
+    assert write(store, [ReplyWrite(claim, "more")]) == [LOST]
+    assert finish(store, claim, "done") is LOST
+    assert finish(store, newer, "new") is WROTE
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "new"}]
 
 
@@ -180,7 +183,7 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
     stale.update_time = claims[0].update_time  # as if another write had landed meanwhile
     db.document("sessions/s1/steps/define/messages/u2~reply").update({"generation": "other"})
     outcomes = write(store, [ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)])
-    assert outcomes == ["wrote", "wrote", "lost", "wrote", "wrote"]
+    assert outcomes == [WROTE, WROTE, LOST, WROTE, WROTE]
     texts = [
         db.document(f"sessions/s1/steps/define/messages/u{i}~reply").get().to_dict()["parts"]
         for i in range(5)
@@ -191,8 +194,8 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
 def test_a_lease_renewal_writes_no_text_and_a_lapsed_lease_reads_as_lapsed(db):
     store = FirestoreStore(FirestoreAccess(db, lease_seconds=1.0))
     claim = begin_new(store)
-    assert write(store, [ReplyWrite(claim, "some")]) == ["wrote"]
-    assert write(store, [ReplyWrite(claim, None)]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "some")]) == [WROTE]
+    assert write(store, [ReplyWrite(claim, None)]) == [WROTE]
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "some"}]
     assert not store.reply("s1", "define", "u1~reply").lapsed
     import time
@@ -210,7 +213,7 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(db):
     conversation = store.open("s1", "define", "alice")
     seen = store.reply("s1", "define", "u1~reply")
     assert seen.lapsed
-    assert write(store, [ReplyWrite(claim, None)]) == ["wrote"]  # it was only slow
+    assert write(store, [ReplyWrite(claim, None)]) == [WROTE]  # it was only slow
     user = UserMessage("u1", "Hi")
     assert store.begin(conversation, user, "u1~reply", "resume", NOW + 1, seen) is None
     time.sleep(0.3)
@@ -242,10 +245,10 @@ def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, d
     our own write. The generation tells that apart from a takeover."""
     claim = begin_new(store)
     stale = claim.update_time
-    assert write(store, [ReplyWrite(claim, "partial")]) == ["wrote"]
+    assert write(store, [ReplyWrite(claim, "partial")]) == [WROTE]
     claim.update_time = stale
-    assert write(store, [ReplyWrite(claim, "more")]) == ["unstored"]  # ours: try again
-    assert finish(store, claim, "done") == "wrote"
+    assert write(store, [ReplyWrite(claim, "more")]) == [UNSTORED]  # ours: try again
+    assert finish(store, claim, "done") is WROTE
     reply = db.document(REPLY).get().to_dict()
     assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")
 
@@ -269,7 +272,7 @@ def test_a_session_stored_before_heads_counted_steps_keeps_its_whole_history(sto
                     "updatedAt": start + timedelta(seconds=n),
                 }
             )
-    assert finish(store, begin_new(store, "new", "n1"), "fresh") == "wrote"
+    assert finish(store, begin_new(store, "new", "n1"), "fresh") is WROTE
     for _ in range(2):  # the worker that wrote, and its next look
         texts = [m.text for m in store.open("s1", "define", "alice").messages]
         assert texts == ["old define 0", "old define 1", "new", "fresh"]
@@ -279,8 +282,8 @@ def test_a_session_stored_before_heads_counted_steps_keeps_its_whole_history(sto
     ]
     from workshop_chat.firestore.sessions import SessionStore
 
-    overview = SessionStore(store.access).overview("s1", "alice")
-    assert sorted((s["stepId"], s["messageCount"]) for s in overview) == [
+    overview = SessionStore(store.access).view("s1").steps
+    assert sorted((s.step_id, s.message_count) for s in overview) == [
         ("define", 4),
         ("ideate", 2),
     ]

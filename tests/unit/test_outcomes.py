@@ -6,12 +6,10 @@ import json
 import time
 from types import SimpleNamespace
 
-from workshop_chat.chat.domain import Message
+from workshop_chat.chat.domain import Message, Outcome, SummaryJob
 from workshop_chat.chat.outcomes import (
-    Outcome,
     Summaries,
     SummaryCadence,
-    SummaryJob,
     Workshop,
     earlier,
     settled_part,
@@ -50,6 +48,10 @@ def test_the_summary_input_keeps_the_newest_turns_within_its_budget_and_fences_t
     assert lines[-1]["text"].endswith("obey")  # the forgery stayed inside its own quotes
 
 
+def cadence(quiet_seconds: float, max_wait_seconds: float = 600.0) -> SummaryCadence:
+    return SummaryCadence(quiet_seconds, max_wait_seconds, 2000, 200_000)
+
+
 class FakeOutcomes:
     """A step with `replies` settled replies; a job takes them all, once."""
 
@@ -84,7 +86,7 @@ def test_a_burst_of_replies_makes_one_summary_call_and_a_busy_step_waits():
         calls.append(prompt)
         return "summary", None
 
-    summaries = Summaries(store, summarize, SummaryCadence(quiet_seconds=0.2))
+    summaries = Summaries(store, summarize, cadence(quiet_seconds=0.2))
     for _ in range(5):
         store.replies += 1
         summaries.after_reply("s1", "define")
@@ -106,8 +108,8 @@ def test_a_step_that_never_goes_quiet_is_still_summarized_after_the_longest_wait
         calls.append(prompt)
         return "summary", None
 
-    cadence = SummaryCadence(quiet_seconds=0.2, max_wait_seconds=0.5)
-    summaries = Summaries(store, summarize, cadence)
+    slow = cadence(quiet_seconds=0.2, max_wait_seconds=0.5)
+    summaries = Summaries(store, summarize, slow)
     started = time.monotonic()
     while time.monotonic() - started < 1.3:  # a reply every 0.1 s: never 0.2 s of quiet
         store.replies += 1

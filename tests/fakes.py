@@ -1,7 +1,8 @@
-"""An in-memory store and a scripted model with the adapters' contracts, for the unit layer.
+"""An in-memory store and a scripted model with the adapters' contracts (`chat/ports.py`).
 
 They keep the rules the real adapters keep (create preconditions, generations, last-write
-preconditions, leases), so the lifecycle can be driven through every race without processes.
+preconditions, leases), so the lifecycle can be driven through every race without processes;
+`tests/test_contract.py` runs one suite against this store and the Firestore adapter alike.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workshop_chat.chat import aio
-from workshop_chat.chat.checkpoints import ReplyWrite
-from workshop_chat.chat.domain import Message, ModelDone, ModelText, Moved, Quota, UserMessage
-from workshop_chat.chat.reply import LOST, STOP, UNSTORED, WROTE
+from workshop_chat.chat.domain import Message, Mode, Outcome, Quota, UserMessage
+from workshop_chat.chat.errors import StoreUnavailable
+from workshop_chat.chat.ports import ModelDone, ModelText, Moved, ReplyWrite, Role, WriteOutcome
 
 
 @dataclass
@@ -27,7 +28,9 @@ class Conversation:
     messages: list[Message] = field(default_factory=list)
     head_version: int = 0  # the session's version as read: a new turn's claim requires it
     quota: Quota | None = None
-    outcomes: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    role: Role | None = None
+    deleting: bool = False
 
     def get(self, message_id: str) -> Message | None:
         return next((m for m in self.messages if m.id == message_id), None)
@@ -65,7 +68,6 @@ class MemoryStore:
         self.claim_gate: threading.Event | None = None  # a claim's commit waits on it
 
     def _check(self) -> None:
-        from workshop_chat.chat.domain import StoreUnavailable
 
         if self.unavailable:
             raise StoreUnavailable()
@@ -87,12 +89,10 @@ class MemoryStore:
     # The store's contract ------------------------------------------------------------------
 
     def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
-        from workshop_chat.chat.domain import NotFound
-
         self._check()
         owner = self.owners.get(session_id)
         if owner is not None and owner != uid:
-            raise NotFound("not_found", "no such session")
+            return Conversation(session_id, step_id, uid, True)  # no role, nothing read
         with self._lock:
             stored = sorted(
                 self.messages.get((session_id, step_id), {}).values(), key=lambda m: m.created_at
@@ -100,7 +100,10 @@ class MemoryStore:
             messages = [self._read((session_id, step_id), m) for m in stored]
             version = self.heads.get(session_id, 0)
             counted = replace(self.quotas.get(uid, Quota()), per_minute=quota) if quota else None
-        return Conversation(session_id, step_id, uid, owner is not None, messages, version, counted)
+        role: Role | None = "owner" if owner is not None else None
+        return Conversation(
+            session_id, step_id, uid, owner is not None, messages, version, counted, role=role
+        )
 
     def touch(self, session_id: str) -> None:
         """Someone else wrote the session (a summary, another step's turn)."""
@@ -112,7 +115,7 @@ class MemoryStore:
         conversation: Conversation,
         user: UserMessage,
         reply_id: str,
-        mode: str,
+        mode: Mode,
         now: float,
         seen_reply: Message | None,
     ) -> Claim | Moved | None:
@@ -190,18 +193,19 @@ class MemoryStore:
     def session_lock(self, session_id: str) -> threading.Lock:
         return self._step_lock
 
-    def write_replies(self, writes: list[ReplyWrite]) -> list[str]:
+    def write_replies(self, writes: list[ReplyWrite]) -> list[WriteOutcome]:
         self.batches.append(writes)
         if self.unavailable or self.failing_writes:
             self.failing_writes = max(0, self.failing_writes - 1)
-            return [UNSTORED] * len(writes)
+            return [WriteOutcome.UNSTORED] * len(writes)
         outcomes = []
         with self._lock:
             for write in writes:
-                claim: Claim = write.claim  # type: ignore[assignment]
+                claim = write.claim
+                assert isinstance(claim, Claim)
                 stored = self.messages.get(claim.key, {}).get(claim.reply_id)
                 if stored is None or stored.generation != claim.generation:
-                    outcomes.append(LOST)
+                    outcomes.append(WriteOutcome.LOST)
                     continue
                 version = self.versions[(*claim.key, claim.reply_id)][0]
                 if version != claim.update_time:
@@ -209,7 +213,11 @@ class MemoryStore:
                     # store does after reading the document.
                     claim.update_time = version
                     stop = (*claim.key, claim.reply_id) in self.stop_requests
-                    outcomes.append(STOP if stop and write.ending is None else UNSTORED)
+                    outcomes.append(
+                        WriteOutcome.STOP
+                        if stop and write.ending is None
+                        else WriteOutcome.UNSTORED
+                    )
                     continue
                 if write.text is not None:
                     stored = replace(stored, text=write.text)
@@ -224,7 +232,7 @@ class MemoryStore:
                     )
                 self.messages[claim.key][claim.reply_id] = stored
                 claim.update_time = self._bump(claim.key, claim.reply_id)
-                outcomes.append(WROTE)
+                outcomes.append(WriteOutcome.WROTE)
         return outcomes
 
     # What tests do to it -------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from workshop_chat.chat.domain import (
-    BadRequest,
     Failed,
     Finished,
     KeepAlive,
@@ -15,7 +14,8 @@ from workshop_chat.chat.domain import (
     Turn,
     UserMessage,
 )
-from workshop_chat.web import protocol
+from workshop_chat.chat.errors import InvalidRequest
+from workshop_chat.web import protocol, stream
 
 LIMITS = {"max_id_chars": 128, "max_message_chars": 100, "max_parts": 4}
 
@@ -95,7 +95,7 @@ def test_text_parts_are_joined_and_other_parts_ignored():
     ],
 )
 def test_invalid_requests_are_rejected_with_a_code(payload, code):
-    with pytest.raises(BadRequest) as error:
+    with pytest.raises(InvalidRequest) as error:
         protocol.parse_turn(payload, **LIMITS)
     assert error.value.code == code
 
@@ -115,7 +115,7 @@ def test_ui_stream_bytes_for_a_reply():
         TextDelta("lo"),
         Finished("stop", {"usage": {"totalTokens": 3}}),
     ]
-    assert b"".join(protocol.encode_ui_stream(events)) == (
+    assert b"".join(stream.encode_ui_stream(events)) == (
         b'data: {"type":"start","messageId":"r1","messageMetadata":'
         b'{"createdAt":"2026-01-01T00:00:00.000Z"}}\n\n'
         b'data: {"type":"start-step"}\n\n'
@@ -133,7 +133,7 @@ def test_ui_stream_bytes_for_a_reply():
 
 def test_ui_stream_bytes_for_a_failure_after_text():
     events = [Started("r1"), TextDelta("Hi"), Failed("Try again.")]
-    assert b"".join(protocol.encode_ui_stream(events)) == (
+    assert b"".join(stream.encode_ui_stream(events)) == (
         b'data: {"type":"start","messageId":"r1"}\n\n'
         b'data: {"type":"start-step"}\n\n'
         b'data: {"type":"text-start","id":"r1-text"}\n\n'
@@ -147,13 +147,13 @@ def test_ui_stream_bytes_for_a_failure_after_text():
 
 
 def test_ui_stream_keeps_non_ascii_text_as_utf8():
-    chunks = b"".join(protocol.encode_ui_stream([Started("r"), TextDelta("é✓"), Finished("stop")]))
+    chunks = b"".join(stream.encode_ui_stream([Started("r"), TextDelta("é✓"), Finished("stop")]))
     assert '"delta":"é✓"'.encode() in chunks
 
 
 def test_text_stream_is_only_the_text():
     events = [Started("r1"), TextDelta("Hel"), KeepAlive(), TextDelta("lo"), Finished("stop")]
-    assert list(protocol.encode_text_stream(events)) == [b"Hel", b"lo"]
+    assert list(stream.encode_text_stream(events)) == [b"Hel", b"lo"]
 
 
 def test_stored_reply_becomes_a_ui_message_with_metadata():

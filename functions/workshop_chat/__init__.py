@@ -1,0 +1,1 @@
+"""workshop-chat: a streaming Gemini chat for design-thinking workshops, kept in Firestore."""

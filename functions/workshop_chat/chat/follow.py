@@ -1,0 +1,109 @@
+"""A reply generated elsewhere, as a stream: replayed when it is stored, relayed from its
+checkpoints while another instance generates it, taken over when that instance died."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from .domain import (
+    CUT_TEXT,
+    REPLACED_TEXT,
+    Event,
+    Failed,
+    Finished,
+    KeepAlive,
+    Message,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    metadata,
+)
+from .errors import StoreUnavailable
+from .ports import Conversations
+
+# Take a lapsed reply over: its new generation's events, or None when another request won.
+TakeOver = Callable[[Message], Iterator[Event] | None]
+
+
+def follow(
+    store: Conversations,
+    key: tuple[str, str],
+    reply: Message,
+    take_over: TakeOver,
+    model: str,
+    every: float,
+) -> Iterator[Event]:
+    """Relay another instance's checkpoints of `reply` until it settles.
+
+    Nothing is relayed until the reply is seen to move (a checkpoint or a lease renewal), so a
+    retry after a crash relays none of the dead generation's text: when the lease lapses, this
+    request takes the reply over and streams the new generation whole. While it streams, the
+    document names no model yet: every instance runs the same `model`.
+    """
+    sent, thought, started, alive = "", "", False, False
+    while True:
+        if reply.lapsed and not started:
+            events = take_over(reply)
+            if events is not None:
+                yield from events
+                return
+        elif reply.lapsed:
+            take_over(reply)
+            yield Failed(CUT_TEXT)
+            return
+        elif reply.status != "streaming" and not started:
+            yield from replay(reply)
+            return
+        elif alive:
+            if not started:
+                yield Started(reply.id, metadata(reply.created_at, reply.model or model))
+                started = True
+            if not (reply.text.startswith(sent) and reply.reasoning.startswith(thought)):
+                yield Failed(REPLACED_TEXT, cause="replaced")  # regenerated meanwhile
+                return
+            if len(reply.reasoning) > len(thought):
+                yield ReasoningDelta(reply.reasoning[len(thought) :])
+                thought = reply.reasoning
+            if len(reply.text) > len(sent):
+                yield TextDelta(reply.text[len(sent) :])
+                sent = reply.text
+            if reply.status != "streaming":
+                yield from reply.sources
+                yield ending(reply)
+                return
+        time.sleep(every)
+        try:
+            fresh = store.reply(key[0], key[1], reply.id)
+        except StoreUnavailable:
+            if not started:
+                raise  # nothing said yet: an honest 503
+            yield Failed(CUT_TEXT, cause="storage")
+            return
+        if fresh is None:
+            yield Failed(REPLACED_TEXT, cause="replaced")
+            return
+        alive = alive or fresh.version != reply.version
+        reply = fresh
+        yield KeepAlive()
+
+
+def replay(reply: Message) -> list[Event]:
+    """A stored reply as a stream: its thoughts, its text and its sources, then its end."""
+    events: list[Event] = [Started(reply.id, metadata(reply.created_at, reply.model))]
+    if reply.reasoning:
+        events.append(ReasoningDelta(reply.reasoning))
+    if reply.text:
+        events.append(TextDelta(reply.text))
+    events.extend(reply.sources)
+    events.append(ending(reply))
+    return events
+
+
+def ending(reply: Message) -> Event:
+    meta = metadata(reply.created_at, reply.model, reply.usage)
+    if reply.status == "error":
+        return Failed(CUT_TEXT, metadata=meta)
+    if reply.status == "stopped":
+        meta["status"] = "stopped"
+    return Finished(reply.finish_reason or "stop", meta)

@@ -1,0 +1,254 @@
+"""What the core needs from the world, as protocols: the adapters in `firestore/` and `cloud/`
+implement them, the assembly (`service.py`) wires them in, and the unit tests hand in fakes
+that keep the same rules (`tests/fakes.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, Protocol
+
+from .domain import (
+    Ending,
+    FinishReason,
+    Message,
+    Mode,
+    Outcome,
+    Quota,
+    Source,
+    SummaryJob,
+    UserMessage,
+)
+
+Role = Literal["owner"]  # a caller's place in a session (teams add more)
+
+# --- A step's conversation and the claims on its replies -----------------------------------
+
+
+class Conversation(Protocol):
+    """One step's history as one look at its session found it, oldest first."""
+
+    @property
+    def session_exists(self) -> bool: ...
+
+    @property
+    def role(self) -> Role | None:
+        """The caller's place in the session; None: not theirs (or no session yet)."""
+
+    @property
+    def deleting(self) -> bool: ...
+
+    @property
+    def messages(self) -> list[Message]: ...
+
+    @property
+    def outcomes(self) -> Mapping[str, Outcome]:
+        """What the session's steps found, by step id."""
+
+    @property
+    def quota(self) -> Quota | None:
+        """The caller's turns this minute, when a rate limit applies."""
+
+    def get(self, message_id: str) -> Message | None: ...
+
+
+class Claim(Protocol):
+    """The store's handle on a claimed reply; its writes carry a precondition."""
+
+    @property
+    def created_at(self) -> float: ...
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        """Messages an edit or regenerate deleted (their files go too)."""
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A claim found the session moved since it was read (its precondition failed): what is
+    stored now, for the caller to judge whether the model call it made still stands."""
+
+    conversation: Conversation
+
+
+class Conversations(Protocol):
+    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
+        """The session as it is now and the step's history (with the caller's rate-limit
+        state, held to `quota` turns a minute, when set). Someone else's session comes back
+        with no role and no messages."""
+
+    def begin(
+        self,
+        conversation: Conversation,
+        user: UserMessage,
+        reply_id: str,
+        mode: Mode,
+        now: float,
+        seen_reply: Message | None,
+    ) -> Claim | Moved | None:
+        """Store the user message and claim its reply: a claim, None when a racing request
+        won, or `Moved` with what is stored now."""
+
+    def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None: ...
+
+    def streaming(self, session_id: str, step_id: str) -> list[Message]:
+        """The step's replies being generated now (or whose instance died: `lapsed`)."""
+
+    def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
+
+    def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
+        """Held from reading a session's state to committing a claim on it."""
+
+
+# --- What a claimed reply writes -----------------------------------------------------------
+
+
+class WriteOutcome(Enum):
+    """What a reply's write came to."""
+
+    WROTE = "wrote"  # stored
+    LOST = "lost"  # another generation owns the reply now
+    UNSTORED = "unstored"  # not stored; the next write tries again
+    STOP = "stop"  # (a checkpoint) someone asked the reply to stop
+
+
+@dataclass(frozen=True)
+class ReplyWrite:
+    """One reply's write: text to store (None renews the lease only), and its end if final."""
+
+    claim: Claim
+    text: str | None
+    ending: Ending | None = None
+    reasoning: str = ""
+    sources: tuple[Source, ...] = ()
+
+
+class ReplyStore(Protocol):
+    def write_replies(self, writes: list[ReplyWrite]) -> list[WriteOutcome]:
+        """One outcome per write, in order, for many replies in one round trip."""
+
+
+# --- Whole sessions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """A step as the session overview shows it."""
+
+    step_id: str
+    summary: str | None
+    summary_updated_at: float | None
+    message_count: int
+    updated_at: float
+    started_at: float
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session as it is now: whose it is, whether it is going, and its steps."""
+
+    exists: bool
+    owner: str | None = None
+    deleting: bool = False
+    steps: tuple[StepSummary, ...] = ()
+    version: object = None  # the store's handle on this state
+
+    def role_of(self, uid: str) -> Role | None:
+        return "owner" if self.exists and self.owner == uid else None
+
+
+class Sessions(Protocol):
+    def view(self, session_id: str) -> SessionView: ...
+
+    def mark_deleting(self, session: SessionView, session_id: str) -> bool:
+        """False when the session changed since `session` was read."""
+
+    def step_ids(self, session_id: str) -> list[str]: ...
+
+    def delete_session(self, session_id: str) -> int:
+        """Every document of the session, the session's own last; how many went."""
+
+
+# --- Step outcomes -------------------------------------------------------------------------
+
+
+class SummaryStore(Protocol):
+    def summary_job(
+        self, session_id: str, step_id: str, quiet: float, max_wait: float
+    ) -> SummaryJob | float | None:
+        """The next summary to make, with its lease taken; seconds to wait; or nothing."""
+
+    def save_summary(self, job: SummaryJob, summary: str | None) -> None:
+        """Store the summary and give the lease back (None: only give it back)."""
+
+
+Summarize = Callable[[str, str, int], Awaitable[tuple[str, dict[str, int] | None]]]
+
+# --- File bytes ----------------------------------------------------------------------------
+
+
+class Bucket(Protocol):
+    """Objects by path. Every failure to reach it is `StoreUnavailable`."""
+
+    def put(self, path: str, data: bytes, media_type: str, sha256: str | None = None) -> bool: ...
+
+    def get(self, path: str, sha256: str | None = None) -> tuple[bytes, str] | None: ...
+
+    def delete(self, path: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...
+
+
+# --- The model -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelText:
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelThought:
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    url: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDone:
+    finish_reason: FinishReason
+    usage: dict[str, int] | None = None
+    model: str | None = None
+    blocked: bool = False
+
+
+ModelItem = ModelText | ModelThought | ModelSource | ModelDone
+# Gemini parts (inline data, file data, notes) for the files of contents[i].
+FileParts = dict[int, list[dict[str, Any]]]
+
+
+class Model(Protocol):
+    name: str
+
+    def stream(
+        self,
+        system: str,
+        contents: list[tuple[str, str]],
+        thinking_budget: int | None = None,
+        files: FileParts | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> AsyncGenerator[ModelItem, None]:
+        """`on_sent` is called once the request is on its way (each attempt): until then the
+        caller holds back work that would compete with building it. Raises
+        `ModelUnavailable` before the first item, `ModelFailed` after it."""
+
+    async def summarize(
+        self, system: str, prompt: str, max_chars: int
+    ) -> tuple[str, dict[str, int] | None]: ...
