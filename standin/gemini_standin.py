@@ -207,6 +207,15 @@ def text_of(content: dict[str, Any]) -> str:
     return "".join(part.get("text", "") for part in content["parts"] if isinstance(part, dict))
 
 
+NOTES = re.compile(r"<workshop-notes>.*?</workshop-notes>\s*", re.S)
+
+
+def without_notes(text: str) -> str:
+    """The team's words without the workshop's notes block: context the function puts ahead
+    of a step's first turn, which the echo leaves out so that replies stay predictable."""
+    return NOTES.sub("", text)
+
+
 def contents_problem(body: Any, vertex: bool = False) -> str | None:
     """Return Gemini's complaint about a malformed request, or None when it is acceptable."""
     if not isinstance(body, dict):
@@ -499,7 +508,7 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
     contents = body["contents"]
     users = [c for c in contents if c.get("role", "user") in ("user", "")]
     try:
-        text, directive = strip_directives(text_of(users[-1]) if users else "")
+        text, directive = strip_directives(without_notes(text_of(users[-1])) if users else "")
     except KnobError as exc:
         return gemini_error(400, str(exc))
     knobs = effective_knobs(state, directive)

@@ -152,7 +152,7 @@ def test_the_history_gives_each_file_back_at_its_route(client: Any) -> None:
     assert image.status_code == 200 and image.data == PNG
     assert image.headers["Content-Type"] == "image/png"
     assert image.headers["X-Content-Type-Options"] == "nosniff"
-    assert image.headers["Cache-Control"] == "private, max-age=3600"
+    assert image.headers["Cache-Control"] == "private, no-store"
     assert image.headers["Content-Disposition"] == "inline; filename*=UTF-8''wall.png"
     pdf = client.get(user["parts"][2]["url"])
     assert pdf.data == PDF and pdf.headers["Content-Type"] == "application/pdf"

@@ -161,6 +161,12 @@ def test_history_get_returns_ui_messages_oldest_first(client):
     assert messages[1]["metadata"]["finishReason"] == "stop"
 
 
+def test_json_answers_are_utf8_so_an_emoji_costs_its_four_bytes_not_twelve(client):
+    assert client.post("/", json=chat_body("Team 🚀 café", "m1")).data
+    raw = client.get("/sessions/s1/steps/empathize/messages").data
+    assert "Team 🚀 café".encode() in raw and b"\\u" not in raw
+
+
 def test_history_of_an_unknown_session_is_404_and_of_a_new_step_is_empty(client):
     assert client.get("/sessions/nope/steps/define/messages").status_code == 404
     assert client.post("/", json=chat_body("One")).data

@@ -3,8 +3,9 @@
 After replies settle and the step goes quiet, its outcome (findings, decisions, open
 questions) is refreshed in the background with one non-streamed model call that sends the
 previous summary and only the turns since (`SummaryCadence` says when). A turn
-gets, in its system instruction, the outcomes of the steps before it in workshop order, never
-its own (its history is there) nor a later one's.
+gets the outcomes of the steps before it in workshop order, never its own (its history is
+there) nor a later one's, as a quoted data block at the start of its contents: they are made
+from what users wrote, so they are never part of the system instruction.
 """
 
 from __future__ import annotations
@@ -47,23 +48,26 @@ def earlier(
     )
 
 
-def with_outcomes(system: str, outcomes: list[Outcome], budget: int) -> str:
-    """The step's prompt, then what earlier steps found, nearest steps first within `budget`."""
-    if not outcomes or budget <= 0:
-        return system
-    head = (
-        "\n\nWhat the team found in the earlier steps of this workshop (summaries of those "
-        "conversations; build on them, and do not repeat them back):"
-    )
-    blocks: list[str] = []
-    room = budget - len(head)
+NOTES_OPEN, NOTES_CLOSE = "<workshop-notes>", "</workshop-notes>"
+
+
+def notes_block(outcomes: list[Outcome], budget: int) -> str | None:
+    """What earlier steps found, as data for the conversation's first turn: one JSON object a
+    step inside delimiters, nearest steps first within `budget`. Summaries are made from team
+    messages, files and web text, so they never go in the system instruction, and `<` `>` are
+    escaped so that no summary can close the block and speak for itself."""
+    room = budget - len(NOTES_OPEN) - len(NOTES_CLOSE) - 2
+    lines: list[str] = []
     for outcome in reversed(outcomes):  # the nearest step is the most relevant
-        block = f"\n\n## {outcome.step_id.capitalize()}\n{outcome.summary}"
-        if len(block) > room:
+        line = json.dumps({"step": outcome.step_id, "notes": outcome.summary}, ensure_ascii=False)
+        line = line.replace("<", "\\u003c").replace(">", "\\u003e")
+        if len(line) + 1 > room:
             break
-        blocks.insert(0, block)
-        room -= len(block)
-    return system + head + "".join(blocks) if blocks else system
+        lines.insert(0, line)
+        room -= len(line) + 1
+    if not lines:
+        return None
+    return "\n".join([NOTES_OPEN, *lines, NOTES_CLOSE])
 
 
 def settled_part(messages: list[Message], covered: int) -> tuple[list[Message], int]:
@@ -237,7 +241,7 @@ def summary_prompt(previous: str | None, messages: list[Message], max_chars: int
 
 
 class Workshop:
-    """What a turn's system instruction is made of, and what happens after its reply settles."""
+    """What a turn is told besides its conversation, and what happens after its reply settles."""
 
     def __init__(
         self,
@@ -253,12 +257,17 @@ class Workshop:
         """The step's own thinking budget, if its prompt file sets one."""
         return self.thinking(step_id)
 
-    def system(self, step_id: str, conversation: Conversation, budget: int) -> str:
-        """The step's prompt and the earlier steps' outcomes, within `budget` characters."""
+    def system(self, step_id: str) -> str:
+        """The step's prompt: the same for every turn of the step, and nothing a user wrote."""
+        return self.prompts(step_id)
+
+    def notes(self, step_id: str, conversation: Conversation, budget: int) -> str | None:
+        """The earlier steps' outcomes as a data block within `budget` characters; None when
+        there are none."""
         messages = conversation.messages
         started = messages[0].created_at if messages else None
         found = earlier(step_id, conversation.outcomes, started)
-        return with_outcomes(self.prompts(step_id), found, budget)
+        return notes_block(found, budget) if found and budget > 0 else None
 
     def after_reply(self, session_id: str, step_id: str) -> None:
         if self.summaries is not None:

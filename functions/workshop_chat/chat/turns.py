@@ -262,13 +262,17 @@ class Turns:
             superseded = superseded_files(conversation, user) if mode == "edit" else ()
             asked = model_contents(conversation.messages, user, self.settings.history_max_chars)
             contents, files = asked
+            # The step's own turns take precedence; earlier steps' outcomes get what is left,
+            # as data ahead of the conversation.
+            room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
+            notes = self.workshop.notes(key[1], conversation, room)
+            if notes is not None:  # in the first turn's text: Gemini wants turns to alternate
+                contents = [(contents[0][0], f"{notes}\n\n{contents[0][1]}"), *contents[1:]]
             parts = self.attachments.for_model(files) if self.attachments else {}
         except BaseException:
             reply.abandon()
             raise
-        # The step's own turns take precedence; earlier steps' outcomes get what is left.
-        room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
-        system = self.workshop.system(key[1], conversation, room)
+        system = self.workshop.system(key[1])
         where = {"sessionId": key[0], "stepId": key[1]}
         request = Request(system, contents, self.workshop.thinking_budget(key[1]), parts)
         reply.task = aio.spawn(

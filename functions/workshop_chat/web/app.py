@@ -177,7 +177,7 @@ class Api:
         quoted = urllib.parse.quote(ref.filename, safe="")
         headers = {
             "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, max-age=3600",
+            "Cache-Control": "private, no-store",
             "Content-Security-Policy": "default-src 'none'; sandbox",
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quoted}",
         }

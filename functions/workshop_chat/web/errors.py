@@ -58,7 +58,7 @@ BEFORE_TEXT: dict[str, tuple[type[ChatError], str]] = {
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         status=status,
         headers=headers,
         mimetype="application/json",
