@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workshop_chat.chat import aio
+from workshop_chat.chat.budget import Spend, tokens_of, utc_day
 from workshop_chat.chat.domain import Message, Mode, Outcome, Quota, UserMessage
 from workshop_chat.chat.errors import StoreUnavailable
 from workshop_chat.chat.ports import ModelDone, ModelText, Moved, ReplyWrite, Role, WriteOutcome
@@ -29,6 +30,7 @@ class Conversation:
     head_version: int = 0  # the session's version as read: a new turn's claim requires it
     quota: Quota | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    spend: Spend | None = None
     role: Role | None = None
     deleting: bool = False
 
@@ -44,13 +46,19 @@ class Claim:
     created_at: float
     generation: str
     removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted
+    uid: str = ""
+    charged: bool = False
 
 
 class MemoryStore:
     """One step's messages by id; `version` plays Firestore's update time, `clock` the server's."""
 
-    def __init__(self, lease_seconds: float = 8.0) -> None:
+    def __init__(
+        self, lease_seconds: float = 8.0, user_daily_tokens: int = 0, daily_tokens: int = 0
+    ) -> None:
         self.lease_seconds = lease_seconds
+        self.limits = (user_daily_tokens, daily_tokens)
+        self.spent: dict[tuple[str, str], int] = {}  # (day, uid or "") -> tokens
         self.now = 1_800_000_000.0
         self.messages: dict[tuple[str, str], dict[str, Message]] = {}
         self.versions: dict[tuple[str, str, str], tuple[int, float]] = {}
@@ -88,11 +96,25 @@ class MemoryStore:
 
     # The store's contract ------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
+    def read(self, uid: str, now: float) -> Spend:
+        day = utc_day(now)
+        with self._lock:
+            user, project = self.spent.get((day, uid), 0), self.spent.get((day, ""), 0)
+        return Spend(day, user, project, *self.limits)
+
+    def charge(self, uid: str, tokens: int) -> None:
+        day = utc_day(self.now)
+        for who in (uid, ""):
+            self.spent[(day, who)] = self.spent.get((day, who), 0) + tokens
+
+    def open(
+        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+    ) -> Conversation:
         self._check()
+        spend = self.read(uid, self.now) if budget and any(self.limits) else None
         owner = self.owners.get(session_id)
         if owner is not None and owner != uid:
-            return Conversation(session_id, step_id, uid, True)  # no role, nothing read
+            return Conversation(session_id, step_id, uid, True, spend=spend)  # nothing read
         with self._lock:
             stored = sorted(
                 self.messages.get((session_id, step_id), {}).values(), key=lambda m: m.created_at
@@ -102,7 +124,15 @@ class MemoryStore:
             counted = replace(self.quotas.get(uid, Quota()), per_minute=quota) if quota else None
         role: Role | None = "owner" if owner is not None else None
         return Conversation(
-            session_id, step_id, uid, owner is not None, messages, version, counted, role=role
+            session_id,
+            step_id,
+            uid,
+            owner is not None,
+            messages,
+            version,
+            counted,
+            role=role,
+            spend=spend,
         )
 
     def touch(self, session_id: str) -> None:
@@ -165,7 +195,7 @@ class MemoryStore:
                     generation=generation,
                 )
                 version = self._bump(key, reply_id)
-                return Claim(key, reply_id, version, created, generation)
+                return Claim(key, reply_id, version, created, generation, uid=conversation.uid)
         limit = conversation.quota.per_minute if conversation.quota else 0
         return Moved(self.open(key[0], key[1], conversation.uid, limit))
 
@@ -221,6 +251,9 @@ class MemoryStore:
                     continue
                 if write.text is not None:
                     stored = replace(stored, text=write.text)
+                if write.ending is not None and not claim.charged:
+                    claim.charged = True
+                    self.charge(claim.uid, tokens_of(write.ending.usage))
                 if write.ending is not None:
                     e = write.ending
                     stored = replace(

@@ -4,6 +4,7 @@ writing `support.start_function`), a build of the demo page, and polling."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -41,6 +42,7 @@ __all__ = [
     "PROJECT",
     "ROOT",
     "Service",
+    "bearer",
     "build_demo",
     "chat_body",
     "collect",
@@ -57,6 +59,7 @@ __all__ = [
     "start_standin",
     "start_storage_emulator",
     "text_of",
+    "unsigned_token",
     "wait_for",
 ]
 
@@ -163,3 +166,27 @@ def collect(
 
     aio.run(read())
     return items
+
+
+def unsigned_token(uid: str = "alice", audience: str = PROJECT, **claims: Any) -> str:
+    """What the Firebase Auth emulator issues: `alg: none`, no signature."""
+
+    def segment(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    payload = {
+        "iss": f"https://securetoken.google.com/{audience}",
+        "aud": audience,
+        "sub": uid,
+        "user_id": uid,
+        "auth_time": now,
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
+    return f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(payload)}."
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

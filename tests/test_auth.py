@@ -7,7 +7,6 @@ on firebase-admin's own CacheControl session, so nothing leaves the machine.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import email.utils
 import http.client
@@ -33,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPResponse
 
 from tests import support
-from tests.support import chat_body, sse_chunks, text_of
+from tests.support import bearer, chat_body, sse_chunks, text_of, unsigned_token
 from tests.test_attachments import attach, with_files
 from tests.test_files import PNG
 from workshop_chat.config import Config, ConfigError
@@ -96,30 +95,6 @@ def id_token(
         **claims,
     }
     return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid})
-
-
-def unsigned_token(uid: str = "alice", audience: str = PROJECT, **claims: Any) -> str:
-    """What the Firebase Auth emulator issues: `alg: none`, no signature."""
-
-    def segment(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    now = int(time.time())
-    payload = {
-        "iss": f"https://securetoken.google.com/{audience}",
-        "aud": audience,
-        "sub": uid,
-        "user_id": uid,
-        "auth_time": now,
-        "iat": now,
-        "exp": now + 3600,
-        **claims,
-    }
-    return f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(payload)}."
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class _Socket:

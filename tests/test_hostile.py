@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.support import chat_body, sse_chunks, text_of
-from tests.test_auth import bearer, google, unsigned_token  # noqa: F401 - google: fixture
+from tests.support import bearer, chat_body, sse_chunks, text_of, unsigned_token
+from tests.test_auth import google  # noqa: F401 - a fixture
 from workshop_chat.chat.prompts import system_prompt
 from workshop_chat.web.auth import usable_uid
 

@@ -286,7 +286,7 @@ def test_a_burst_gets_exactly_the_allowance_and_never_a_5xx(make_app, db, standi
 
 
 def test_the_rate_limit_is_per_user(make_app, db, monkeypatch):
-    from tests.test_auth import bearer, unsigned_token
+    from tests.support import bearer, unsigned_token
 
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     client = make_app(

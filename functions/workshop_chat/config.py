@@ -55,6 +55,11 @@ class Config:
     # Firestore documents are capped at 1 MiB; stop a reply well before that.
     max_reply_bytes: int = 900_000
     rate_limit_per_minute: int = 30
+    # Gemini tokens (prompt, output, thinking; replies and the summaries they cause) a UTC
+    # day: one user's, and the whole project's (0: no limit). About 100 long turns a user,
+    # and a bill a small team can see coming.
+    user_daily_tokens: int = 2_000_000
+    daily_tokens: int = 20_000_000
     # Streaming behaviour.
     keepalive_seconds: float = 10.0
     checkpoint_seconds: float = 1.0
@@ -129,6 +134,8 @@ _INTEGERS = {
     "history_max_chars": ("HISTORY_MAX_CHARS", 1000, 4_000_000),
     "max_reply_bytes": ("MAX_REPLY_BYTES", 1000, 1_000_000),
     "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
+    "user_daily_tokens": ("USER_DAILY_TOKENS", 0, 10**12),
+    "daily_tokens": ("DAILY_TOKENS", 0, 10**13),
     "retry_attempts": ("GEMINI_RETRY_ATTEMPTS", 1, 10),
     "max_concurrent_streams": ("THREADS", 1, 10_000),
     "summary_max_chars": ("SUMMARY_MAX_CHARS", 200, 20_000),

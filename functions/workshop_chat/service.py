@@ -35,6 +35,7 @@ def build(
     from .cloud.gemini import Gemini, Generation, Retries, make_client
     from .firestore.access import FirestoreAccess
     from .firestore.conversations import FirestoreStore
+    from .firestore.ledger import Ledger
     from .firestore.outcomes import OutcomeStore
     from .firestore.replies import ReplyWriter
     from .firestore.sessions import SessionStore
@@ -63,7 +64,8 @@ def build(
         ),
         summary_model=config.summary_model,
     )
-    access = FirestoreAccess(db, lease_seconds=config.lease_seconds)
+    ledger = Ledger(db, config.user_daily_tokens, config.daily_tokens)
+    access = FirestoreAccess(db, lease_seconds=config.lease_seconds, ledger=ledger)
     checkpointer = Checkpointer(ReplyWriter(access), cadence(config))
     summaries = Summaries(OutcomeStore(access), model.summarize, summary_cadence(config))
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
@@ -71,6 +73,7 @@ def build(
         FirestoreStore(access),
         SessionStore(access),
         _attachments(config, storage_client),
+        ledger if ledger.on else None,
     )
     turns = Turns(stores, model, workshop, checkpointer, settings(config))
     verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)

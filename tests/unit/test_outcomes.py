@@ -72,7 +72,7 @@ class FakeOutcomes:
         ]
         return SummaryJob(session_id, step_id, None, messages, self.replies, 0, 0.0, None)
 
-    def save_summary(self, job, summary):
+    def save_summary(self, job, summary, tokens=0):
         if summary is not None:
             self.covered = job.through
             self.saved.append(summary)

@@ -227,6 +227,7 @@ class SummaryJob:
     cuts: int  # the step's cuts (edits, regenerates) it was made after
     started_at: float
     lease: object  # the store's handle on the lease it took for this job
+    owner: str = ""  # whose budget pays for the call
 
 
 # --- Safe texts: all a client ever learns about a failure -----------------------------------

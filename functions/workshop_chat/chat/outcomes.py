@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import aio
+from .budget import tokens_of
 from .domain import Message, Outcome
 from .ports import Conversation, Summarize, SummaryStore
 
@@ -193,7 +194,7 @@ class Summaries:
             await asyncio.to_thread(self.store.save_summary, job, None)  # the lease goes
             raise
         summary = summary.strip()[: cadence.max_chars]
-        await asyncio.to_thread(self.store.save_summary, job, summary or None)
+        await asyncio.to_thread(self.store.save_summary, job, summary or None, tokens_of(usage))
         if not summary:
             return
         log.info(

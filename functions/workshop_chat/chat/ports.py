@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
 
+from .budget import Spend
 from .domain import (
     Ending,
     FinishReason,
@@ -52,6 +53,10 @@ class Conversation(Protocol):
     def quota(self) -> Quota | None:
         """The caller's turns this minute, when a rate limit applies."""
 
+    @property
+    def spend(self) -> Spend | None:
+        """The caller's and the project's tokens today, when read for a turn."""
+
     def get(self, message_id: str) -> Message | None: ...
 
 
@@ -75,10 +80,12 @@ class Moved:
 
 
 class Conversations(Protocol):
-    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
+    def open(
+        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+    ) -> Conversation:
         """The session as it is now and the step's history (with the caller's rate-limit
-        state, held to `quota` turns a minute, when set). Someone else's session comes back
-        with no role and no messages."""
+        state, held to `quota` turns a minute, when set, and their token spend today when
+        `budget`). Someone else's session comes back with no role and no messages."""
 
     def begin(
         self,
@@ -181,11 +188,18 @@ class SummaryStore(Protocol):
     ) -> SummaryJob | float | None:
         """The next summary to make, with its lease taken; seconds to wait; or nothing."""
 
-    def save_summary(self, job: SummaryJob, summary: str | None) -> None:
-        """Store the summary and give the lease back (None: only give it back)."""
+    def save_summary(self, job: SummaryJob, summary: str | None, tokens: int = 0) -> None:
+        """Store the summary and give the lease back (None: only give it back), charging the
+        call's `tokens` to the session's owner."""
 
 
 Summarize = Callable[[str, str, int], Awaitable[tuple[str, dict[str, int] | None]]]
+
+
+class Budgets(Protocol):
+    def read(self, uid: str, now: float) -> Spend:
+        """What the caller and the project have spent today, against their limits."""
+
 
 # --- File bytes ----------------------------------------------------------------------------
 

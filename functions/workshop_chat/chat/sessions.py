@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
+from .budget import Spend, utc_day
 from .domain import Event, FileRef, Message, UserMessage
 from .errors import NotFound
 from .outcomes import workshop_place
@@ -24,6 +25,7 @@ class Sessions:
         self.store = stores.conversations
         self.sessions = stores.sessions
         self.attachments = stores.attachments
+        self.budgets = stores.budgets
 
     def history(self, session_id: str, step_id: str, uid: str) -> list[Message]:
         """The stored messages as they are now; a reply whose lease lapsed shows as
@@ -111,6 +113,12 @@ class Sessions:
         if ref is None or data is None:
             raise NotFound("not_found", "no such file")
         return data, ref
+
+    def usage(self, uid: str, now: float) -> Spend:
+        """The caller's own tokens today, and whether the project may still spend."""
+        if self.budgets is None:
+            return Spend(utc_day(now))
+        return self.budgets.read(uid, now)
 
     def _open(self, session_id: str, step_id: str, uid: str) -> Conversation:
         conversation = self.store.open(session_id, step_id, uid)

@@ -35,7 +35,7 @@ from .domain import (
 from .errors import Conflict, InvalidRequest, NotFound, RateLimited, Unavailable
 from .follow import follow, replay
 from .outcomes import Workshop
-from .ports import Claim, Conversation, Conversations, Model, Moved, Sessions
+from .ports import Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
 from .reply import Limits, Reply, Request, drive
 
 log = logging.getLogger("workshop_chat.chat.turns")
@@ -46,12 +46,13 @@ _SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
 @dataclass(frozen=True)
 class Stores:
     """What a chat keeps outside the process: each step's conversation and the claims on its
-    replies (with the per-user rate limit), whole sessions, and files (None: this deployment
-    takes none)."""
+    replies (with the per-user rate limit), whole sessions, files (None: this deployment
+    takes none), and what each user has spent today."""
 
     conversations: Conversations
     sessions: Sessions
     attachments: Attachments | None = None
+    budgets: Budgets | None = None  # the daily token ledger (None: no budgets)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,12 @@ def check_access(conversation: Conversation) -> None:
 
 
 def check_quota(conversation: Conversation, now: float) -> None:
-    """A turn that asks the model counts against its user's minute; one past it, none."""
+    """A turn that asks the model counts against its user's minute and day, and the
+    project's day; one past any of them asks nothing."""
+    spend = conversation.spend
+    refusal = spend.refusal(now) if spend is not None else None
+    if refusal is not None:
+        raise refusal
     quota = conversation.quota
     wait = quota.wait(now) if quota is not None else None
     if wait is not None:
@@ -117,7 +123,9 @@ class Turns:
         limit = self.settings.rate_limit_per_minute
         for _ in range(4):
             with self.store.session_lock(turn.session_id):
-                conversation = self.store.open(turn.session_id, turn.step_id, uid, limit)
+                conversation = self.store.open(
+                    turn.session_id, turn.step_id, uid, limit, budget=True
+                )
                 check_access(conversation)
                 events = self._decide(turn, conversation, trace)
             if events is not None:

@@ -26,6 +26,7 @@ from ..chat.domain import Message
 from ..chat.errors import StoreUnavailable
 from . import documents
 from .copies import HistoryCache
+from .ledger import Ledger
 
 log = logging.getLogger("workshop_chat.firestore")
 
@@ -45,6 +46,8 @@ class Claim:
     generation: str
     removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted (their files go too)
     seq: int = 0
+    uid: str = ""  # whose turn it is: their budget pays for the reply
+    charged: bool = False  # its tokens went into a final write that answered
 
 
 class FirestoreAccess:
@@ -52,9 +55,14 @@ class FirestoreAccess:
     in tests)."""
 
     def __init__(
-        self, db: firestore.Client, lease_seconds: float = 8.0, timeout: float = 5.0
+        self,
+        db: firestore.Client,
+        lease_seconds: float = 8.0,
+        timeout: float = 5.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self.db = db
+        self.ledger = ledger or Ledger(db, 0, 0)  # no budgets unless the assembly sets them
         self.lease_seconds = lease_seconds
         # Fail fast: a user waiting on a stream is better served by a clear 503 than by a
         # minute of client-side retries.

@@ -127,7 +127,8 @@ class Claims:
         elif step is None:
             access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
         ref = messages.document(reply_id)
-        return Claim(key, ref, results[reply_index].update_time, reply_at, generation, seq=seq)
+        update_time = results[reply_index].update_time
+        return Claim(key, ref, update_time, reply_at, generation, seq=seq, uid=c.uid)
 
     def again(
         self,
@@ -227,4 +228,4 @@ class Claims:
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
         doomed, seq = won
-        return Claim(key, reply_ref, snap.update_time, reply_at, generation, doomed, seq)
+        return Claim(key, reply_ref, snap.update_time, reply_at, generation, doomed, seq, c.uid)

@@ -7,6 +7,7 @@ a claimed reply writes after its claim is `replies.py`'s.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from ..chat import ports
+from ..chat.budget import Spend
 from ..chat.domain import Message, Mode, Outcome, Quota, UserMessage
 from ..chat.errors import StoreUnavailable
 from ..chat.ports import Moved, Role
@@ -37,6 +39,7 @@ class Conversation:
     head: Head
     messages: list[Message] = field(default_factory=list)
     quota: Quota | None = None  # the caller's turns this minute, when a rate limit applies
+    spend: Spend | None = None  # the caller's and the project's tokens today, for a turn
 
     @property
     def session_exists(self) -> bool:
@@ -74,10 +77,13 @@ class FirestoreStore:
 
     # Reads ---------------------------------------------------------------------------
 
-    def open(self, session_id: str, step_id: str, uid: str, quota: int = 0) -> Conversation:
+    def open(
+        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+    ) -> Conversation:
         """The session as it is now and the step's history: one read of the head (with the
-        caller's rate-limit state and the replies this process's copy holds unfinished), then,
-        only when the step moved, the messages numbered after the copy, by id."""
+        caller's rate-limit state, their token spend today when `budget`, and the replies
+        this process's copy holds unfinished), then, only when the step moved, the messages
+        numbered after the copy, by id."""
         access = self.access
         key = (session_id, step_id)
         copy = access.histories.get(key)
@@ -85,19 +91,25 @@ class FirestoreStore:
         refs = [session_ref]
         if quota:
             refs.append(access.rate(uid))
+        now = time.time()
+        spent = access.ledger.user_ref(uid, now) if budget and access.ledger.on else None
+        if spent is not None:
+            refs.append(spent)
         unfinished = [access.messages(*key).document(m) for m in (copy.unfinished if copy else [])]
         found = access.get_all(refs + unfinished)
         head = documents.head(found[session_ref.path])
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
+        spend = access.ledger.spend(uid, found[spent.path], now) if spent is not None else None
+        looked = Conversation(session_id, step_id, uid, head, [], rate, spend)
         if head.exists and (head.owner != uid or head.deleting):
             # Not the caller's to read (the core says so): nothing more is read for them.
-            return Conversation(session_id, step_id, uid, head, [], rate)
+            return looked
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
-            return Conversation(session_id, step_id, uid, head, [], rate)
+            return looked
         snaps = [found[ref.path] for ref in unfinished]
-        messages = self._merge(key, head, copy, snaps)
-        return Conversation(session_id, step_id, uid, head, messages, rate)
+        looked.messages = self._merge(key, head, copy, snaps)
+        return looked
 
     def _merge(
         self,

@@ -94,18 +94,23 @@ class OutcomeStore:
             counters.cuts,
             counters.started_at or part[0].created_at,
             lease.update_time,
+            head.owner or "",
         )
 
-    def save_summary(self, job: SummaryJob, summary: str | None) -> None:
+    def save_summary(self, job: SummaryJob, summary: str | None, tokens: int = 0) -> None:
         """On the step (what the rules let the owner read) and mirrored on the head (what a
         turn reads anyway), in one batch that holds only while the lease is still ours.
-        None gives the lease back, so the next reply's summary need not wait for it."""
+        None gives the lease back, so the next reply's summary need not wait for it. The
+        call's `tokens` are charged to the session's owner in the same write."""
         access = self.access
         lease = access.db.write_option(last_update_time=job.lease)
         step_ref = access.step(job.session_id, job.step_id)
         if summary is None:
+            batch = access.db.batch()
+            batch.update(step_ref, {"summaryLease": firestore.DELETE_FIELD}, option=lease)
+            access.ledger.charge(batch, job.owner, tokens, time.time())
             try:
-                step_ref.update({"summaryLease": firestore.DELETE_FIELD}, option=lease)
+                batch.commit(retry=access.retry, timeout=access.timeout)
             except (gexc.FailedPrecondition, gexc.NotFound):
                 return
             except gexc.GoogleAPIError as exc:
@@ -133,6 +138,7 @@ class OutcomeStore:
         )
         path = access.db.field_path("outcomes", job.step_id)
         batch.update(access.session(job.session_id), {path: mirror})
+        access.ledger.charge(batch, job.owner, tokens, time.time())
         try:
             batch.commit(retry=access.retry, timeout=access.timeout)
         except (gexc.FailedPrecondition, gexc.NotFound):

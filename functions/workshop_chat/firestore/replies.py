@@ -6,18 +6,20 @@ process whose copy holds it unfinished reads it again (see `history_cache`)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
+from ..chat.budget import tokens_of
 from ..chat.ports import ReplyWrite, WriteOutcome
 from . import documents
 from .access import Claim, FirestoreAccess
 
 _OK, _NOT_FOUND, _FAILED_PRECONDITION = 0, 5, 9
-_MAX_BATCH = 500  # BatchWrite's limit
+_MAX_BATCH = 500 // 3  # BatchWrite's limit, with a final's two ledger increments
 
 
 class ReplyWriter:
@@ -38,6 +40,7 @@ class ReplyWriter:
         now = datetime.now(UTC)
         lease = now + timedelta(seconds=access.lease_seconds)
         batch = BulkWriteBatch(access.db)
+        charged: list[Claim] = []
         for write in writes:
             claim = _claim(write)
             fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
@@ -47,10 +50,17 @@ class ReplyWriter:
                 fields.update(documents.final_fields(write.ending))
             option = access.db.write_option(last_update_time=claim.update_time)
             batch.update(claim.ref, fields, option=option)
+            if write.ending is not None and not claim.charged:
+                # The reply's tokens ride in its final write; once that write has answered,
+                # a retry of it charges nothing more.
+                access.ledger.charge(batch, claim.uid, tokens_of(write.ending.usage), time.time())
+                charged.append(claim)
         try:
             response = batch.commit(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError:
             return [WriteOutcome.UNSTORED] * len(writes)
+        for claim in charged:
+            claim.charged = True
         results, statuses = list(response.write_results), list(response.status)
         outcomes = [self._outcome(w, results[i], statuses[i]) for i, w in enumerate(writes)]
         for write, outcome in zip(writes, outcomes, strict=True):

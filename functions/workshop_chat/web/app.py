@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -50,6 +51,8 @@ log = logging.getLogger("workshop_chat.web.app")
 _ROUTES = Map(
     [
         Rule("/healthz", endpoint="health"),
+        # The caller's own Gemini tokens today, against their daily quota.
+        Rule("/usage", endpoint="usage", methods=["GET"]),
         # One chat turn; `/api/chat` is where the predecessor's frontend posts.
         Rule("/", endpoint="chat", methods=["POST"]),
         Rule("/api/chat", endpoint="chat", methods=["POST"]),
@@ -96,6 +99,7 @@ class Api:
             "resume": self._resume,
             "stop": self._stop,
             "file": self._file,
+            "usage": self._usage,
         }
 
     def __call__(self, request: Request) -> Response:
@@ -189,6 +193,10 @@ class Api:
             return json_response(200, {"sessionId": session_id, "deletedDocuments": deleted})
         steps = self.sessions.overview(session_id, uid)
         return json_response(200, protocol.overview(session_id, steps))
+
+    def _usage(self, request: Request, uid: str) -> Response:
+        now = time.time()
+        return json_response(200, protocol.usage(self.sessions.usage(uid, now), now))
 
     def _stop(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
         stopped = self.sessions.stop(session_id, step_id, uid)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..chat.attachments import FILE_PART_ROOM, FileLimits
+from ..chat.budget import Spend, seconds_to_next_day
 from ..chat.domain import (
     Message,
     NewFile,
@@ -213,3 +214,19 @@ def overview(session_id: str, steps: list[StepSummary]) -> dict[str, Any]:
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def usage(spend: Spend, now: float) -> dict[str, Any]:
+    """`GET /usage`: the caller's own tokens today and their limit (null: none); of the
+    project, only whether it may still spend."""
+    limit = spend.user_limit or None
+    return {
+        "day": spend.day,
+        "usedTokens": spend.user,
+        "limitTokens": limit,
+        "remainingTokens": max(0, spend.user_limit - spend.user) if limit else None,
+        "resetsInSeconds": seconds_to_next_day(now),
+        "projectBudgetExhausted": bool(
+            spend.project_limit and spend.project >= spend.project_limit
+        ),
+    }

@@ -1,0 +1,129 @@
+"""Firestore: the daily token ledger (`chat/budget.py` says what it bounds).
+
+`budgets/<day>/users/<uid>` holds what one user spent that UTC day; the project's spend is
+spread over `budgets/<day>/shards/<n>` so that 50 turns a second never queue on one document
+(Firestore sustains about one write a second per document). A turn reads its user's document
+with the session head, in the same round trip; the project's total is one aggregation query
+per process every `refresh_seconds`, in the background, so a turn never waits for it. Charges
+are increments added to a write that happens anyway (a reply's final write, a summary's
+save): no round trip of their own. The project's budget may thus be overrun by what the
+instances spend in one refresh interval; a user's only by the replies they have in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from ..chat.budget import DAY_SECONDS, Spend, utc_day
+
+log = logging.getLogger("workshop_chat.firestore.ledger")
+
+SHARDS = 64  # > 50 turns a second at one write a second each
+
+
+class Ledger:
+    def __init__(
+        self,
+        db: firestore.Client,
+        user_limit: int,
+        project_limit: int,
+        refresh_seconds: float = 5.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.user_limit = user_limit
+        self.project_limit = project_limit
+        self.refresh_seconds = refresh_seconds
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._project: dict[str, int] = {}  # day -> total, as last summed
+        self._summed_at = -float("inf")
+        self._refreshing = False
+
+    @property
+    def on(self) -> bool:
+        return bool(self.user_limit or self.project_limit)
+
+    # Reads -------------------------------------------------------------------------------
+
+    def _day(self, day: str) -> Any:
+        return self.db.collection("budgets").document(day)
+
+    def user_ref(self, uid: str, now: float) -> Any:
+        return self._day(utc_day(now)).collection("users").document(uid)
+
+    def spend(self, uid: str, user_snap: Any, now: float) -> Spend:
+        """What the caller's document (read with the head) and the project's last total say."""
+        data = user_snap.to_dict() if user_snap is not None and user_snap.exists else None
+        day = utc_day(now)
+        return Spend(
+            day,
+            int((data or {}).get("tokens") or 0),
+            self.project_total(day),
+            self.user_limit,
+            self.project_limit,
+        )
+
+    def read(self, uid: str, now: float) -> Spend:
+        """The caller's spend on its own (the usage route)."""
+        try:
+            snap = self.user_ref(uid, now).get(timeout=self.timeout)
+        except gexc.GoogleAPIError:
+            snap = None
+        return self.spend(uid, snap, now)
+
+    def project_total(self, day: str) -> int:
+        """The project's spend as last summed; a sum is started in the background when it is
+        older than `refresh_seconds` (the first one is waited for)."""
+        with self._lock:
+            stale = time.monotonic() - self._summed_at >= self.refresh_seconds
+            first = day not in self._project
+            start = stale and not self._refreshing and bool(self.project_limit)
+            if start:
+                self._refreshing = True
+        if start and first:
+            self._refresh(day)
+        elif start:
+            threading.Thread(target=self._refresh, args=(day,), daemon=True).start()
+        with self._lock:
+            return self._project.get(day, 0)
+
+    def _refresh(self, day: str) -> None:
+        shards = self._day(day).collection("shards")
+        try:
+            (result,) = shards.sum("tokens").get(timeout=self.timeout)[0]
+            total = int(result.value or 0)
+        except (gexc.GoogleAPIError, IndexError, ValueError):
+            log.warning("project spend could not be summed; the last total stands")
+            with self._lock:
+                self._refreshing = False
+            return
+        with self._lock:
+            self._project = {day: total}
+            self._summed_at = time.monotonic()
+            self._refreshing = False
+
+    # Charges -----------------------------------------------------------------------------
+
+    def charge(self, batch: Any, uid: str, tokens: int, now: float) -> None:
+        """Add `tokens` to the user's and a random project shard's documents, in `batch`.
+        Each document says when it may be dropped (a TTL policy on `expireAt` cleans up)."""
+        if not self.on or tokens <= 0 or not uid:
+            return
+        day = utc_day(now)
+        expire = datetime.fromtimestamp(now, UTC) + timedelta(seconds=2 * DAY_SECONDS)
+        fields = {"tokens": firestore.Increment(tokens), "expireAt": expire}
+        batch.set(self.user_ref(uid, now), fields, merge=True)
+        shard = random.randrange(SHARDS)
+        batch.set(self._day(day).collection("shards").document(str(shard)), fields, merge=True)
+        with self._lock:  # this process's own spend shows at once
+            if day in self._project:
+                self._project[day] += tokens
