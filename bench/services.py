@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import ROOT, Service, free_port, start
+from stack import ROOT, Service, free_port, gunicorn_pids, rss_bytes, start
+
+__all__ = ["gunicorn_pids", "sample_tree", "start_predecessor"]
 
 PREDECESSOR = ROOT / "bench" / "predecessor"
 
@@ -51,23 +53,6 @@ def start_predecessor(
 # --- /proc: memory and CPU of a process tree ------------------------------------------------
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,14 +64,6 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * PAGE
-    except OSError:
-        return 0
 
 
 def threads(pid: int) -> int:
@@ -111,14 +88,3 @@ def sample_tree(pids: list[int]) -> Sample:
         sum(cpu_seconds(p) for p in pids),
         sum(threads(p) for p in pids),
     )
-
-
-def gunicorn_pids(service: Service, workers: int = 1, timeout: float = 10.0) -> list[int]:
-    """The functions-framework master and all its gunicorn workers (RSS and CPU sum them)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = children(service.pid)
-        if len(found) >= workers:
-            return [service.pid, *found]
-        time.sleep(0.05)
-    raise RuntimeError(f"{service.name}: {workers} gunicorn worker(s) did not appear")

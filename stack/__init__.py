@@ -540,3 +540,43 @@ def start_demo(
     command += ["--host", "127.0.0.1", "--port", str(port), "--strictPort"]
     full_env = {**os.environ, **(env or {})}
     return start("demo", command, url, url + "/", 60, log=log, env=full_env, cwd=DEMO)
+
+
+# --- Processes: what a service's tree holds (memory checks in tests and the benchmark) -----
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def gunicorn_pids(service: Service, workers: int = 1, timeout: float = 10.0) -> list[int]:
+    """The functions-framework master and all its gunicorn workers (RSS and CPU sum them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = children(service.pid)
+        if len(found) >= workers:
+            return [service.pid, *found]
+        time.sleep(0.05)
+    raise RuntimeError(f"{service.name}: {workers} gunicorn worker(s) did not appear")

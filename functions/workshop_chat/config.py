@@ -55,6 +55,10 @@ class Config:
     # Firestore documents are capped at 1 MiB; stop a reply well before that.
     max_reply_bytes: int = 900_000
     rate_limit_per_minute: int = 30
+    # Request bytes a process reads and decodes at once (web/admission.py): reading, parsing
+    # and decoding cost about three times a body, so 32 MiB keeps two workers of a 1 GiB
+    # instance within it whatever arrives. One user may hold one largest request at a time.
+    max_inflight_bytes: int = 32 * MIB
     # Gemini tokens (prompt, output, thinking; replies and the summaries they cause) a UTC
     # day: one user's, and the whole project's (0: no limit). About 100 long turns a user,
     # and a bill a small team can see coming.
@@ -135,6 +139,7 @@ _INTEGERS = {
     "max_reply_bytes": ("MAX_REPLY_BYTES", 1000, 1_000_000),
     "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
     "user_daily_tokens": ("USER_DAILY_TOKENS", 0, 10**12),
+    "max_inflight_bytes": ("MAX_INFLIGHT_BYTES", 1 * MIB, 1 << 30),
     "daily_tokens": ("DAILY_TOKENS", 0, 10**13),
     "retry_attempts": ("GEMINI_RETRY_ATTEMPTS", 1, 10),
     "max_concurrent_streams": ("THREADS", 1, 10_000),
@@ -240,6 +245,8 @@ def _check(config: Config, env: Mapping[str, str]) -> list[str]:
         problems.append("FILES_BUCKET must be a bucket name (lower case, no gs://)")
     if config.max_request_bytes_with_files > 32 * MIB:
         problems.append("MAX_REQUEST_BYTES and MAX_FILES_BYTES together exceed 32 MiB")
+    if config.max_inflight_bytes < config.max_request_bytes_with_files:
+        problems.append("MAX_INFLIGHT_BYTES must hold one request of the largest size")
     if config.file_limits.max_total_bytes > config.history_max_file_bytes:
         problems.append("HISTORY_MAX_FILE_BYTES must hold at least one message's files")
     if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -35,6 +35,7 @@ from ..chat.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    RateLimited,
     TooLarge,
     UnsupportedMedia,
 )
@@ -42,8 +43,9 @@ from ..chat.sessions import Sessions
 from ..chat.turns import Turns
 from ..config import Config
 from . import protocol, stream
+from .admission import Admission
 from .auth import AppCheck, Verifier
-from .errors import error_response, failure_error, internal_error, json_response
+from .errors import error_response, error_status, failure_error, internal_error, json_response
 from .logs import trace_from_headers
 
 log = logging.getLogger("workshop_chat.web.app")
@@ -92,6 +94,11 @@ class Api:
         self.sessions = sessions
         self.verifier = verifier
         self.app_check = app_check
+        self.admission = Admission(
+            config.max_inflight_bytes,
+            config.max_request_bytes_with_files,
+            config.rate_limit_per_minute,
+        )
         self._endpoints: dict[str, Callable[..., Response]] = {
             "chat": self._chat,
             "session": self._session,
@@ -105,6 +112,14 @@ class Api:
     def __call__(self, request: Request) -> Response:
         response = self._route(request)
         self._cors(request, response)
+        if not response.is_streamed:
+            # functions-framework reads whatever body is left after a response that is not
+            # streamed, into memory: a refused 16 MiB body would be read after all. Nothing
+            # reads it: gunicorn skips what is left in small pieces, or, for a refusal, the
+            # connection closes.
+            request._cached_data = b""
+            if response.status_code >= 400 and request.content_length != 0:
+                response.headers["Connection"] = "close"
         return response
 
     def _route(self, request: Request) -> Response:
@@ -147,6 +162,30 @@ class Api:
 
     def _chat(self, request: Request, uid: str) -> Response:
         cfg = self.config
+        most = cfg.max_request_bytes_with_files
+        # A body without a length may be as large as any: it is held at that.
+        size = min(request.content_length or most, most)
+        try:
+            with self.admission.admit(uid, size):
+                events = self._turn(request, uid)
+        except ChatError as error:
+            if error_status(error) < 500 and not isinstance(error, RateLimited):
+                self.admission.refused(uid)  # (a limit's own refusals are counted there)
+            raise
+        text_mode = request.args.get("protocol", "data") == "text"
+        head, rest = _first_text(events)
+        failed = head[-1] if head and isinstance(head[-1], Failed) else None
+        if failed is not None and not any(isinstance(e, _CONTENT) for e in head):
+            return error_response(failure_error(failed))
+        events = _chain(head, rest)
+        if text_mode:
+            return Response(stream.encode_text_stream(events), 200, stream.TEXT_STREAM_HEADERS)
+        return Response(stream.encode_ui_stream(events), 200, stream.UI_STREAM_HEADERS)
+
+    def _turn(self, request: Request, uid: str) -> Iterator[Event]:
+        """The body read, checked and decoded, and the turn claimed: all the work that holds
+        the request's bytes in memory."""
+        cfg = self.config
         body, size = self._json_body(request, cfg.max_request_bytes_with_files)
         # A request may be larger than a text-only one only by the file parts it carries.
         limit = cfg.max_request_bytes + protocol.file_part_bytes(body)
@@ -159,17 +198,9 @@ class Api:
             max_parts=cfg.max_parts,
             file_limits=cfg.file_limits,
         )
-        text_mode = request.args.get("protocol", "data") == "text"
+        del body
         trace = trace_from_headers(request.headers, cfg.project)
-        events = self.turns.run(turn, uid, trace)
-        head, rest = _first_text(events)
-        failed = head[-1] if head and isinstance(head[-1], Failed) else None
-        if failed is not None and not any(isinstance(e, _CONTENT) for e in head):
-            return error_response(failure_error(failed))
-        events = _chain(head, rest)
-        if text_mode:
-            return Response(stream.encode_text_stream(events), 200, stream.TEXT_STREAM_HEADERS)
-        return Response(stream.encode_ui_stream(events), 200, stream.UI_STREAM_HEADERS)
+        return self.turns.run(turn, uid, trace)
 
     def _file(
         self, request: Request, uid: str, session_id: str, step_id: str, message_id: str, n: int

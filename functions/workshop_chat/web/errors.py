@@ -75,10 +75,14 @@ def as_chat_error(error: ChatError | AdapterError) -> ChatError:
     return ADAPTER.get(type(error), ADAPTER[StoreUnavailable])
 
 
+def error_status(error: ChatError) -> int:
+    return STATUS.get(type(error), 400)
+
+
 def error_response(error: ChatError | AdapterError) -> Response:
     refusal = as_chat_error(error)
     headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-    status = STATUS.get(type(refusal), 400)
+    status = error_status(refusal)
     return json_response(status, error_body(refusal.code, refusal.message), headers)
 
 
