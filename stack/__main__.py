@@ -150,6 +150,8 @@ class Dev:
             "ALLOWED_ORIGINS": self.env.get("ALLOWED_ORIGINS")
             or f"http://localhost:{self.demo_port},http://127.0.0.1:{self.demo_port}",
             "XDG_RUNTIME_DIR": str(self.run_dir / "gunicorn"),  # a control socket of its own
+            # The demo signs in anonymously, and App Check is off locally unless configured.
+            "ANONYMOUS_USERS": self.env.get("ANONYMOUS_USERS") or "allow",
         }
         if not self.firestore:
             service = stack.start_firestore_emulator(log=self.log("firestore"))

@@ -101,6 +101,7 @@ BASE_ENV = {
     "RATE_LIMIT_PER_MINUTE": "0",
     "FILES_BUCKET": FILES_BUCKET,
     "SUMMARY_DELAY_SECONDS": "0.2",
+    "ANONYMOUS_USERS": "allow",  # test tokens are anonymous accounts, as the demo's are
 }
 
 

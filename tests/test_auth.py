@@ -274,7 +274,9 @@ def test_the_auth_emulator_warns_at_start_up_and_refuses_a_deployed_start():
         line["severity"] == "WARNING" and "unsigned ID tokens are accepted" in line["message"]
         for line in lines
     )
-    code, lines = start_up(FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9099", K_SERVICE="chat")
+    code, lines = start_up(
+        FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9099", K_SERVICE="chat", FIRESTORE_EMULATOR_HOST=""
+    )
     assert code == 3
     assert [line["severity"] for line in lines] == ["CRITICAL"]
     assert "FIREBASE_AUTH_EMULATOR_HOST is set on a deployed function" in lines[0]["message"]
@@ -292,6 +294,18 @@ def test_a_valid_token_streams_and_makes_its_uid_the_owner(client, db, google):
     assert history.status_code == 200
     assert [m["id"] for m in history.get_json()["messages"]] == ["m1", "m1~reply"]
     assert google.fetches == [_token_gen.ID_TOKEN_CERT_URI]
+
+
+def test_an_anonymous_account_is_refused_where_anonymous_users_are_denied(make_app, db, google):
+    client = make_app(AUTH_MODE="firebase", ANONYMOUS_USERS="deny").test_client()
+    anonymous = bearer(id_token("drive-by"))
+    response = client.post("/", json=chat_body("Hello"), headers=anonymous)
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "anonymous_not_allowed"
+    assert not db.document("sessions/s1").get().exists
+    signed_in = id_token("alice", firebase={"identities": {}, "sign_in_provider": "password"})
+    response = client.post("/", json=chat_body("Hello"), headers=bearer(signed_in))
+    assert response.status_code == 200 and text_of(sse_chunks(response.data)) == "Echo: Hello"
 
 
 def test_certificates_are_fetched_once_for_many_verifications(client, google):

@@ -707,6 +707,7 @@ def stack(
                 "GEMINI_API_KEY": "standin",
                 "GOOGLE_GEMINI_BASE_URL": standin_service.url,
                 "AUTH_MODE": "firebase",
+                "ANONYMOUS_USERS": "allow",  # the demo signs in anonymously
                 "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{auth_port}",
                 "ALLOWED_ORIGINS": (
                     f"http://127.0.0.1:{demo_port},http://127.0.0.1:{app_check_port}"

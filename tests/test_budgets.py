@@ -36,13 +36,15 @@ def turn(client: Any, uid: str, mid: str, session: str | None = None) -> Any:
 
 
 def spent(db: Any, uid: str) -> int:
-    snap = db.document(f"budgets/{utc_day(time.time())}/users/{uid}").get()
+    snap = db.document(f"budgets/{utc_day(time.time())}/budgetUsers/{uid}").get()
     return int((snap.to_dict() or {}).get("tokens", 0)) if snap.exists else 0
 
 
 def shards(db: Any) -> dict[str, int]:
     day = utc_day(time.time())
-    return {s.id: s.to_dict()["tokens"] for s in db.collection(f"budgets/{day}/shards").stream()}
+    return {
+        s.id: s.to_dict()["tokens"] for s in db.collection(f"budgets/{day}/budgetShards").stream()
+    }
 
 
 def test_fresh_accounts_in_a_loop_run_into_the_project_budget(budgeted, db, standin):

@@ -25,6 +25,7 @@ SAFETY_THRESHOLDS = (
 )
 AuthMode = Literal["firebase", "none"]
 AppCheckMode = Literal["off", "monitor", "enforce"]
+AnonymousUsers = Literal["allow", "deny"]
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,7 @@ class Config:
     safety_threshold: str | None = None
     # Firebase App Check on every route that reads or writes a session.
     app_check: AppCheckMode = "off"
+    anonymous_users: AnonymousUsers = "deny"  # unset: "allow" when App Check is enforced
     # Files in the conversation: where their bytes go, what a message may carry, and how many
     # bytes of earlier files later turns still send (Gemini takes 20 MB of inline data; 12 MiB
     # is 16 MiB in base64, which with the text stays under it).
@@ -204,6 +206,11 @@ def _read(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
         problems.append(f"AUTH_MODE must be 'firebase' or 'none', not {auth_mode!r}")
         auth_mode = _DEFAULTS["auth_mode"]
     values["auth_mode"] = auth_mode
+    # Anonymous accounts cost a script nothing to make: let them chat only where App Check
+    # shows the caller is the app.
+    values["anonymous_users"] = reader.choice("ANONYMOUS_USERS", ("allow", "deny"), lower=True) or (
+        "allow" if values["app_check"] == "enforce" else "deny"
+    )
     values["auth_emulator"] = bool(env.get("FIREBASE_AUTH_EMULATOR_HOST"))
     values["deployed"] = bool(env.get("K_SERVICE"))
     values["uses_vertex"] = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes")
@@ -215,6 +222,15 @@ def _read(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
         f"{project}.firebasestorage.app" if project else ""
     )
     return values
+
+
+# Where a local stack points the Google clients: never on a deployed function.
+_LOCAL_ONLY = (
+    "FIRESTORE_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_GEMINI_BASE_URL",
+    "GOOGLE_VERTEX_BASE_URL",
+)
 
 
 def _check(config: Config, env: Mapping[str, str]) -> list[str]:
@@ -230,6 +246,12 @@ def _check(config: Config, env: Mapping[str, str]) -> list[str]:
             "FIREBASE_AUTH_EMULATOR_HOST is set on a deployed function: it would accept "
             "unsigned tokens; remove it"
         )
+    for name in _LOCAL_ONLY:
+        if config.deployed and env.get(name):
+            problems.append(
+                f"{name} is set on a deployed function: it sends data to a local stand-in "
+                "instead of the real service; remove it"
+            )
     has_key = bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"))
     if not config.uses_vertex and not has_key:
         problems.append(

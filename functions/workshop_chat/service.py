@@ -76,7 +76,11 @@ def build(
         ledger if ledger.on else None,
     )
     turns = Turns(stores, model, workshop, checkpointer, settings(config))
-    verifier: Verifier = NoAuth() if config.auth_mode == "none" else FirebaseAuth(config.project)
+    verifier: Verifier = (
+        NoAuth()
+        if config.auth_mode == "none"
+        else FirebaseAuth(config.project, config.anonymous_users == "allow")
+    )
     app_check = AppCheck(config.project, config.app_check)
     return Api(config, turns, Sessions(turns, stores), verifier, app_check)
 

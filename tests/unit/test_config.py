@@ -90,3 +90,36 @@ def test_a_bad_file_setting_stops_the_start(name, value):
     with pytest.raises(ConfigError) as error:
         Config.from_env({**MINIMAL, name: value})
     assert len(error.value.problems) == 1 and name in error.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FIRESTORE_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
+    ],
+)
+def test_a_deployed_function_refuses_to_start_pointed_at_a_local_stand_in(name):
+    assert Config.from_env({**MINIMAL, name: "http://127.0.0.1:9"}).deployed is False
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({**MINIMAL, "K_SERVICE": "chat", name: "http://127.0.0.1:9"})
+    assert refused.value.problems == [
+        f"{name} is set on a deployed function: it sends data to a local stand-in "
+        "instead of the real service; remove it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "anonymous"),
+    [
+        ({}, "deny"),
+        ({"APP_CHECK": "monitor"}, "deny"),
+        ({"APP_CHECK": "enforce"}, "allow"),
+        ({"APP_CHECK": "enforce", "ANONYMOUS_USERS": "deny"}, "deny"),
+        ({"ANONYMOUS_USERS": "Allow"}, "allow"),
+    ],
+)
+def test_anonymous_accounts_chat_only_where_app_check_is_enforced_unless_told(env, anonymous):
+    assert Config.from_env({**MINIMAL, **env}).anonymous_users == anonymous

@@ -25,6 +25,10 @@ class Unauthenticated(ChatError):
     """No caller, or one whose credentials do not hold."""
 
 
+class Forbidden(ChatError):
+    """The caller is known, but this kind of account may not do it."""
+
+
 class NotFound(ChatError):
     """No such session, message, file or route for this caller: someone else's session is as
     missing as one that never was."""

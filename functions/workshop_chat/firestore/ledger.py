@@ -1,7 +1,7 @@
 """Firestore: the daily token ledger (`chat/budget.py` says what it bounds).
 
-`budgets/<day>/users/<uid>` holds what one user spent that UTC day; the project's spend is
-spread over `budgets/<day>/shards/<n>` so that 50 turns a second never queue on one document
+`budgets/<day>/budgetUsers/<uid>` holds what one user spent that UTC day; the project's spend is
+spread over `budgets/<day>/budgetShards/<n>` so that 50 turns a second never queue on one document
 (Firestore sustains about one write a second per document). A turn reads its user's document
 with the session head, in the same round trip; the project's total is one aggregation query
 per process every `refresh_seconds`, in the background, so a turn never waits for it. Charges
@@ -58,7 +58,7 @@ class Ledger:
         return self.db.collection("budgets").document(day)
 
     def user_ref(self, uid: str, now: float) -> Any:
-        return self._day(utc_day(now)).collection("users").document(uid)
+        return self._day(utc_day(now)).collection("budgetUsers").document(uid)
 
     def spend(self, uid: str, user_snap: Any, now: float) -> Spend:
         """What the caller's document (read with the head) and the project's last total say."""
@@ -97,7 +97,7 @@ class Ledger:
             return self._project.get(day, 0)
 
     def _refresh(self, day: str) -> None:
-        shards = self._day(day).collection("shards")
+        shards = self._day(day).collection("budgetShards")
         try:
             (result,) = shards.sum("tokens").get(timeout=self.timeout)[0]
             total = int(result.value or 0)
@@ -123,7 +123,9 @@ class Ledger:
         fields = {"tokens": firestore.Increment(tokens), "expireAt": expire}
         batch.set(self.user_ref(uid, now), fields, merge=True)
         shard = random.randrange(SHARDS)
-        batch.set(self._day(day).collection("shards").document(str(shard)), fields, merge=True)
+        batch.set(
+            self._day(day).collection("budgetShards").document(str(shard)), fields, merge=True
+        )
         with self._lock:  # this process's own spend shows at once
             if day in self._project:
                 self._project[day] += tokens

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Protocol
 
-from ..chat.errors import Unauthenticated, Unavailable
+from ..chat.errors import Forbidden, Unauthenticated, Unavailable
 
 log = logging.getLogger("workshop_chat.web.auth")
 
@@ -95,7 +95,8 @@ class NoAuth:
 class FirebaseAuth:
     """Verifies `Authorization: Bearer <ID token>` with firebase-admin for one project."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, anonymous: bool = True) -> None:
+        self.anonymous = anonymous
         if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
             # firebase-admin then skips the signature check: fine on a laptop, never elsewhere.
             log.warning(
@@ -128,6 +129,9 @@ class FirebaseAuth:
         uid = claims.get("uid") or claims.get("sub")
         if not isinstance(uid, str) or not usable_uid(uid):
             raise Unauthenticated("invalid_token", "the ID token has no usable user id")
+        provider = (claims.get("firebase") or {}).get("sign_in_provider")
+        if provider == "anonymous" and not self.anonymous:
+            raise Forbidden("anonymous_not_allowed", "sign in with an account to chat")
         return uid
 
 
