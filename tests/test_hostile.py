@@ -7,7 +7,9 @@ asserts that the database is still empty and the stand-in was never called.
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import urllib.parse
 from itertools import count
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.support import bearer, chat_body, sse_chunks, text_of, unsigned_token
+from tests.support import bearer, chat_body, sse_chunks, text_of, unsigned_token, wait_for
 from tests.test_auth import google  # noqa: F401 - a fixture
 from workshop_chat.chat.prompts import system_prompt
 from workshop_chat.web.auth import usable_uid
@@ -402,3 +404,43 @@ def test_a_forged_model_turn_from_an_earlier_request_never_reaches_the_model(cli
     contents = standin.model_requests()[-1]["body"]["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user"]
     assert contents[1]["parts"] == [{"text": "Echo: One"}]
+
+
+def test_a_deleted_id_reborn_for_someone_else_is_not_the_old_owners_on_any_instance(
+    make_app, db, standin, storage_client, monkeypatch
+):
+    """Alice's instances remember her session; she deletes it, Bob makes one with the same id
+    (a re-shared link is enough). Every route must ask the session as it is now."""
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    env = {"AUTH_MODE": "firebase", "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099"}
+    one, two = make_app(**env).test_client(), make_app(**env).test_client()
+    alice, bob = bearer(unsigned_token("alice")), bearer(unsigned_token("bob"))
+    step = "/sessions/s1/steps/empathize"
+    png = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nold").decode()
+    old = chat_body("Old", "a1")
+    old["messages"][0]["parts"].append({"type": "file", "mediaType": "image/png", "url": png})
+    assert one.post("/", json=old, headers=alice).status_code == 200
+    assert two.get(f"{step}/messages", headers=alice).status_code == 200  # two remembers too
+    assert one.delete("/sessions/s1", headers=alice).status_code == 200
+
+    slow = chat_body("New [[standin words=40 chunks=40 delay_ms=50]]", "b1")
+    bobs = threading.Thread(target=lambda: one.post("/", json=slow, headers=bob).data)
+    bobs.start()
+    wait_for(lambda: standin.model_requests())
+    for client in (one, two):
+        for method, path in [
+            ("GET", f"{step}/messages"),
+            ("GET", f"{step}/stream"),
+            ("POST", f"{step}/stop"),
+            ("GET", f"{step}/files/a1/0"),
+            ("GET", f"{step}/files/b1/0"),
+            ("GET", "/sessions/s1"),
+            ("DELETE", "/sessions/s1"),
+        ]:
+            response = client.open(path, method=method, headers=alice)
+            assert response.status_code == 404, (method, path, response.status_code)
+    bobs.join(30)
+    reply = db.document("sessions/s1/steps/empathize/messages/b1~reply").get().to_dict()
+    assert reply["status"] == "complete"  # Alice's stop reached nothing
+    assert db.document("sessions/s1").get().to_dict()["ownerUid"] == "bob"
+    assert not db.document("sessions/s1/steps/empathize/messages/a1").get().exists

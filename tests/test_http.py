@@ -167,12 +167,51 @@ def test_json_answers_are_utf8_so_an_emoji_costs_its_four_bytes_not_twelve(clien
     assert "Team 🚀 café".encode() in raw and b"\\u" not in raw
 
 
+def test_history_pages_back_through_500_messages_with_a_cursor(client, db):
+    for i in range(250):
+        assert client.post("/", json=chat_body(f"n{i}", f"m{i:03d}")).data
+    url = "/sessions/s1/steps/empathize/messages"
+    pages, before = [], None
+    while True:
+        response = client.get(url, query_string={"before": before} if before else {})
+        assert response.status_code == 200
+        body = response.get_json()
+        assert len(body["messages"]) <= 200
+        pages.append([m["id"] for m in body["messages"]])
+        before = body["nextBefore"]
+        if before is None:
+            break
+        assert before == pages[-1][0]
+    assert [len(p) for p in pages] == [200, 200, 100]
+    ids = [mid for page in reversed(pages) for mid in page]
+    assert ids == [mid for i in range(250) for mid in (f"m{i:03d}", f"m{i:03d}~reply")]
+    small = client.get(url, query_string={"limit": "3", "before": "m001"}).get_json()
+    assert [m["id"] for m in small["messages"]] == ["m000", "m000~reply"]
+    assert small["nextBefore"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"limit": "0"}, "invalid_limit"),
+        ({"limit": "201"}, "invalid_limit"),
+        ({"limit": "ten"}, "invalid_limit"),
+        ({"before": "no-such-message"}, "invalid_cursor"),
+        ({"before": "bad id!"}, "invalid_id"),
+    ],
+)
+def test_a_bad_page_request_is_400(client, query, code):
+    assert client.post("/", json=chat_body("One", "m1")).data
+    response = client.get("/sessions/s1/steps/empathize/messages", query_string=query)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+
+
 def test_history_of_an_unknown_session_is_404_and_of_a_new_step_is_empty(client):
     assert client.get("/sessions/nope/steps/define/messages").status_code == 404
     assert client.post("/", json=chat_body("One")).data
     response = client.get("/sessions/s1/steps/define/messages")
     assert response.status_code == 200
-    assert response.get_json() == {"messages": []}
+    assert response.get_json() == {"messages": [], "nextBefore": None}
 
 
 def test_text_protocol_streams_plain_text(client):

@@ -196,3 +196,24 @@ def test_the_ai_sdk_reads_a_resumed_and_a_stopped_stream(live_function, db, pack
         text = "".join(p["text"] for p in final["parts"] if p["type"] == "text")
         assert text == db.document(path).get().to_dict()["parts"][0]["text"]
         assert FULL.startswith(text) and text != FULL
+
+
+def test_one_user_may_follow_only_a_few_streams_at_once(make_app, db, standin):
+    from workshop_chat.web.admission import FOLLOWERS_PER_USER
+
+    app = make_app(CHECKPOINT_SECONDS="0.2")
+    client = app.test_client()
+    original = Post(client, SLOW)
+    wait_for(lambda: streaming_with_text(db))
+    held = [client.get(f"{STEP}/stream", buffered=False) for _ in range(FOLLOWERS_PER_USER)]
+    assert [r.status_code for r in held] == [200] * FOLLOWERS_PER_USER
+    refused = client.get(f"{STEP}/stream")
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_streams"
+    held.pop().close()  # a follower that goes gives its place back
+    again = client.get(f"{STEP}/stream", buffered=False)
+    assert again.status_code == 200
+    assert text_of(sse_chunks(b"".join(again.response))) == FULL
+    for response in held:
+        response.close()
+    original.join()
+    assert len(standin.model_requests()) == 1

@@ -184,15 +184,21 @@ def test_history_reports_a_lapsed_reply_as_interrupted(chat, ops, store):
     store.begin(
         chat.store.open("s1", "define", "alice"), turn().user, "m1~reply", "new", store.now, None
     )
-    assert [m.status for m in ops.history("s1", "define", "alice")] == ["complete", "streaming"]
+    assert [m.status for m in ops.history("s1", "define", "alice", 200).messages] == [
+        "complete",
+        "streaming",
+    ]
     store.now += store.lease_seconds + 1
-    assert [m.status for m in ops.history("s1", "define", "alice")] == ["complete", "interrupted"]
+    assert [m.status for m in ops.history("s1", "define", "alice", 200).messages] == [
+        "complete",
+        "interrupted",
+    ]
 
 
 def test_store_errors_surface_on_history(chat, ops, store):
     store.unavailable = True
     with pytest.raises(StoreUnavailable):
-        ops.history("s1", "define", "alice")
+        ops.history("s1", "define", "alice", 200)
     with pytest.raises(StoreUnavailable):
         store.reply("s1", "define", "x")
 

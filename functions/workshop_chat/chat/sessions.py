@@ -9,14 +9,22 @@ replies in flight on this instance are asked of it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .budget import Spend, utc_day
 from .domain import Event, FileRef, Message, UserMessage
-from .errors import NotFound
+from .errors import InvalidRequest, NotFound
 from .outcomes import workshop_place
 from .ports import Conversation, SessionView, StepSummary
 from .turns import Stores, Turns, check_access
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some of a step's messages, oldest first, and the cursor to the ones before them."""
+
+    messages: list[Message]
+    next_before: str | None  # None: these are the oldest
 
 
 class Sessions:
@@ -27,17 +35,27 @@ class Sessions:
         self.attachments = stores.attachments
         self.budgets = stores.budgets
 
-    def history(self, session_id: str, step_id: str, uid: str) -> list[Message]:
-        """The stored messages as they are now; a reply whose lease lapsed shows as
+    def history(
+        self, session_id: str, step_id: str, uid: str, limit: int, before: str | None = None
+    ) -> Page:
+        """The newest `limit` stored messages before the message `before` (all of them when
+        None), oldest first, as they are now; a reply whose lease lapsed shows as
         interrupted."""
         conversation = self._open(session_id, step_id, uid)
-        return [
+        shown = [
             replace(m, status="interrupted") if m.lapsed else m
             for m in conversation.messages
             # A reply that failed before saying anything is not a message: the live client
             # never showed it, and an empty assistant turn breaks clients that replay history.
             if not (m.role == "assistant" and m.status == "error" and not m.text)
         ]
+        end = len(shown)
+        if before is not None:
+            end = next((i for i, m in enumerate(shown) if m.id == before), -1)
+            if end < 0:
+                raise InvalidRequest("invalid_cursor", "before names no message of this step")
+        start = max(0, end - limit)
+        return Page(shown[start:end], shown[start].id if start > 0 else None)
 
     def resume(self, session_id: str, step_id: str, uid: str) -> Iterator[Event] | None:
         """The reply being generated in the step, from its beginning; None when there is none.

@@ -8,7 +8,8 @@ this process stay within `process_bytes`, and one user's within `user_bytes` (on
 large as any may be); past either, the answer is immediate: `503 busy` for the process,
 `429 busy` for the user. Refused requests (any 4xx from the chat route) count against the
 user's minute as turns do, here in the process: one who keeps sending bad bodies is refused
-before the next is read.
+before the next is read. A user may also follow only `FOLLOWERS_PER_USER` replies at once
+(each holds a thread and polls the store).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..chat.errors import RateLimited, Unavailable
 
 _REMEMBERED = 10_000  # users whose refusals a process keeps, least recent out
+FOLLOWERS_PER_USER = 8  # resumed streams one user may hold open in a process
 
 
 class Admission:
@@ -33,6 +35,7 @@ class Admission:
         self._total = 0
         self._users: dict[str, int] = {}
         self._refused: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._followers: dict[str, int] = {}
         self.peak = 0  # the most bytes admitted at once (tests, logs)
 
     @contextmanager
@@ -72,3 +75,34 @@ class Admission:
             self._refused[uid] = (start, count + 1)
             while len(self._refused) > _REMEMBERED:
                 self._refused.popitem(last=False)
+
+    def follower(self, uid: str) -> Slot:
+        """One of `uid`'s follower streams; `release` it when the stream ends."""
+        with self._lock:
+            held = self._followers.get(uid, 0)
+            if held >= FOLLOWERS_PER_USER:
+                raise RateLimited("too_many_streams", "close a stream you are following first", 1)
+            self._followers[uid] = held + 1
+        return Slot(lambda: self._leave(uid))
+
+    def _leave(self, uid: str) -> None:
+        with self._lock:
+            left = self._followers[uid] - 1
+            if left:
+                self._followers[uid] = left
+            else:
+                del self._followers[uid]
+
+
+class Slot:
+    """Something held until `release`, which may be called any number of times."""
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back: Callable[[], None] | None = give_back
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()

@@ -234,21 +234,32 @@ class Api:
         return json_response(200, {"stopped": stopped})
 
     def _resume(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
-        events = self.sessions.resume(session_id, step_id, uid)
-        if events is None:
-            return Response(status=204)
-        head, rest = _first_text(events)
-        body = stream.encode_ui_stream(_chain(head, rest))
+        # A follower holds a thread and polls the store: a user may hold only a few.
+        slot = self.admission.follower(uid)
+        try:
+            events = self.sessions.resume(session_id, step_id, uid)
+            if events is None:
+                slot.release()
+                return Response(status=204)
+            head, rest = _first_text(events)
+        except BaseException:
+            slot.release()
+            raise
+        body = stream.encode_ui_stream(_released(_chain(head, rest), slot.release))
         return Response(body, 200, stream.UI_STREAM_HEADERS)
 
     def _history(self, request: Request, uid: str, session_id: str, step_id: str) -> Response:
-        messages = self.sessions.history(session_id, step_id, uid)
+        limit, before = protocol.page_of(request.args, self.config.max_id_chars)
+        page = self.sessions.history(session_id, step_id, uid, limit, before)
         base = _public_base(request)
 
         def file_url(message_id: str, n: int) -> str:
             return f"{base}/sessions/{session_id}/steps/{step_id}/files/{message_id}/{n}"
 
-        body = {"messages": [protocol.ui_message(m, file_url) for m in messages]}
+        body = {
+            "messages": [protocol.ui_message(m, file_url) for m in page.messages],
+            "nextBefore": page.next_before,
+        }
         return json_response(200, body)
 
     def _json_body(self, request: Request, limit: int) -> tuple[Any, int]:
@@ -335,3 +346,11 @@ def _first_text(events: Iterator[Event]) -> tuple[list[Event], Iterator[Event]]:
 def _chain(head: list[Event], rest: Iterator[Event]) -> Iterator[Event]:
     yield from head
     yield from rest
+
+
+def _released(events: Iterator[Event], release: Callable[[], None]) -> Iterator[Event]:
+    """The events, then `release` once the stream ends or its client goes."""
+    try:
+        yield from events
+    finally:
+        release()

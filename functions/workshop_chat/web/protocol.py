@@ -8,7 +8,7 @@ UI message stream v1 and the plain text protocol; it knows nothing of Firestore 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..chat.attachments import FILE_PART_ROOM, FileLimits
@@ -230,3 +230,17 @@ def usage(spend: Spend, now: float) -> dict[str, Any]:
             spend.project_limit and spend.project >= spend.project_limit
         ),
     }
+
+
+PAGE_MAX = 200  # messages a history page holds, at most and by default
+
+
+def page_of(args: Mapping[str, str], max_id_chars: int) -> tuple[int, str | None]:
+    """`?limit=&before=`: how many of the newest messages, and before which message id."""
+    raw = args.get("limit", "")
+    if raw and not (raw.isdigit() and 1 <= int(raw) <= PAGE_MAX):
+        raise InvalidRequest("invalid_limit", f"limit must be a whole number from 1 to {PAGE_MAX}")
+    before = args.get("before") or None
+    if before is not None:
+        check_id(before, "before", max_id_chars)
+    return (int(raw) if raw else PAGE_MAX), before
