@@ -224,7 +224,12 @@ def test_the_auth_emulator_is_fine_when_not_deployed():
 def start_up(**env: str) -> tuple[int, list[dict[str, Any]]]:
     """Run service.build_from_env in a fresh interpreter; its stdout is JSON log lines."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCLOUD", "K_"))}
-    keep.pop("FIREBASE_AUTH_EMULATOR_HOST", None)
+    for local in (
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "FIRESTORE_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+    ):
+        keep.pop(local, None)
     full = {
         **keep,
         "PYTHONPATH": str(support.ROOT / "functions"),

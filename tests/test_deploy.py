@@ -4,6 +4,11 @@ The fakes are small Python scripts placed first on PATH. Each call appends one J
 the program, its argv, whether the Gemini key was in its environment, and for `secrets` and `curl`
 calls what arrived on stdin. Describe/auth/list calls answer from FAKE_* environment variables, so
 one test can play a fresh project and the next one a project where everything already exists.
+FAKE_FAIL makes every call whose command line contains it fail.
+
+Each test of the safe defaults is written as the attack or the mistake it stops: the function
+never goes out ahead of its rules, the build account never reaches users' files, and instances,
+daily tokens and App Check bound what a stranger with a script can spend.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ URL = "https://chat-abc123-ew.a.run.app"
 TOKEN = "ya29.FAKE-access-token-never-in-argv"
 FIREBASE_BUCKET = f"{PROJECT}.firebasestorage.app"
 LEGACY_BUCKET = f"{PROJECT}.appspot.com"
+SOURCES_CONDITION = (
+    'expression=resource.name.startsWith("projects/_/buckets/gcf-v2-sources-"),'
+    "title=gcf-sources-read-only"
+)
+RULES_CMD = (
+    f"firebase deploy --only firestore:rules,firestore:indexes,storage --project {PROJECT} "
+    "--config infra/firebase.json --non-interactive"
+)
 
 FAKE = r"""
 import json, os, sys
@@ -81,6 +94,8 @@ if args[:3] == ["auth", "print-access-token", "--quiet"]:
     answer(os.environ["FAKE_TOKEN"])
 if args[:2] == ["functions", "describe"]:
     answer(os.environ.get("FAKE_URL", ""))
+if args[:2] == ["projects", "get-iam-policy"]:
+    answer(os.environ.get("FAKE_BUILD_ROLES", ""))
 answer()
 """
 
@@ -219,8 +234,11 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert f["service-account"] == RUNTIME_SA
     assert f["build-service-account"] == f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}"
     assert f["min-instances"] == "0"
+    assert f["max-instances"] == "10"
     env = env_vars(argv)
     assert env["GOOGLE_CLOUD_PROJECT"] == PROJECT
+    assert env["USER_DAILY_TOKENS"] == "2000000" and env["DAILY_TOKENS"] == "20000000"
+    assert env["APP_CHECK"] == "enforce" and env["ANONYMOUS_USERS"] == "allow"
     assert env["GEMINI_MODEL"] == "gemini-2.5-flash"
     assert env["AUTH_MODE"] == "firebase"
     assert env["ALLOWED_ORIGINS"] == "https://app.example.com"
@@ -232,6 +250,10 @@ def assert_common_deploy(result: Result) -> list[str]:
     assert flags(update)["region"] == REGION and flags(update)["project"] == PROJECT
     order = [c["argv"][:2] for c in result.calls if c["prog"] == "gcloud"]
     assert order.index(["functions", "deploy"]) < order.index(["run", "services"])
+    # The rules are in place before the function exists.
+    progs = [c["prog"] + " " + " ".join(c["argv"][:2]) for c in result.calls]
+    assert progs.index("firebase deploy --only") < progs.index("gcloud functions deploy")
+    assert_least_privilege(result)
     # The IAM-level openness is stated, with the reason.
     assert "--allow-unauthenticated" in result.stdout
     assert "verifies Firebase ID tokens itself" in result.stdout
@@ -255,6 +277,28 @@ def assert_bucket_access(result: Result, bucket: str) -> None:
     assert env_vars(result.one("functions", "deploy"))["FILES_BUCKET"] == bucket
     assert not any(TOKEN in a for c in result.calls for a in c["argv"])
     assert TOKEN not in result.output
+
+
+def assert_least_privilege(result: Result) -> None:
+    """The build account gets build logs, images, and read access to the uploaded source only;
+    neither account holds an unconditioned storage role on the project."""
+    build = {
+        flags(a)["role"]: flags(a)["condition"]
+        for a in result.gcloud("projects", "add-iam-policy-binding")
+        if flags(a)["member"] == f"serviceAccount:{BUILD_SA}"
+    }
+    assert build == {
+        "roles/logging.logWriter": "None",
+        "roles/artifactregistry.writer": "None",
+        "roles/storage.objectViewer": SOURCES_CONDITION,
+    }
+    for argv in result.gcloud("projects", "add-iam-policy-binding"):
+        f = flags(argv)
+        if f["role"].startswith("roles/storage"):
+            assert f["member"] == f"serviceAccount:{BUILD_SA}", argv
+            assert f["role"] == "roles/storage.objectViewer" and f["condition"] != "None", argv
+    for argv in result.gcloud("storage", "buckets", "add-iam-policy-binding"):
+        assert flags(argv)["member"] != f"serviceAccount:{BUILD_SA}", argv
 
 
 def firebase_targets(result: Result) -> str:
@@ -514,6 +558,14 @@ def test_dry_run_prints_every_command_and_runs_none(
         "gcloud firestore databases describe",
         "gcloud firestore databases create",
         "gcloud firestore fields ttls update expireAt --collection-group=rateLimits --enable-ttl",
+        "gcloud firestore fields ttls update expireAt --collection-group=budgetUsers --enable-ttl",
+        "gcloud firestore fields ttls update expireAt --collection-group=budgetShards --enable-ttl",
+        "gcloud projects add-iam-policy-binding demo-x "
+        "--member=serviceAccount:chat-build@demo-x.iam.gserviceaccount.com "
+        "--role=roles/storage.objectViewer --condition='expression=",
+        "gcloud projects remove-iam-policy-binding demo-x "
+        "--member=serviceAccount:chat-build@demo-x.iam.gserviceaccount.com "
+        "--role=roles/storage.objectAdmin",
         "gcloud functions deploy chat --gen2 --region=europe-west1 --project=demo-x",
         "gcloud run services update chat --region=europe-west1 --project=demo-x "
         "--no-cpu-throttling",
@@ -539,6 +591,10 @@ def test_dry_run_prints_every_command_and_runs_none(
         assert any(line.startswith(start) for line in printed), f"not printed: {start}"
     deploy_line = next(line for line in printed if line.startswith("gcloud functions deploy"))
     assert "--allow-unauthenticated" in deploy_line and "--timeout=3600s" in deploy_line
+    assert "--max-instances=10" in deploy_line
+    # The rules come before the function in the dry run too, shown even without the CLI.
+    starts = [line.split(" --")[0] for line in printed]
+    assert starts.index("firebase deploy") < starts.index("gcloud functions deploy chat")
     assert KEY not in r.output
 
 
@@ -560,6 +616,8 @@ def test_dry_run_lines_are_shell_words(deploy: Callable[..., Result]) -> None:
         if line.startswith("+ gcloud firestore databases create")
     )
     assert "--database=(default)" in shlex.split(db_line[2:], comments=True)
+    grant_line = next(line for line in r.stdout.splitlines() if "storage.objectViewer" in line)
+    assert f"--condition={SOURCES_CONDITION}" in shlex.split(grant_line[2:], comments=True)
 
 
 @pytest.mark.parametrize(
@@ -603,6 +661,19 @@ def test_project_unset_in_dry_run(deploy: Callable[..., Result]) -> None:
         ("--cpu", "0.5"),
         ("--memory", "lots"),
         ("--min-instances", "-1"),
+        ("--max-instances", "0"),
+        ("--max-instances", "-1"),
+        ("--max-instances", "ten"),
+        ("--max-instances",),
+        ("--min-instances", "5", "--max-instances", "2"),
+        ("--user-daily-tokens", "-1"),
+        ("--user-daily-tokens", "2e6"),
+        ("--user-daily-tokens", "1000000000001"),
+        ("--daily-tokens", "lots"),
+        ("--daily-tokens", "10000000000001"),
+        ("--daily-tokens", ""),
+        ("--app-check", "maybe"),
+        ("--anonymous-users", "sometimes"),
         ("--bogus",),
         ("--vertex", "--set-gemini-key"),
         ("--project",),
@@ -619,22 +690,230 @@ def test_bad_options_fail_before_any_call(
     r = deploy(*args, **EXISTING)
     assert r.code != 0
     assert r.stderr.startswith("deploy.sh: error:"), r.stderr
+    assert bad[0] in r.stderr, "the error names the option"
+    if bad != ("--bogus",):
+        assert "unknown option" not in r.stderr, "every option here is a known one"
     assert r.calls == []
 
 
-def test_firebase_missing_explains_and_still_deploys(deploy: Callable[..., Result]) -> None:
-    r = deploy(*BASE, firebase=False, **EXISTING)
-    assert r.code == 0, r.output
-    assert r.gcloud("functions", "deploy")
-    assert "firebase CLI not found" in r.stderr
-    assert "firebase deploy --only firestore:rules,firestore:indexes" in r.stderr
+def assert_rules_fix_named(stderr: str, command: str = RULES_CMD) -> None:
+    for step in (
+        "npm install -g firebase-tools",
+        "firebase login",
+        f"firebase projects:addfirebase {PROJECT}",
+        "re-run ./deploy.sh",
+    ):
+        assert step in stderr, step
+    assert command in stderr, "the exact rules command is printed"
 
 
-def test_failed_rules_deploy_is_an_error(deploy: Callable[..., Result]) -> None:
+@pytest.mark.parametrize("bucket", ["firebase", "own"])
+def test_without_the_firebase_cli_nothing_is_deployed_and_the_fix_is_named(
+    deploy: Callable[..., Result], bucket: str
+) -> None:
+    """Someone without the Firebase CLI must not end up with a function ahead of its rules."""
+    args = (*BASE, "--files-bucket", "workshop-files-x") if bucket == "own" else BASE
+    r = deploy(*args, firebase=False, **EXISTING)
+    assert r.code != 0
+    assert not r.gcloud("functions", "deploy")
+    assert "firebase CLI not found" in r.stderr and "nothing was deployed" in r.stderr
+    command = RULES_CMD if bucket == "firebase" else RULES_CMD.replace(",storage", "")
+    assert_rules_fix_named(r.stderr, command)
+    # It stops at the preflight, before anything is created or granted.
+    changed = [
+        c for c in r.calls if c["argv"][:2] not in (["auth", "list"], ["config", "get-value"])
+    ]
+    assert changed == []
+
+
+def test_failed_rules_stop_before_the_function(deploy: Callable[..., Result]) -> None:
+    """A rules deploy that fails (not signed in, Firebase not added) leaves no function behind."""
     r = deploy(*BASE, FAKE_FAIL="firebase deploy", **EXISTING)
     assert r.code != 0
-    assert URL in r.stdout, "the URL is still printed"
-    assert "Firestore rules" in r.stderr
+    assert [c["prog"] for c in r.calls].count("firebase") == 1
+    assert not r.gcloud("functions", "deploy")
+    assert not r.gcloud("run", "services", "update")
+    assert "the function was not deployed" in r.stderr
+    assert_rules_fix_named(r.stderr)
+    assert URL not in r.stdout
+
+
+# --- least privilege ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["--set-gemini-key", "--vertex"])
+def test_the_build_account_cannot_read_or_change_users_files(
+    deploy: Callable[..., Result], variant: str
+) -> None:
+    """A compromised build (a malicious dependency runs at build time) must not reach the files
+    bucket: the build account only reads Cloud Functions' source buckets."""
+    r = deploy(*BASE, variant, GEMINI_API_KEY=KEY, **FRESH)
+    assert r.code == 0, r.output
+    assert_least_privilege(r)
+    roles = project_roles(r)
+    assert (f"serviceAccount:{BUILD_SA}", "roles/storage.objectAdmin") not in roles
+    runtime = [role for member, role in roles if member == f"serviceAccount:{RUNTIME_SA}"]
+    assert not [role for role in runtime if role.startswith("roles/storage")], runtime
+    # gcloud splits --condition on commas into expression, title and description.
+    (viewer,) = [
+        flags(a)["condition"]
+        for a in r.gcloud("projects", "add-iam-policy-binding")
+        if flags(a)["role"] == "roles/storage.objectViewer"
+    ]
+    assert viewer is not None
+    parsed = dict(item.split("=", 1) for item in viewer.split(","))
+    assert parsed == {
+        "expression": 'resource.name.startsWith("projects/_/buckets/gcf-v2-sources-")',
+        "title": "gcf-sources-read-only",
+    }
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_an_old_project_wide_object_admin_grant_is_taken_back(
+    deploy: Callable[..., Result], granted: bool
+) -> None:
+    """A project deployed by an earlier deploy.sh loses the build account's objectAdmin role."""
+    roles = ["roles/logging.logWriter", "roles/artifactregistry.writer"]
+    if granted:
+        roles.append("roles/storage.objectAdmin")
+    r = deploy(*BASE, FAKE_BUILD_ROLES="\n".join(roles), **EXISTING)
+    assert r.code == 0, r.output
+    query = r.one("projects", "get-iam-policy")
+    assert query[2] == PROJECT and flags(query)["filter"] == f"bindings.members:{BUILD_SA}"
+    removed = r.gcloud("projects", "remove-iam-policy-binding")
+    if not granted:
+        assert removed == []
+        return
+    (argv,) = removed
+    f = flags(argv)
+    assert argv[2] == PROJECT and f["member"] == f"serviceAccount:{BUILD_SA}"
+    assert (f["role"], f["condition"]) == ("roles/storage.objectAdmin", "None")
+    order = [c["argv"][:2] for c in r.calls if c["prog"] == "gcloud"]
+    assert order.index(["projects", "remove-iam-policy-binding"]) < order.index(
+        ["functions", "deploy"]
+    )
+
+
+def test_an_unreadable_iam_policy_warns_with_the_command_to_run(
+    deploy: Callable[..., Result],
+) -> None:
+    r = deploy(*BASE, FAKE_FAIL="projects get-iam-policy", **EXISTING)
+    assert r.code == 0, r.output
+    assert not r.gcloud("projects", "remove-iam-policy-binding")
+    assert "gcloud projects remove-iam-policy-binding demo-x" in r.stderr
+    assert "roles/storage.objectAdmin" in r.stderr
+
+
+# --- what a stranger with a script can spend --------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "expected"), [((), "10"), (("--max-instances", "3"), "3")])
+def test_max_instances_cap_a_flood(
+    deploy: Callable[..., Result], args: tuple[str, ...], expected: str
+) -> None:
+    """A flood of requests scales out to --max-instances at most, never to the quota."""
+    r = deploy(*BASE, *args, **EXISTING)
+    assert r.code == 0, r.output
+    assert flags(r.one("functions", "deploy"))["max-instances"] == expected
+
+
+def test_token_budgets_reach_the_function(deploy: Callable[..., Result]) -> None:
+    """One account, or many, cannot spend more Gemini tokens a day than the budgets allow."""
+    r = deploy(*BASE, "--user-daily-tokens", "50000", "--daily-tokens=900000", **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert (env["USER_DAILY_TOKENS"], env["DAILY_TOKENS"]) == ("50000", "900000")
+    assert "no limit" not in r.stderr
+
+
+@pytest.mark.parametrize("option", ["--user-daily-tokens", "--daily-tokens"])
+def test_a_zero_budget_is_no_limit_and_says_so(deploy: Callable[..., Result], option: str) -> None:
+    r = deploy(*BASE, option, "0", **EXISTING)
+    assert r.code == 0, r.output
+    name = option[2:].replace("-", "_").upper()
+    assert env_vars(r.one("functions", "deploy"))[name] == "0"
+    assert f"{option} 0 is no limit" in r.stderr
+
+
+def test_app_check_is_enforced_by_default(deploy: Callable[..., Result]) -> None:
+    """A script that is not the app gets no App Check token, so it is refused, anonymous or not."""
+    r = deploy(*BASE, **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert env["APP_CHECK"] == "enforce"
+    assert env["ANONYMOUS_USERS"] == "allow", "said explicitly, not left to the function"
+    assert "App Check is off" not in r.stderr
+    assert "X-Firebase-AppCheck" in r.stdout, "the example call carries the App Check header"
+
+
+def test_no_app_check_says_what_it_costs(deploy: Callable[..., Result]) -> None:
+    """Without App Check, free accounts can spend the budget: the operator is told, and
+    anonymous accounts, which a script makes at no cost, are refused."""
+    r = deploy(*BASE, "--no-app-check", **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert (env["APP_CHECK"], env["ANONYMOUS_USERS"]) == ("off", "deny")
+    assert "warning: App Check is off" in r.stderr
+    assert "can spend the daily token budget" in r.stderr
+    assert "only the budgets bound the bill" in r.stderr
+    assert "X-Firebase-AppCheck" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "app_check", "anonymous", "warning"),
+    [
+        (("--anonymous-users", "deny"), "enforce", "deny", None),
+        (("--no-app-check", "--anonymous-users", "allow"), "off", "allow", "App Check is off"),
+        (("--app-check", "off"), "off", "deny", "App Check is off"),
+        (("--app-check", "monitor"), "monitor", "deny", "App Check only monitors"),
+        (("--app-check=monitor", "--anonymous-users=allow"), "monitor", "allow", "only monitors"),
+        (("--app-check", "enforce"), "enforce", "allow", None),
+    ],
+)
+def test_app_check_and_anonymous_users_options(
+    deploy: Callable[..., Result],
+    args: tuple[str, ...],
+    app_check: str,
+    anonymous: str,
+    warning: str | None,
+) -> None:
+    r = deploy(*BASE, *args, **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert (env["APP_CHECK"], env["ANONYMOUS_USERS"]) == (app_check, anonymous)
+    if warning is None:
+        assert "App Check" not in r.stderr
+    else:
+        assert warning in r.stderr and "only the budgets bound the bill" in r.stderr
+    if anonymous == "allow" and app_check != "enforce":
+        assert "anonymous accounts are allowed" in r.stderr
+
+
+# --- Firestore clean-up ------------------------------------------------------------------------
+
+
+def test_ledger_documents_expire_like_rate_limit_counters(deploy: Callable[..., Result]) -> None:
+    """Budget documents (one per user and day, 64 shards a day) must not pile up forever."""
+    r = deploy(*BASE, **EXISTING)
+    assert r.code == 0, r.output
+    ttls = r.gcloud("firestore", "fields", "ttls", "update")
+    assert [flags(a)["collection-group"] for a in ttls] == [
+        "rateLimits",
+        "budgetUsers",
+        "budgetShards",
+    ]
+    for argv in ttls:
+        assert argv[4] == "expireAt" and "enable-ttl" in flags(argv)
+        assert flags(argv)["project"] == PROJECT
+
+
+@pytest.mark.parametrize("group", ["rateLimits", "budgetUsers", "budgetShards"])
+def test_a_failed_ttl_policy_only_warns(deploy: Callable[..., Result], group: str) -> None:
+    r = deploy(*BASE, FAKE_FAIL=f"--collection-group={group}", **EXISTING)
+    assert r.code == 0, r.output
+    assert f"could not set the TTL on {group}.expireAt" in r.stderr
+    assert len(r.gcloud("firestore", "fields", "ttls", "update")) == 3
+    assert r.gcloud("functions", "deploy")
 
 
 def test_a_failing_gcloud_step_stops_the_script(deploy: Callable[..., Result]) -> None:
@@ -656,10 +935,18 @@ def test_help(deploy: Callable[..., Result]) -> None:
         "--cpu",
         "--memory",
         "--min-instances",
+        "--max-instances",
+        "--user-daily-tokens",
+        "--daily-tokens",
+        "--app-check",
+        "--no-app-check",
+        "--anonymous-users",
         "--files-bucket",
         "--dry-run",
+        "npm install -g firebase-tools",
     ):
         assert word in r.stdout
+    assert "docs/benchmark.md" in r.stdout and "README" not in r.stdout
     assert r.calls == []
 
 
