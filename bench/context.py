@@ -108,6 +108,10 @@ class Run:
             "FIREBASE_AUTH_EMULATOR_HOST": "",
             "AUTH_MODE": "none",
             "RATE_LIMIT_PER_MINUTE": "0",
+            # One local user runs every turn: budgets stay on (their reads and charges are
+            # part of a turn), set beyond what a run spends.
+            "USER_DAILY_TOKENS": str(10**12),
+            "DAILY_TOKENS": str(10**13),
             "WORKERS": str(self.workers),
             "THREADS": str(threads),
             "LOG_LEVEL": "INFO",
