@@ -113,19 +113,22 @@ class Ledger:
 
     # Charges -----------------------------------------------------------------------------
 
-    def charge(self, batch: Any, uid: str, tokens: int, now: float) -> None:
-        """Add `tokens` to the user's and a random project shard's documents, in `batch`.
-        Each document says when it may be dropped (a TTL policy on `expireAt` cleans up)."""
-        if not self.on or tokens <= 0 or not uid:
+    def charge(self, batch: Any, spent: dict[str, int], now: float) -> None:
+        """Add each user's tokens to their document, and the sum to one random project shard,
+        in `batch`: one write a document, as a BatchWrite demands (one user's many replies
+        may end in the same batch). Each document says when it may be dropped (a TTL policy
+        on `expireAt` cleans up)."""
+        spent = {uid: n for uid, n in spent.items() if uid and n > 0}
+        if not self.on or not spent:
             return
         day = utc_day(now)
         expire = datetime.fromtimestamp(now, UTC) + timedelta(seconds=2 * DAY_SECONDS)
-        fields = {"tokens": firestore.Increment(tokens), "expireAt": expire}
-        batch.set(self.user_ref(uid, now), fields, merge=True)
-        shard = random.randrange(SHARDS)
-        batch.set(
-            self._day(day).collection("budgetShards").document(str(shard)), fields, merge=True
-        )
+        for uid, tokens in spent.items():
+            fields = {"tokens": firestore.Increment(tokens), "expireAt": expire}
+            batch.set(self.user_ref(uid, now), fields, merge=True)
+        total = sum(spent.values())
+        shard = self._day(day).collection("budgetShards").document(str(random.randrange(SHARDS)))
+        batch.set(shard, {"tokens": firestore.Increment(total), "expireAt": expire}, merge=True)
         with self._lock:  # this process's own spend shows at once
             if day in self._project:
-                self._project[day] += tokens
+                self._project[day] += total

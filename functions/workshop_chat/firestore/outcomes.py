@@ -108,7 +108,7 @@ class OutcomeStore:
         if summary is None:
             batch = access.db.batch()
             batch.update(step_ref, {"summaryLease": firestore.DELETE_FIELD}, option=lease)
-            access.ledger.charge(batch, job.owner, tokens, time.time())
+            access.ledger.charge(batch, {job.owner: tokens}, time.time())
             try:
                 batch.commit(retry=access.retry, timeout=access.timeout)
             except (gexc.FailedPrecondition, gexc.NotFound):
@@ -138,7 +138,7 @@ class OutcomeStore:
         )
         path = access.db.field_path("outcomes", job.step_id)
         batch.update(access.session(job.session_id), {path: mirror})
-        access.ledger.charge(batch, job.owner, tokens, time.time())
+        access.ledger.charge(batch, {job.owner: tokens}, time.time())
         try:
             batch.commit(retry=access.retry, timeout=access.timeout)
         except (gexc.FailedPrecondition, gexc.NotFound):

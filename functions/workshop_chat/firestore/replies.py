@@ -41,6 +41,7 @@ class ReplyWriter:
         lease = now + timedelta(seconds=access.lease_seconds)
         batch = BulkWriteBatch(access.db)
         charged: list[Claim] = []
+        spent: dict[str, int] = {}
         for write in writes:
             claim = _claim(write)
             fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
@@ -53,8 +54,9 @@ class ReplyWriter:
             if write.ending is not None and not claim.charged:
                 # The reply's tokens ride in its final write; once that write has answered,
                 # a retry of it charges nothing more.
-                access.ledger.charge(batch, claim.uid, tokens_of(write.ending.usage), time.time())
+                spent[claim.uid] = spent.get(claim.uid, 0) + tokens_of(write.ending.usage)
                 charged.append(claim)
+        access.ledger.charge(batch, spent, time.time())
         try:
             response = batch.commit(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError:
