@@ -157,10 +157,16 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True  # the id is in use, by someone else's group
     try:
-        entries = os.listdir("/proc")
+        found = list(_processes())
     except OSError:
         return True  # cannot tell zombies apart here
-    for entry in entries:
+    return any(int(group) == pgid and state != "Z" for _, (state, _, group, *_) in found)
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Each process's id and the fields of its /proc stat after "(comm)": state, ppid, pgrp,
+    ... (one that ends while being read is skipped)."""
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -168,11 +174,7 @@ def group_alive(pgid: int) -> bool:
                 stat = f.read()
         except OSError:
             continue
-        # After "(comm)": state, ppid, pgrp, ...
-        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
+        yield int(entry), stat[stat.rindex(")") + 2 :].split()
 
 
 def stop_group(pgid: int, grace: float = 10.0) -> None:
@@ -548,19 +550,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+    return [child for child, fields in _processes() if int(fields[1]) == pid]
 
 
 def rss_bytes(pid: int) -> int:
