@@ -19,6 +19,7 @@ FIGURES = Path(__file__).with_name("figures.md")
 # results key -> (headline rows, detailed section), in the report's order
 SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[list[str]]], Callable[..., str]]] = [
     ("production", report_production.headline, report_production.section),
+    ("memory", report_phases.memory_headline, report_phases.memory_section),
     ("load", report_phases.load_headline, report_phases.load_section),
     ("relay", report_phases.relay_headline, report_phases.relay_section),
     ("coldStart", report_phases.cold_headline, report_phases.cold_section),

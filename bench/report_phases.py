@@ -1,4 +1,4 @@
-"""The relay, load and cold-start phases in the report: headline rows and detailed tables."""
+"""The relay, memory, load and cold-start phases in the report: headline rows and tables."""
 
 from __future__ import annotations
 
@@ -270,4 +270,46 @@ def cold_section(r: dict[str, Any]) -> str:
         "functions/requirements.txt does not install it.\n\n"
         + table(["figure", "median", "all runs (ms)"], rows)
         + f"\n\nImport self time by package, {first_name} (ms, `-X importtime`): {top}"
+    )
+
+
+MEMORY_LIMIT = 512 * 2**20  # issue 21: the flood keeps an instance of two workers under it
+
+
+def memory_headline(r: dict[str, Any]) -> list[list[str]]:
+    m = r["memory"]
+    peak = max(x["peakRss"] for x in m["rounds"])
+    whole = all(x["victimWhole"] for x in m["rounds"])
+    return [
+        [
+            f"memory: {m['requests']} bodies of 14 MB at once from one account, peak RSS "
+            f"({m['workers']} workers); another user's reply whole",
+            f"{peak / 2**20:.0f} MiB; {'whole' if whole else 'NOT whole'}",
+            "not flooded",
+            "< 512 MiB; whole",
+            met(peak < MEMORY_LIMIT and whole),
+        ]
+    ]
+
+
+def memory_section(r: dict[str, Any]) -> str:
+    m = r["memory"]
+    rows = [
+        [
+            str(n),
+            f"{x['idleRss'] / 2**20:.0f}",
+            f"{x['peakRss'] / 2**20:.0f}",
+            ", ".join(f"{k}: {v}" for k, v in x["statuses"].items()),
+            f"{x['seconds']:.1f}",
+            "yes" if x["victimWhole"] else "no",
+        ]
+        for n, x in enumerate(m["rounds"], 1)
+    ]
+    return (
+        f"### Memory under a flood ({m['workers']} workers, THREADS 250, Firebase auth)\n"
+        f"One account sends {m['requests']} bodies of about 14 MB at once, each refused only "
+        "once read (stack/flood.py); another user's 40-chunk reply streams meanwhile. RSS is "
+        "the whole process tree (master and workers), sampled every 20 ms. Answer 0 = the "
+        "connection was closed while the body was sent.\n\n"
+        + table(["flood", "idle MiB", "peak MiB", "answers", "seconds", "other reply whole"], rows)
     )

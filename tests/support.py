@@ -4,7 +4,6 @@ writing `support.start_function`), a build of the demo page, and polling."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -30,6 +29,7 @@ from stack import (
     start_standin,
     start_storage_emulator,
 )
+from stack.tokens import bearer, unsigned_token
 from workshop_chat.chat import aio
 from workshop_chat.chat.ports import ModelItem
 from workshop_chat.cloud.gemini import Gemini
@@ -167,27 +167,3 @@ def collect(
 
     aio.run(read())
     return items
-
-
-def unsigned_token(uid: str = "alice", audience: str = PROJECT, **claims: Any) -> str:
-    """What the Firebase Auth emulator issues: `alg: none`, no signature."""
-
-    def segment(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    now = int(time.time())
-    payload = {
-        "iss": f"https://securetoken.google.com/{audience}",
-        "aud": audience,
-        "sub": uid,
-        "user_id": uid,
-        "auth_time": now,
-        "iat": now,
-        "exp": now + 3600,
-        **claims,
-    }
-    return f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(payload)}."
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
