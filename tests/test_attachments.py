@@ -459,6 +459,39 @@ def test_deleting_the_session_deletes_its_objects(client: Any, storage_client: A
     assert sorted(objects(storage_client)) == [obj("m1", 0, PNG, session="s2")]
 
 
+@pytest.mark.parametrize("mode", ["new", "edit"])
+def test_files_uploaded_while_another_instance_deletes_the_session_are_not_left_behind(
+    make_app: Callable[..., Flask], db: Any, storage_client: Any, monkeypatch: Any, mode: str
+) -> None:
+    """The race a delete cannot see: another instance's delete has marked the session and
+    deleted its objects when this turn's upload lands; its documents go after this turn's
+    claim. The claim finds the session going, and the turn takes its objects with it."""
+    here, other = make_app(), make_app().api  # type: ignore[attr-defined]
+    client = here.test_client()
+    assert client.post("/", json=with_files("one", "m1", attach(PNG))).data
+    attachments = here.api.turns.attachments  # type: ignore[attr-defined]
+    upload = attachments.upload
+
+    def upload_mid_delete(new: Any, named: Any) -> None:
+        # What the delete does before the documents go (chat/sessions.py `delete`).
+        store = other.sessions.sessions
+        assert store.mark_deleting(store.view("s1"), "s1")
+        other.sessions.attachments.forget_session("s1")
+        upload(new, named)
+
+    monkeypatch.setattr(attachments, "upload", upload_mid_delete)
+    body = (
+        with_files("two", "m2", attach(JPEG, "image/jpeg", "b.jpg"))
+        if mode == "new"
+        else {**with_files("ONE", "m1", attach(JPEG, "image/jpeg", "b.jpg")), "messageId": "m1"}
+    )
+    response = client.post("/", json=body)
+    other.sessions.sessions.delete_session("s1")  # the delete's last step
+    assert response.status_code == 404
+    assert objects(storage_client) == {}
+    assert all_docs(db) == []
+
+
 def test_a_delete_the_bucket_refused_is_finished_by_the_next_one(
     make_app: Callable[..., Flask], db: Any, storage_client: Any
 ) -> None:

@@ -454,10 +454,11 @@ def app_on(own_emulator, genai_client, **env):
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
     api = build(Config.from_env({**BASE_ENV, **env}), db=db, genai_client=genai_client)
     db.document("warm/up").set({})  # a cold emulator's first answers can take seconds
-    api.turns.store.access.timeout = 1.0
+    api.turns.store.access.timeout = api.turns.store.access.ledger.timeout = 1.0
     app = Flask("own")
     app.api = api
     app.add_url_rule("/", "root", lambda: api(request), methods=["POST"])
+    app.add_url_rule("/<path:rest>", "rest", lambda rest: api(request), methods=["GET"])
     return app.test_client(), db
 
 
@@ -468,6 +469,15 @@ def test_storage_down_gives_503_and_the_model_is_not_called(own_emulator, genai_
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "storage_unavailable"
     assert standin.requests() == []
+
+
+def test_usage_with_storage_down_is_503_not_nothing_spent(own_emulator, genai_client):
+    client, _ = app_on(own_emulator, genai_client, USER_DAILY_TOKENS="1000")
+    assert client.get("/usage").get_json()["usedTokens"] == 0
+    own_emulator.stop()
+    response = client.get("/usage")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "storage_unavailable"
 
 
 def test_a_failed_final_write_is_retried(own_emulator, genai_client, standin):

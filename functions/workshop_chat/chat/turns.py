@@ -121,16 +121,24 @@ class Turns:
     def run(self, turn: Turn, uid: str, trace: str | None = None) -> Iterator[Event]:
         """Claim or find the reply, then return its events. Raises before any event."""
         limit = self.settings.rate_limit_per_minute
-        for _ in range(4):
-            with self.store.session_lock(turn.session_id):
-                conversation = self.store.open(
-                    turn.session_id, turn.step_id, uid, limit, budget=True
-                )
-                check_access(conversation)
-                events = self._decide(turn, conversation, trace)
-            if events is not None:
-                return events
-            # Lost a race to a twin or to a newer turn: look again at what is stored.
+        uploaded: list[str] = []  # the objects this request wrote
+        try:
+            for _ in range(4):
+                with self.store.session_lock(turn.session_id):
+                    conversation = self.store.open(
+                        turn.session_id, turn.step_id, uid, limit, budget=True
+                    )
+                    check_access(conversation)
+                    events = self._decide(turn, conversation, trace, uploaded)
+                if events is not None:
+                    return events
+                # Lost a race to a twin or to a newer turn: look again at what is stored.
+        except NotFound:
+            # The session went (or was never the caller's) while the files were uploaded: a
+            # delete that listed its objects before they landed would leave them behind.
+            if uploaded:
+                self._attachments().forget((turn.session_id, turn.step_id), (), tuple(uploaded))
+            raise
         raise Unavailable("busy", "the conversation is busy; try again")
 
     def local(
@@ -169,7 +177,7 @@ class Turns:
     # Decisions -------------------------------------------------------------------------
 
     def _decide(
-        self, turn: Turn, conversation: Conversation, trace: str | None
+        self, turn: Turn, conversation: Conversation, trace: str | None, uploaded: list[str]
     ) -> Iterator[Event] | None:
         user = turn.user
         key = (turn.session_id, turn.step_id)
@@ -188,14 +196,16 @@ class Turns:
             return self._generate(key, conversation, user, "regenerate", trace)
         existing = conversation.get(user.id)
         if existing is None:
-            return self._generate(key, conversation, user, "new", trace, new=turn.new_files)
+            new = turn.new_files
+            return self._generate(key, conversation, user, "new", trace, None, new, uploaded)
         if existing.role != "user":
             raise Conflict("id_in_use", "that message id belongs to another message")
         same_files = [f.sha256 for f in existing.files] == [f.sha256 for f in turn.new_files]
         if existing.text != user.text or not same_files:
             if turn.target_id != user.id:
                 raise Conflict("id_in_use", "a different message with that id is stored")
-            return self._generate(key, conversation, user, "edit", trace, new=turn.new_files)
+            new = turn.new_files
+            return self._generate(key, conversation, user, "edit", trace, None, new, uploaded)
         # A re-send: the stored message, with the files it already names.
         user = UserMessage(existing.id, existing.text, existing.files)
         return self._resend(key, conversation, user, trace)
@@ -238,9 +248,11 @@ class Turns:
         trace: str | None,
         seen_reply: Message | None = None,
         new: tuple[NewFile, ...] = (),
+        uploaded: list[str] | None = None,
     ) -> Iterator[Event] | None:
         """Ask the model, then claim the reply beside its call; text flows once the claim
-        holds. `new`: the files the message brings, not stored yet."""
+        holds. `new`: the files the message brings, not stored yet; the objects written for
+        them are noted in `uploaded`."""
         reply_id = reply_id_for(user.id)
         slot = (*key, reply_id)
         if mode != "resume":
@@ -266,7 +278,7 @@ class Turns:
                 user = UserMessage(user.id, user.text, attachments.name(key, user.id, new))
                 upload_later = not attachments.model_reads_bucket
                 if not upload_later:
-                    attachments.upload(new, user.files)
+                    self._upload(new, user.files, uploaded)
             superseded = superseded_files(conversation, user) if mode == "edit" else ()
             asked = model_contents(conversation.messages, user, self.settings.history_max_chars)
             contents, files = asked
@@ -288,7 +300,7 @@ class Turns:
         )
         try:
             if upload_later:
-                self._attachments().upload(new, user.files)
+                self._upload(new, user.files, uploaded)
             # The claim goes once the model request has left: built in the loop thread, it
             # would otherwise share the interpreter with the claim's encoding. A model that
             # answers at once still waits for the claim before any text is relayed.
@@ -341,6 +353,13 @@ class Turns:
             if model_contents(conversation.messages, user, max_chars) != asked:
                 return None  # a turn landed first: this one is asked again, with it in context
         return None
+
+    def _upload(
+        self, new: tuple[NewFile, ...], named: tuple[FileRef, ...], uploaded: list[str] | None
+    ) -> None:
+        if uploaded is not None:  # before: an upload that fails half way has written some
+            uploaded.extend(f.path for f in named)
+        self._attachments().upload(new, named)
 
     def _attachments(self) -> Attachments:
         if self.attachments is None:

@@ -26,6 +26,7 @@ from ..chat.domain import Message
 from ..chat.errors import StoreUnavailable
 from . import documents
 from .copies import HistoryCache
+from .deadline import retry_within
 from .ledger import Ledger
 
 log = logging.getLogger("workshop_chat.firestore")
@@ -73,8 +74,7 @@ class FirestoreAccess:
 
     @property
     def retry(self) -> Retry:
-        """Retries of UNAVAILABLE and the like, all within one `timeout`."""
-        return Retry(initial=0.05, maximum=0.5, multiplier=2.0, timeout=self.timeout)
+        return retry_within(self.timeout)
 
     # Paths -------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from ..chat.budget import DAY_SECONDS, Spend, utc_day
+from ..chat.errors import StoreUnavailable
+from .deadline import retry_within
 
 log = logging.getLogger("workshop_chat.firestore.ledger")
 
@@ -73,11 +75,13 @@ class Ledger:
         )
 
     def read(self, uid: str, now: float) -> Spend:
-        """The caller's spend on its own (the usage route)."""
+        """The caller's spend on its own (the usage route). A store that does not answer is a
+        503, never "nothing spent"."""
         try:
-            snap = self.user_ref(uid, now).get(timeout=self.timeout)
-        except gexc.GoogleAPIError:
-            snap = None
+            ref = self.user_ref(uid, now)
+            snap = ref.get(retry=retry_within(self.timeout), timeout=self.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
         return self.spend(uid, snap, now)
 
     def project_total(self, day: str) -> int:
@@ -99,7 +103,9 @@ class Ledger:
     def _refresh(self, day: str) -> None:
         shards = self._day(day).collection("budgetShards")
         try:
-            (result,) = shards.sum("tokens").get(timeout=self.timeout)[0]
+            total_of = shards.sum("tokens")
+            summed = total_of.get(retry=retry_within(self.timeout), timeout=self.timeout)
+            (result,) = summed[0]
             total = int(result.value or 0)
         except (gexc.GoogleAPIError, IndexError, ValueError):
             log.warning("project spend could not be summed; the last total stands")
