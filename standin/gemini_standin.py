@@ -16,6 +16,11 @@ directive in the last user message, so that browser tests can trigger faults thr
 
 - shape: ``chunks=3``, ``words=N`` (append `` w1 .. wN``), ``finish=MAX_TOKENS`` (final reason)
 - timing: ``first_delay_ms``, ``delay_ms`` (between events), ``stall_ms`` (after the first event)
+- tools: ``tool=add_board_items`` (or another declared function) answers with one function
+  call whose arguments come from the message (``kind=``, ``item=`` for an id; ``kind=bad``
+  makes them invalid), ``rounds=N`` calls before the text; the text then lists the function
+  responses it got. A call handed back without its thought signature is refused, as Gemini 3
+  refuses it.
 - faults: ``status=429|500|503`` (+ ``retry_after=S``), ``cut_after=K`` (K events, then hang up),
   ``block=prompt|reply`` (safety), ``times=N`` (faults only for the first N such requests),
   ``whole_status=500`` (only non-streamed ``:generateContent`` calls fail)
@@ -63,10 +68,14 @@ INT_KNOBS: dict[str, tuple[int, int]] = {
     "retry_after": (0, 86_400),
     "times": (1, 1_000_000_000),
     "cut_after": (0, 1_000_000_000),
+    "rounds": (1, 50),  # with `tool`: function calls before the answer
 }
 TEXT_KNOBS: dict[str, re.Pattern[str]] = {
     "block": re.compile(r"prompt|reply"),
     "finish": re.compile(r"[A-Z][A-Z_]{0,39}"),
+    "tool": re.compile(r"[a-z_]{1,64}"),
+    "kind": re.compile(r"[a-z]{1,20}"),
+    "item": re.compile(r"[A-Za-z0-9_-]{1,64}"),
 }
 # With ``times=N`` only these stop after N requests; timing and shape knobs keep applying, so a
 # retried request still looks like the first one apart from the fault.
@@ -207,12 +216,13 @@ def text_of(content: dict[str, Any]) -> str:
     return "".join(part.get("text", "") for part in content["parts"] if isinstance(part, dict))
 
 
-NOTES = re.compile(r"<workshop-notes>.*?</workshop-notes>\s*", re.S)
+NOTES = re.compile(r"<workshop-(notes|board)>.*?</workshop-\1>\s*", re.S)
 
 
 def without_notes(text: str) -> str:
-    """The team's words without the workshop's notes block: context the function puts ahead
-    of a step's first turn, which the echo leaves out so that replies stay predictable."""
+    """The team's words without the workshop's notes and board blocks: context the function
+    puts ahead of a step's first turn, which the echo leaves out so that replies stay
+    predictable."""
     return NOTES.sub("", text)
 
 
@@ -247,6 +257,51 @@ def contents_problem(body: Any, vertex: bool = False) -> str | None:
     if inline > MAX_INLINE_BYTES:
         return f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes."
     return None
+
+
+def declared(body: dict[str, Any]) -> set[str]:
+    """The function names the request declares."""
+    names = set()
+    for tool in body.get("tools") or []:
+        found = tool.get("functionDeclarations", tool.get("function_declarations")) or []
+        names |= {f.get("name") for f in found if isinstance(f, dict)}
+    return names
+
+
+def function_responses(turn: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The function responses the turn's contents give back, in order."""
+    found = []
+    for content in turn:
+        for part in content.get("parts") or []:
+            response = part.get("functionResponse", part.get("function_response"))
+            if isinstance(response, dict):
+                found.append((str(response.get("name")), response.get("response")))
+    return found
+
+
+def unsigned_call(turn: list[dict[str, Any]]) -> str | None:
+    """Gemini 3 refuses a function call of the current turn handed back without its thought
+    signature; the stand-in does the same, so that a client that drops it is caught."""
+    for content in turn:
+        for part in content.get("parts") or []:
+            if "functionCall" in part and not part.get("thoughtSignature"):
+                return "Function call is missing a thought_signature in functionCall parts."
+    return None
+
+
+def function_call(name: str, text: str, knobs: Knobs, n: int) -> dict[str, Any]:
+    """One call with arguments made from the message: `kind=bad` makes them invalid."""
+    kind = str(knobs.get("kind", "insight"))
+    item = str(knobs.get("item", ""))
+    title = (text or "a finding")[:80]
+    if name == "add_board_items":
+        args: dict[str, Any] = {"items": [{"kind": kind, "title": title, "detail": text}]}
+    elif name == "update_board_item":
+        args = {"id": item, "title": title}
+    else:
+        args = {"id": item}
+    signature = base64.b64encode(f"standin-signature-{n}".encode()).decode()
+    return {"functionCall": {"name": name, "args": args}, "thoughtSignature": signature}
 
 
 class FileProblem(ValueError):
@@ -349,6 +404,8 @@ class Reply:
     # includeThoughts), grounding sources on the last chunk (the google_search tool).
     thoughts: bool = False
     grounding: bool = False
+    # A function call to make instead of text (the ``tool`` directive).
+    call: dict[str, Any] | None = None
 
     def _envelope(self, **fields: Any) -> dict[str, Any]:
         return {**fields, "modelVersion": self.model, "responseId": self.response_id}
@@ -374,6 +431,11 @@ class Reply:
         block = self.knobs.get("block")
         if block == "prompt":
             yield self._prompt_blocked()
+            return
+        if self.call is not None:
+            content = {"role": "model", "parts": [self.call]}
+            final = {"content": content, "finishReason": "STOP", "index": 0}
+            yield self._envelope(candidates=[final], usageMetadata=self._usage([]))
             return
         chunks = split_evenly(self.text, int(self.knobs.get("chunks", DEFAULT_CHUNKS)))
         if block == "reply":
@@ -506,12 +568,19 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         return gemini_error(400, problem)
 
     contents = body["contents"]
-    users = [c for c in contents if c.get("role", "user") in ("user", "")]
+    users = [
+        c for c in contents if c.get("role", "user") in ("user", "") and not function_responses([c])
+    ]
     try:
         text, directive = strip_directives(without_notes(text_of(users[-1])) if users else "")
     except KnobError as exc:
         return gemini_error(400, str(exc))
     knobs = effective_knobs(state, directive)
+    turn = contents[contents.index(users[-1]) + 1 :] if users else []
+    problem = unsigned_call(turn)
+    if problem:
+        return gemini_error(400, problem)
+    answered = function_responses(turn)
 
     if state.fail_queue:
         code, retry_after = state.fail_queue.popleft()
@@ -523,6 +592,8 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
         return gemini_error(code, message, None if retry_after is None else int(retry_after))
 
     filler = "".join(f" w{i}" for i in range(1, int(knobs.get("words", 0)) + 1))
+    if answered:
+        filler += " | " + "; ".join(f"{name} -> {json.dumps(r)}" for name, r in answered)
     state.replies += 1
     # Gemini reads proto JSON, which accepts lowerCamel and snake_case field names alike
     # (google-genai sends some of each).
@@ -541,6 +612,9 @@ async def handle_model(request: web.Request) -> web.StreamResponse:
             isinstance(t, dict) and ("googleSearch" in t or "google_search" in t) for t in tools
         ),
     )
+    name = str(knobs.get("tool", ""))
+    if name and name in declared(body) and len(answered) < int(knobs.get("rounds", 1)):
+        reply.call = function_call(name, text, knobs, state.replies)
     if route["method"] == "generateContent":
         outcome = step_record(text)
         if outcome is not None:

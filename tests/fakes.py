@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workshop_chat.chat import aio
+from workshop_chat.chat.board import MAX_BOARD_ITEMS, BoardError, BoardItem, Change
 from workshop_chat.chat.budget import Spend, tokens_of, utc_day
 from workshop_chat.chat.domain import Message, Mode, Outcome, Quota, UserMessage
-from workshop_chat.chat.errors import StoreUnavailable
+from workshop_chat.chat.errors import NotFound, StoreUnavailable
 from workshop_chat.chat.ports import ModelDone, ModelText, Moved, ReplyWrite, Role, WriteOutcome
 
 
@@ -33,6 +34,7 @@ class Conversation:
     spend: Spend | None = None
     role: Role | None = None
     deleting: bool = False
+    board_version: str = ""  # the memory store keeps no board of its own
 
     def get(self, message_id: str) -> Message | None:
         return next((m for m in self.messages if m.id == message_id), None)
@@ -184,7 +186,7 @@ class MemoryStore:
                 if conversation.quota is not None:
                     self.quotas[conversation.uid] = conversation.quota.after_turn(now)
                 created = seen_reply.created_at if seen_reply else step[user.id].created_at + 0.001
-                step[reply_id] = Message(
+                fresh = Message(
                     reply_id,
                     "assistant",
                     "",
@@ -194,6 +196,17 @@ class MemoryStore:
                     user.id,
                     generation=generation,
                 )
+                if mode == "continue" and seen_reply is not None:  # its content stays
+                    kept = step[reply_id]
+                    fresh = replace(
+                        fresh,
+                        text=kept.text,
+                        reasoning=kept.reasoning,
+                        sources=kept.sources,
+                        tools=kept.tools,
+                        steps=kept.steps,
+                    )
+                step[reply_id] = fresh
                 version = self._bump(key, reply_id)
                 return Claim(key, reply_id, version, created, generation, uid=conversation.uid)
         limit = conversation.quota.per_minute if conversation.quota else 0
@@ -249,8 +262,15 @@ class MemoryStore:
                         else WriteOutcome.UNSTORED
                     )
                     continue
-                if write.text is not None:
-                    stored = replace(stored, text=write.text)
+                if (c := write.content) is not None:
+                    stored = replace(
+                        stored,
+                        text=c.text,
+                        reasoning=c.reasoning,
+                        sources=c.sources,
+                        tools=c.tools,
+                        steps=c.steps,
+                    )
                 if write.ending is not None and not claim.charged:
                     claim.charged = True
                     self.charge(claim.uid, tokens_of(write.ending.usage))
@@ -287,6 +307,8 @@ class ScriptedModel:
 
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, str]]] = []
+        self.tools: list[tuple[Any, ...]] = []  # what each call declared
+        self.results: list[Any] = []  # the calls and results each call was given
         self.closed = 0
         self._closing = threading.Condition()
         self._queues: list[asyncio.Queue[Any]] = []
@@ -299,11 +321,16 @@ class ScriptedModel:
         thinking_budget: int | None = None,
         files: Any = None,
         on_sent: Any = None,
+        *,
+        tools: tuple[Any, ...] = (),
+        calls: Any = None,
     ) -> Any:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if on_sent is not None:
             on_sent()
-        self.calls.append(contents)
+        self.calls.append(list(contents))
+        self.tools.append(tools)
+        self.results.append(dict(calls or {}))
         self._queues.append(queue)
         self.started.release()
         try:
@@ -339,3 +366,52 @@ class ScriptedModel:
 
     def finish(self, reason: str = "stop", call: int = -1) -> None:
         self.send(ModelDone(reason, {"inputTokens": 1, "outputTokens": 2}, "scripted-1"), call=call)
+
+
+class MemoryBoard:
+    """The board in memory, with the store's rules: creates skip ids already there, the size
+    is bounded, a change bumps the version. `gate`, when set, is waited on before a write
+    lands (a test holds a tool round open with it)."""
+
+    def __init__(self) -> None:
+        self.items_by_session: dict[str, dict[str, BoardItem]] = {}
+        self.gate: threading.Event | None = None
+        self.writes = 0
+
+    def _wait(self) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(5), "the test never opened the gate"
+
+    def items(self, session_id: str, version: str | None = None) -> list[BoardItem]:
+        return list(self.items_by_session.get(session_id, {}).values())
+
+    def add(self, session_id: str, items: list[BoardItem]) -> None:
+        self._wait()
+        board = self.items_by_session.setdefault(session_id, {})
+        new = [item for item in items if item.id not in board]
+        if len(board) + len(new) > MAX_BOARD_ITEMS:
+            raise BoardError("board_full", "the board is full")
+        for item in new:
+            board[item.id] = item
+            self.writes += 1
+
+    def change(self, session_id: str, change: Change, by: str, now: float) -> BoardItem:
+        self._wait()
+        item = self.items_by_session.get(session_id, {}).get(change.item_id)
+        if item is None:
+            raise NotFound("item_not_found", "no board item with that id")
+        changed = replace(
+            item,
+            title=change.title if change.title is not None else item.title,
+            detail=change.detail if change.detail is not None else item.detail,
+            updated_at=now,
+            version=item.version + 1,
+        )
+        self.items_by_session[session_id][item.id] = changed
+        self.writes += 1
+        return changed
+
+    def remove(self, session_id: str, item_id: str) -> bool:
+        self._wait()
+        self.writes += 1
+        return self.items_by_session.get(session_id, {}).pop(item_id, None) is not None

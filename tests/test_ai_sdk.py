@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -64,3 +65,87 @@ def test_the_ai_sdk_sees_an_error_chunk_when_the_upstream_stream_is_cut(live_fun
     assert reply["status"] == "error"
     assert reply["parts"][0]["text"] == "Echo: Cut "[: len(reply["parts"][0]["text"])]
     assert reply["parts"][0]["text"]
+
+
+@pytest.mark.parametrize("package", ["ai", "ai-v5"])
+def test_the_ai_sdk_builds_tool_parts_and_they_are_what_the_history_returns(
+    live_function, db, standin, package
+):
+    text = "Pagers [[standin tool=add_board_items rounds=2]]"
+    user = {"id": "t1", "role": "user", "parts": [{"type": "text", "text": text}]}
+    states = read_with_ai_sdk(
+        package, live_function.url + "/", sessionId="s1", stepId="ideate", messages=[user]
+    )
+    assert states[-1] == {"done": True}
+    final = states[-2]
+    kinds = [p["type"] for p in final["parts"]]
+    assert kinds == [
+        "step-start",
+        "tool-add_board_items",
+        "step-start",
+        "tool-add_board_items",
+        "step-start",
+        "text",
+    ]
+    calls = [p for p in final["parts"] if p["type"] == "tool-add_board_items"]
+    assert [c["state"] for c in calls] == ["output-available", "output-available"]
+    ids = sorted(i for c in calls for i in c["output"]["ids"])
+    assert ids == sorted(d.id for d in db.collection("sessions/s1/board").stream())
+    # The history gives useChat the same message (the parts' keys the client left unset aside).
+    history = json.loads(
+        urllib.request.urlopen(live_function.url + "/sessions/s1/steps/ideate/messages").read()
+    )
+    stored = history["messages"][-1]
+    client_side = [
+        {k: v for k, v in p.items() if v is not None and (k, p["type"]) != ("state", "text")}
+        for p in final["parts"]
+    ]
+    assert client_side == stored["parts"]
+
+
+APPROVE = support.ROOT / "tests" / "js" / "approve.mjs"
+
+
+@pytest.mark.parametrize("approved", [True, False])
+def test_the_ai_sdk_chat_answers_an_approval_and_the_same_reply_carries_on(
+    live_function, db, standin, approved
+):
+    options = {"sessionId": "s1", "stepId": "ideate", "approved": approved, "reason": "why not"}
+    done = subprocess.run(
+        ["node", str(APPROVE), live_function.url + "/", json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=APPROVE.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    stages = {s["stage"]: s for s in map(json.loads, done.stdout.splitlines())}
+    assert stages["asked"]["status"] == "ready"
+    answered = stages["answered"]
+    assert answered["status"] == "ready", answered["error"]
+    reply = answered["messages"][-1]
+    assert [m["role"] for m in answered["messages"]] == ["user", "assistant"] * 2
+    call = next(p for p in reply["parts"] if p["type"] == "tool-remove_board_item")
+    left = [d.id for d in db.collection("sessions/s1/board").stream()]
+    if approved:
+        assert call["state"] == "output-available" and left == []
+        assert call["approval"]["approved"] is True
+    else:
+        assert call["state"] == "output-denied" and len(left) == 1
+        assert call["approval"] == {
+            "id": call["approval"]["id"],
+            "approved": False,
+            "reason": "why not",
+        }
+    texts = [p["text"] for p in reply["parts"] if p["type"] == "text"]
+    assert texts[-1].startswith("Echo: Drop it | remove_board_item -> ")
+    # What the chat holds is what the history gives back.
+    history = json.loads(
+        urllib.request.urlopen(live_function.url + "/sessions/s1/steps/ideate/messages").read()
+    )
+    stored = history["messages"][-1]
+    client_side = [
+        {k: v for k, v in p.items() if v is not None and (k, p["type"]) != ("state", "text")}
+        for p in reply["parts"]
+    ]
+    assert client_side == stored["parts"]

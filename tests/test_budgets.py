@@ -116,7 +116,7 @@ def test_usage_without_budgets_says_there_is_no_limit(make_app):
 def test_one_users_finals_in_one_batch_are_stored_and_charged_once_each(db):
     """A BatchWrite takes one write a document: many replies of one user ending together (a
     load, a team) must not fail their finals by charging the same ledger document twice."""
-    from workshop_chat.chat.domain import Ending, UserMessage
+    from workshop_chat.chat.domain import Content, Ending, UserMessage
     from workshop_chat.chat.ports import ReplyWrite, WriteOutcome
     from workshop_chat.firestore.access import FirestoreAccess
     from workshop_chat.firestore.conversations import FirestoreStore
@@ -132,7 +132,7 @@ def test_one_users_finals_in_one_batch_are_stored_and_charged_once_each(db):
             store.begin(seen, UserMessage(f"u{i}", "Hi"), f"u{i}~reply", "new", time.time(), None)
         )
     usage = {"totalTokens": 7}
-    writes = [ReplyWrite(c, "Echo", Ending("complete", "stop", usage)) for c in claims]
+    writes = [ReplyWrite(c, Content("Echo"), Ending("complete", "stop", usage)) for c in claims]
     assert writer.write_replies(writes) == [WriteOutcome.WROTE] * 5
     assert spent(db, "alice") == 35 and sum(shards(db).values()) == 35
     assert writer.write_replies(writes) == [WriteOutcome.WROTE] * 5  # a retry charges nothing

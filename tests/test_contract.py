@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import MemoryStore
-from workshop_chat.chat.domain import Ending, Message, UserMessage
+from workshop_chat.chat.domain import Content, Ending, Message, UserMessage
 from workshop_chat.chat.ports import Claim, Conversations, Moved, ReplyStore, ReplyWrite
 from workshop_chat.chat.ports import WriteOutcome as W
 
@@ -39,7 +39,7 @@ class Backend:
 
     def finish(self, claim: Claim, text: str = "Echo") -> W:
         (outcome,) = self.writer.write_replies(
-            [ReplyWrite(claim, text, Ending("complete", "stop"))]
+            [ReplyWrite(claim, Content(text), Ending("complete", "stop"))]
         )
         return outcome
 
@@ -134,13 +134,13 @@ def test_two_regenerates_from_the_same_state_claim_once(backend: Backend) -> Non
 
 def test_writes_of_a_generation_taken_over_are_lost(backend: Backend) -> None:
     claim = backend.new()
-    assert backend.writer.write_replies([ReplyWrite(claim, "partial")]) == [W.WROTE]
+    assert backend.writer.write_replies([ReplyWrite(claim, Content("partial"))]) == [W.WROTE]
     seen = backend.store.open("s1", STEP, "alice")
     newer = backend.store.begin(
         seen, UserMessage("u1", "Hi"), "u1~reply", "regenerate", 5.0, seen.get("u1~reply")
     )
     assert newer is not None and not isinstance(newer, Moved)
-    assert backend.writer.write_replies([ReplyWrite(claim, "more")]) == [W.LOST]
+    assert backend.writer.write_replies([ReplyWrite(claim, Content("more"))]) == [W.LOST]
     assert backend.finish(claim, "old") is W.LOST
     assert backend.finish(newer, "new") is W.WROTE
     assert backend.reply().text == "new"
@@ -155,7 +155,7 @@ def test_each_write_of_a_batch_holds_or_fails_alone(backend: Backend) -> None:
     )
     assert taken is not None
     outcomes = backend.writer.write_replies(
-        [ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)]
+        [ReplyWrite(c, Content(f"text {i}")) for i, c in enumerate(claims)]
     )
     assert outcomes == [W.WROTE, W.WROTE, W.WROTE, W.LOST]
     assert backend.reply("u2~reply").text == "text 2"
@@ -164,7 +164,7 @@ def test_each_write_of_a_batch_holds_or_fails_alone(backend: Backend) -> None:
 def test_a_stop_requested_elsewhere_reaches_the_next_checkpoint(backend: Backend) -> None:
     claim = backend.new()
     assert backend.other.request_stop("s1", STEP, "u1~reply") is True
-    assert backend.writer.write_replies([ReplyWrite(claim, "so far")]) == [W.STOP]
+    assert backend.writer.write_replies([ReplyWrite(claim, Content("so far"))]) == [W.STOP]
     assert backend.other.request_stop("s1", STEP, "nothing~reply") is False
 
 
@@ -182,7 +182,7 @@ def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(backend: Bac
     seen = backend.reply()
     taken = backend.other.begin(conversation, user, "u1~reply", "resume", 9.0, seen)
     assert taken is not None and not isinstance(taken, Moved)
-    assert backend.writer.write_replies([ReplyWrite(claim, "late")]) == [W.LOST]
+    assert backend.writer.write_replies([ReplyWrite(claim, Content("late"))]) == [W.LOST]
 
 
 def test_the_rate_limit_state_comes_with_the_look_and_the_claim_counts_it(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workshop_chat.chat.checkpoints import ReplyWrite
-from workshop_chat.chat.domain import Ending, Quota, UserMessage
+from workshop_chat.chat.domain import Content, Ending, Quota, UserMessage
 from workshop_chat.chat.ports import Moved, WriteOutcome
 from workshop_chat.firestore.access import FirestoreAccess
 from workshop_chat.firestore.conversations import FirestoreStore
@@ -34,7 +34,7 @@ def begin_new(
 
 
 def finish(store: FirestoreStore, claim, text: str = "Echo") -> str:
-    (outcome,) = write(store, [ReplyWrite(claim, text, Ending("complete", "stop"))])
+    (outcome,) = write(store, [ReplyWrite(claim, Content(text), Ending("complete", "stop"))])
     return outcome
 
 
@@ -153,14 +153,14 @@ def test_another_user_gets_no_role_and_nothing_of_the_step(store):
 
 def test_a_claim_taken_over_by_a_newer_generation_is_lost(store, db):
     claim = begin_new(store)
-    assert write(store, [ReplyWrite(claim, "partial")]) == [WROTE]
+    assert write(store, [ReplyWrite(claim, Content("partial"))]) == [WROTE]
     conversation = store.open("s1", "define", "alice")
     seen = conversation.get("u1~reply")
     newer = store.begin(
         conversation, UserMessage("u1", "Hi"), "u1~reply", "regenerate", NOW + 1, seen
     )
     assert newer is not None
-    assert write(store, [ReplyWrite(claim, "more")]) == [LOST]
+    assert write(store, [ReplyWrite(claim, Content("more"))]) == [LOST]
     assert finish(store, claim, "done") is LOST
     assert finish(store, newer, "new") is WROTE
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "new"}]
@@ -182,7 +182,7 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
     stale = claims[2]
     stale.update_time = claims[0].update_time  # as if another write had landed meanwhile
     db.document("sessions/s1/steps/define/messages/u2~reply").update({"generation": "other"})
-    outcomes = write(store, [ReplyWrite(c, f"text {i}") for i, c in enumerate(claims)])
+    outcomes = write(store, [ReplyWrite(c, Content(f"text {i}")) for i, c in enumerate(claims)])
     assert outcomes == [WROTE, WROTE, LOST, WROTE, WROTE]
     texts = [
         db.document(f"sessions/s1/steps/define/messages/u{i}~reply").get().to_dict()["parts"]
@@ -194,7 +194,7 @@ def test_many_replies_checkpoint_in_one_batch_each_with_its_own_precondition(sto
 def test_a_lease_renewal_writes_no_text_and_a_lapsed_lease_reads_as_lapsed(db):
     store = FirestoreStore(FirestoreAccess(db, lease_seconds=1.0))
     claim = begin_new(store)
-    assert write(store, [ReplyWrite(claim, "some")]) == [WROTE]
+    assert write(store, [ReplyWrite(claim, Content("some"))]) == [WROTE]
     assert write(store, [ReplyWrite(claim, None)]) == [WROTE]
     assert db.document(REPLY).get().to_dict()["parts"] == [{"type": "text", "text": "some"}]
     assert not store.reply("s1", "define", "u1~reply").lapsed
@@ -245,9 +245,9 @@ def test_a_retried_write_that_had_landed_is_not_mistaken_for_a_takeover(store, d
     our own write. The generation tells that apart from a takeover."""
     claim = begin_new(store)
     stale = claim.update_time
-    assert write(store, [ReplyWrite(claim, "partial")]) == [WROTE]
+    assert write(store, [ReplyWrite(claim, Content("partial"))]) == [WROTE]
     claim.update_time = stale
-    assert write(store, [ReplyWrite(claim, "more")]) == [UNSTORED]  # ours: try again
+    assert write(store, [ReplyWrite(claim, Content("more"))]) == [UNSTORED]  # ours: try again
     assert finish(store, claim, "done") is WROTE
     reply = db.document(REPLY).get().to_dict()
     assert (reply["parts"], reply["status"]) == ([{"type": "text", "text": "done"}], "complete")

@@ -93,7 +93,8 @@ def test_grounding_and_safety_reach_the_request(make_app, standin):
 def test_without_the_settings_the_request_carries_none_of_them(client, standin):
     assert client.post("/", json=chat_body("Hi")).data
     body = standin.model_requests()[-1]["body"]
-    assert "tools" not in body and "safetySettings" not in body
+    assert [list(tool) for tool in body["tools"]] == [["functionDeclarations"]]  # the board's
+    assert "safetySettings" not in body
     assert "thinkingConfig" not in body.get("generationConfig", {})
 
 

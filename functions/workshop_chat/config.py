@@ -55,6 +55,8 @@ class Config:
     history_max_chars: int = 200_000
     # Firestore documents are capped at 1 MiB; stop a reply well before that.
     max_reply_bytes: int = 900_000
+    # Model rounds of board tool calls in one reply (0: no board tools).
+    max_tool_rounds: int = 4
     rate_limit_per_minute: int = 30
     # Request bytes a process reads and decodes at once (web/admission.py): reading, parsing
     # and decoding cost about three times a body, so 32 MiB keeps two workers of a 1 GiB
@@ -139,6 +141,7 @@ _INTEGERS = {
     "max_parts": ("MAX_PARTS", 1, 1000),
     "history_max_chars": ("HISTORY_MAX_CHARS", 1000, 4_000_000),
     "max_reply_bytes": ("MAX_REPLY_BYTES", 1000, 1_000_000),
+    "max_tool_rounds": ("MAX_TOOL_ROUNDS", 0, 10),
     "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
     "user_daily_tokens": ("USER_DAILY_TOKENS", 0, 10**12),
     "max_inflight_bytes": ("MAX_INFLIGHT_BYTES", 1 * MIB, 1 << 30),

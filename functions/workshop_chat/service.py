@@ -34,6 +34,7 @@ def build(
 ) -> Api:
     from .cloud.gemini import Gemini, Generation, Retries, make_client
     from .firestore.access import FirestoreAccess
+    from .firestore.board import BoardStore
     from .firestore.conversations import FirestoreStore
     from .firestore.ledger import Ledger
     from .firestore.outcomes import OutcomeStore
@@ -74,6 +75,7 @@ def build(
         SessionStore(access),
         _attachments(config, storage_client),
         ledger if ledger.on else None,
+        BoardStore(access) if config.max_tool_rounds else None,
     )
     turns = Turns(stores, model, workshop, checkpointer, settings(config))
     verifier: Verifier = (
@@ -92,7 +94,12 @@ def settings(config: Config) -> Settings:
         rate_limit_per_minute=config.rate_limit_per_minute,
         keepalive_seconds=config.keepalive_seconds,
         follow_seconds=config.checkpoint_seconds,
-        limits=Limits(config.stall_seconds, config.reply_timeout_seconds, config.max_reply_bytes),
+        limits=Limits(
+            config.stall_seconds,
+            config.reply_timeout_seconds,
+            config.max_reply_bytes,
+            config.max_tool_rounds,
+        ),
     )
 
 

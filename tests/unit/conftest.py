@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import MemoryStore, ScriptedModel
+from tests.fakes import MemoryBoard, MemoryStore, ScriptedModel
 from tests.unit.support import DEFAULTS
 from workshop_chat.chat.checkpoints import Cadence, Checkpointer
 from workshop_chat.chat.outcomes import Workshop
@@ -30,7 +30,12 @@ def model() -> ScriptedModel:
 
 
 @pytest.fixture
-def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Turns]:
+def board() -> MemoryBoard:
+    return MemoryBoard()
+
+
+@pytest.fixture
+def make_chat(store: MemoryStore, model: ScriptedModel, board: MemoryBoard) -> Callable[..., Turns]:
     def make(limits: Limits | None = None, **overrides: Any) -> Turns:
         # Checkpoints and lease renewals happen when a test flushes, never on their own.
         checkpointer = Checkpointer(store, Cadence(3600.0, 36_000.0, final_attempts=3))
@@ -39,7 +44,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel) -> Callable[..., Turns]:
         if limits is not None:
             settings = replace(settings, limits=limits)
         return Turns(
-            Stores(store, store),  # one fake: conversations and (unused) sessions
+            Stores(store, store, board=board),  # one fake: conversations and sessions
             model,
             Workshop(lambda step: f"prompt for {step}"),
             checkpointer,

@@ -21,6 +21,7 @@ def limits(**changes: Any) -> Limits:
         "stall_seconds": DEFAULTS.stall_seconds,
         "reply_timeout_seconds": DEFAULTS.reply_timeout_seconds,
         "max_reply_bytes": DEFAULTS.max_reply_bytes,
+        "max_tool_rounds": DEFAULTS.max_tool_rounds,
     }
     return Limits(**{**values, **changes})
 

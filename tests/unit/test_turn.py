@@ -9,6 +9,7 @@ import pytest
 from tests.unit.support import Listener, ends, texts, turn
 from workshop_chat.chat.domain import (
     REPLACED_TEXT,
+    Content,
     Failed,
     Finished,
     KeepAlive,
@@ -154,8 +155,8 @@ def test_a_follower_relays_another_instances_reply_once_it_is_seen_moving(chat, 
     from workshop_chat.chat.ports import ReplyWrite
 
     follower = Listener(chat, turn())
-    assert store.write_replies([ReplyWrite(other, "Hel")]) == [WriteOutcome.WROTE]
-    final = ReplyWrite(other, "Hello", Ending("complete", "stop"))
+    assert store.write_replies([ReplyWrite(other, Content("Hel"))]) == [WriteOutcome.WROTE]
+    final = ReplyWrite(other, Content("Hello"), Ending("complete", "stop"))
     assert store.write_replies([final]) == [WriteOutcome.WROTE]
     events = [e for e in follower.join() if not isinstance(e, KeepAlive)]
     assert texts(events) == "Hello"

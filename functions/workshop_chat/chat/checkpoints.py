@@ -140,8 +140,7 @@ class Checkpointer:
         assert reply.claim is not None  # only claimed replies are tracked or finished here
         if renewal:
             return ReplyWrite(reply.claim, None)
-        text, reasoning, sources = reply.content()
-        return ReplyWrite(reply.claim, text, ending, reasoning, sources)
+        return ReplyWrite(reply.claim, reply.content(), ending)
 
     def _due(self, live: list[_Live], now: float, everything: bool) -> list[_Due]:
         due: list[_Due] = []

@@ -3,39 +3,66 @@ history budget, then the new message. Its system instruction is `outcomes.Worksh
 
 from __future__ import annotations
 
-from .domain import FileRef, Message, UserMessage
+from .domain import FileRef, Message, ToolCall, UserMessage
 
 Contents = list[tuple[str, str]]  # (role, text): "user" or "model"
 ContentFiles = list[tuple[FileRef, ...]]  # the files of each of `Contents`
+# The function calls a model content made, or the results a user content gives, by index.
+ContentCalls = dict[int, tuple[ToolCall, ...]]
+_Item = tuple[str, str, tuple[FileRef, ...], tuple[ToolCall, ...]]
+_ANSWERED = ("output-available", "output-error", "output-denied")
 
 
 def model_contents(
     messages: list[Message], user: UserMessage, max_chars: int
-) -> tuple[Contents, ContentFiles]:
-    """Stored history before the user message, newest kept within `max_chars`; and the files
-    of each of those contents."""
-    history: list[tuple[str, str, tuple[FileRef, ...]]] = []
+) -> tuple[Contents, ContentFiles, ContentCalls]:
+    """Stored history before the user message, newest kept within `max_chars` (a reply's
+    tool calls and results count with their JSON); the files of each of those contents; and
+    the calls each made or answered."""
+    history: list[list[_Item]] = []
     for message in messages:
         if message.id == user.id:
             break
         if message.role == "user" and (message.text.strip() or message.files):
-            history.append(("user", message.text, message.files))
+            history.append([("user", message.text, message.files, ())])
         elif (
             message.role == "assistant"
-            and message.text.strip()
+            and (message.text.strip() or message.tools)
             and message.status in ("complete", "streaming", "stopped")
             and message.finish_reason != "content-filter"
         ):
-            history.append(("model", message.text, ()))
+            history.append(reply_contents(message))
     budget = max_chars - len(user.text)
-    kept: list[tuple[str, str, tuple[FileRef, ...]]] = []
-    for item in reversed(history):
-        budget -= len(item[1])
+    kept: list[_Item] = []
+    for items in reversed(history):
+        budget -= sum(len(text) + _weight(calls) for _, text, _, calls in items)
         if budget < 0:
             break
-        kept.append(item)
-    kept.reverse()
+        kept[:0] = items
     while kept and kept[0][0] != "user":
         kept.pop(0)
-    kept.append(("user", user.text, user.files))
-    return [(role, text) for role, text, _ in kept], [files for _, _, files in kept]
+    kept.append(("user", user.text, user.files, ()))
+    calls = {i: item[3] for i, item in enumerate(kept) if item[3]}
+    return [(role, text) for role, text, _, _ in kept], [item[2] for item in kept], calls
+
+
+def reply_contents(message: Message) -> list[_Item]:
+    """A reply as Gemini made it: each round's words with its calls, then their results as a
+    user content; the last round's words. Calls that never got a result are left out: the
+    model cannot be shown a call without its answer (nor an empty content)."""
+    answered = [c for c in message.tools if c.state in _ANSWERED]
+    items: list[_Item] = []
+    said = 0
+    for n in sorted({c.round for c in answered}):
+        calls = tuple(c for c in answered if c.round == n)
+        end = message.steps[n] if n < len(message.steps) else max(c.at for c in calls)
+        items.append(("model", message.text[said:end], (), calls))
+        items.append(("user", "", (), calls))
+        said = end
+    if message.text[said:].strip():
+        items.append(("model", message.text[said:], (), ()))
+    return items
+
+
+def _weight(calls: tuple[ToolCall, ...]) -> int:
+    return sum(len(repr(c.input)) + len(repr(c.output)) + len(c.error_text or "") for c in calls)

@@ -22,9 +22,14 @@ FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error"
 # Why a reply failed: what the HTTP edge answers when it failed before any text.
 Cause = Literal["model_error", "model_unavailable", "storage", "replaced"]
 Trigger = Literal["submit-message", "regenerate-message"]
+# Where a tool call stands, in the AI SDK's names for a tool part's state.
+ToolState = Literal[
+    "input-available", "output-available", "output-error", "approval-requested", "output-denied"
+]
 # How a turn claims its reply: both new, the user message edited, the reply generated again,
-# or a reply that is missing, failed or lapsed answered again.
-Mode = Literal["new", "edit", "regenerate", "resume"]
+# or a reply that is missing, failed or lapsed answered again; or a reply that waited for the
+# team's approval carried on.
+Mode = Literal["new", "edit", "regenerate", "resume", "continue"]
 
 # --- Values -------------------------------------------------------------------------------
 
@@ -55,10 +60,51 @@ class NewFile:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call of a reply, as the model made it and as it came out.
+
+    `at` is the length of the reply's text when the call came, `round` the model round that
+    made it: together they place the call among the reply's text and steps.
+    """
+
+    call_id: str
+    name: str
+    input: Any
+    round: int
+    at: int
+    state: ToolState = "input-available"
+    output: Any = None
+    error_text: str | None = None
+    # Gemini's thought signature of the call: handed back with it, or later rounds are refused.
+    signature: str | None = None
+    # A call that needs the team's approval: the request's id, and the team's answer.
+    approval_id: str | None = None
+    approved: bool | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class UserMessage:
     id: str
     text: str
     files: tuple[FileRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The team's answer to one request to run a tool (`addToolApprovalResponse`)."""
+
+    approval_id: str
+    approved: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The answers to every request a reply is waiting on: the reply then carries on."""
+
+    reply_id: str
+    answers: tuple[Answer, ...]
 
 
 @dataclass(frozen=True)
@@ -71,6 +117,7 @@ class Turn:
     trigger: Trigger = "submit-message"
     target_id: str | None = None
     new_files: tuple[NewFile, ...] = ()  # the files the request carries, not yet stored
+    approval: Approval | None = None  # the request answers an approval: `user` is unused
 
 
 @dataclass(frozen=True)
@@ -98,6 +145,10 @@ class Message:
     reasoning: str = ""
     sources: tuple[Source, ...] = ()
     files: tuple[FileRef, ...] = ()  # user messages only
+    # The reply's function calls, and the text offsets where each model round after the first
+    # began (see `layout`).
+    tools: tuple[ToolCall, ...] = ()
+    steps: tuple[int, ...] = ()
     # Its place in the step's write order: what changed since a process last looked.
     seq: int = 0
 
@@ -140,6 +191,8 @@ def reply_id_for(user_message_id: str) -> str:
 class Started:
     message_id: str
     metadata: dict[str, Any] | None = None
+    # The reply carries on a message the client has: its step opens with the next round.
+    continued: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,11 +235,76 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class ToolStarted:
+    """The model called a tool: its input is known."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolDone:
+    """A tool call's result (or its error) is known."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The model is asked again with the tools' results: a new step of the reply."""
+
+
+@dataclass(frozen=True)
 class KeepAlive:
     pass
 
 
-Event = Started | TextDelta | ReasoningDelta | Source | Finished | Failed | KeepAlive
+Event = (
+    Started
+    | TextDelta
+    | ReasoningDelta
+    | Source
+    | ToolStarted
+    | ToolDone
+    | NextStep
+    | Finished
+    | Failed
+    | KeepAlive
+)
+
+
+def layout(text: str, tools: tuple[ToolCall, ...], steps: tuple[int, ...]) -> list[Event]:
+    """A reply's text, tool calls and step boundaries in the order they happened: a round's
+    calls come after its text, and the next round's step after its calls."""
+    marks: list[tuple[int, int, int, Event]] = []
+    for call in tools:
+        marks.append((call.at, call.round, 0, ToolStarted(call)))
+        if call.state != "input-available":
+            marks.append((call.at, call.round, 1, ToolDone(call)))
+    for n, at in enumerate(steps):
+        marks.append((at, n, 2, NextStep()))
+    marks.sort(key=lambda m: m[:3])
+    events: list[Event] = []
+    done = 0
+    for at, _, _, event in marks:
+        at = min(at, len(text))
+        if at > done:
+            events.append(TextDelta(text[done:at]))
+            done = at
+        events.append(event)
+    if done < len(text):
+        events.append(TextDelta(text[done:]))
+    return events
+
+
+@dataclass(frozen=True)
+class Content:
+    """A reply's content at one moment: what a checkpoint or its final write stores."""
+
+    text: str
+    reasoning: str = ""
+    sources: tuple[Source, ...] = ()
+    tools: tuple[ToolCall, ...] = ()
+    steps: tuple[int, ...] = ()
 
 
 # --- How a reply ended: decided once, by `Reply.end` ---------------------------------------

@@ -14,9 +14,13 @@ from .domain import (
     Finished,
     KeepAlive,
     Message,
+    NextStep,
     ReasoningDelta,
     Started,
     TextDelta,
+    ToolDone,
+    ToolStarted,
+    layout,
     metadata,
 )
 from .errors import StoreUnavailable
@@ -42,6 +46,7 @@ def follow(
     document names no model yet: every instance runs the same `model`.
     """
     sent, thought, started, alive = "", "", False, False
+    relayed = Relayed()
     while True:
         if reply.lapsed and not started:
             events = take_over(reply)
@@ -65,9 +70,8 @@ def follow(
             if len(reply.reasoning) > len(thought):
                 yield ReasoningDelta(reply.reasoning[len(thought) :])
                 thought = reply.reasoning
-            if len(reply.text) > len(sent):
-                yield TextDelta(reply.text[len(sent) :])
-                sent = reply.text
+            yield from relayed.news(reply)
+            sent = reply.text
             if reply.status != "streaming":
                 yield from reply.sources
                 yield ending(reply)
@@ -88,13 +92,45 @@ def follow(
         yield KeepAlive()
 
 
+class Relayed:
+    """What a follower has relayed of a reply's text, tool calls and steps: each checkpoint
+    then gives only what is new, in the order it happened."""
+
+    def __init__(self) -> None:
+        self.text = 0
+        self.started: set[str] = set()
+        self.done: set[str] = set()
+        self.steps = 0
+
+    def news(self, reply: Message) -> Iterator[Event]:
+        at = steps = 0
+        for event in layout(reply.text, reply.tools, reply.steps):
+            if isinstance(event, TextDelta):
+                end = at + len(event.text)
+                if end > self.text:
+                    yield TextDelta(reply.text[max(at, self.text) : end])
+                    self.text = end
+                at = end
+            elif isinstance(event, ToolStarted) and event.call.call_id not in self.started:
+                self.started.add(event.call.call_id)
+                yield event
+            elif isinstance(event, ToolDone) and event.call.call_id not in self.done:
+                self.done.add(event.call.call_id)
+                yield event
+            elif isinstance(event, NextStep):
+                steps += 1
+                if steps > self.steps:
+                    self.steps = steps
+                    yield event
+
+
 def replay(reply: Message) -> list[Event]:
-    """A stored reply as a stream: its thoughts, its text and its sources, then its end."""
+    """A stored reply as a stream: its thoughts, its text and tool calls in the order they
+    came, and its sources, then its end."""
     events: list[Event] = [Started(reply.id, metadata(reply.created_at, reply.model))]
     if reply.reasoning:
         events.append(ReasoningDelta(reply.reasoning))
-    if reply.text:
-        events.append(TextDelta(reply.text))
+    events += layout(reply.text, reply.tools, reply.steps)
     events.extend(reply.sources)
     events.append(ending(reply))
     return events

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
 
+from .board import BoardItem, Change, ToolSpec
 from .budget import Spend
 from .domain import (
+    Content,
     Ending,
     FinishReason,
     Message,
     Mode,
     Outcome,
     Quota,
-    Source,
     SummaryJob,
+    ToolCall,
     UserMessage,
 )
 
@@ -48,6 +50,10 @@ class Conversation(Protocol):
     @property
     def outcomes(self) -> Mapping[str, Outcome]:
         """What the session's steps found, by step id."""
+
+    @property
+    def board_version(self) -> str:
+        """Moves with every write to the session's board ("": it never had one)."""
 
     @property
     def quota(self) -> Quota | None:
@@ -124,13 +130,11 @@ class WriteOutcome(Enum):
 
 @dataclass(frozen=True)
 class ReplyWrite:
-    """One reply's write: text to store (None renews the lease only), and its end if final."""
+    """One reply's write: its content (None renews the lease only), and its end if final."""
 
     claim: Claim
-    text: str | None
+    content: Content | None
     ending: Ending | None = None
-    reasoning: str = ""
-    sources: tuple[Source, ...] = ()
 
 
 class ReplyStore(Protocol):
@@ -216,6 +220,27 @@ class Bucket(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
 
 
+# --- The workshop board -------------------------------------------------------------------
+
+
+class Board(Protocol):
+    """A session's board items. Every failure to reach the store is `StoreUnavailable`."""
+
+    def items(self, session_id: str, version: str | None = None) -> list[BoardItem]:
+        """The session's items; with `version` (the session's `board_version`), they may come
+        from a copy taken at that version."""
+
+    def add(self, session_id: str, items: list[BoardItem]) -> None:
+        """Create each item unless its id is stored already (a retried call added it);
+        `BoardError` when the board would hold more than `MAX_BOARD_ITEMS`."""
+
+    def change(self, session_id: str, change: Change, by: str, now: float) -> BoardItem:
+        """The item as changed; `NotFound` when there is no such item."""
+
+    def remove(self, session_id: str, item_id: str) -> bool:
+        """False when there was no such item."""
+
+
 # --- The model -----------------------------------------------------------------------------
 
 
@@ -236,6 +261,16 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class ModelToolCall:
+    """A function call of the model's; `signature` is Gemini's thought signature of it, as
+    base64 text, to be handed back with the call."""
+
+    name: str
+    args: Any
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelDone:
     finish_reason: FinishReason
     usage: dict[str, int] | None = None
@@ -243,7 +278,7 @@ class ModelDone:
     blocked: bool = False
 
 
-ModelItem = ModelText | ModelThought | ModelSource | ModelDone
+ModelItem = ModelText | ModelThought | ModelSource | ModelToolCall | ModelDone
 # Gemini parts (inline data, file data, notes) for the files of contents[i].
 FileParts = dict[int, list[dict[str, Any]]]
 
@@ -258,10 +293,15 @@ class Model(Protocol):
         thinking_budget: int | None = None,
         files: FileParts | None = None,
         on_sent: Callable[[], None] | None = None,
+        *,
+        tools: tuple[ToolSpec, ...] = (),
+        calls: Mapping[int, tuple[ToolCall, ...]] | None = None,
     ) -> AsyncGenerator[ModelItem, None]:
         """`on_sent` is called once the request is on its way (each attempt): until then the
-        caller holds back work that would compete with building it. Raises
-        `ModelUnavailable` before the first item, `ModelFailed` after it."""
+        caller holds back work that would compete with building it. `tools` are declared to
+        the model; `calls[i]` are the function calls a model content made, or the results a
+        user content gives back. Raises `ModelUnavailable` before the first item,
+        `ModelFailed` after it."""
 
     async def summarize(
         self, system: str, prompt: str, max_chars: int

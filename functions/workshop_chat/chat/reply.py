@@ -18,11 +18,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from .board import ToolSpec
+from .context import reply_contents
 from .domain import (
     BLOCKED_TEXT,
     BUSY_TEXT,
@@ -31,15 +33,21 @@ from .domain import (
     SAVE_TEXT,
     STALL_TEXT,
     Cause,
+    Content,
     Ending,
     Event,
     Failed,
     Finished,
     KeepAlive,
+    Message,
+    NextStep,
     ReasoningDelta,
     Source,
     Started,
     TextDelta,
+    ToolCall,
+    ToolDone,
+    ToolStarted,
     metadata,
 )
 from .errors import ModelFailed, ModelUnavailable
@@ -48,10 +56,13 @@ from .ports import (
     FileParts,
     Model,
     ModelDone,
+    ModelItem,
     ModelSource,
     ModelThought,
+    ModelToolCall,
     WriteOutcome,
 )
+from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.reply")
 
@@ -64,12 +75,23 @@ class FinalWriter(Protocol):
 
 @dataclass(frozen=True)
 class Request:
-    """What one generation asks the model."""
+    """What one generation asks the model, and the tools it may call (None: none)."""
 
     system: str
     contents: list[tuple[str, str]]
     thinking_budget: int | None = None
     files: FileParts | None = None
+    calls: dict[int, tuple[ToolCall, ...]] | None = None  # earlier turns' calls and results
+    toolbox: Toolbox | None = None
+    carry: Carry | None = None  # the stored reply this generation carries on
+
+
+@dataclass(frozen=True)
+class Carry:
+    """A reply that waited for approvals, and the team's answers: (call, approved, reason)."""
+
+    reply: Message
+    answers: tuple[tuple[ToolCall, bool, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,7 @@ class Limits:
     stall_seconds: float
     reply_timeout_seconds: float
     max_reply_bytes: int
+    max_tool_rounds: int = 4
 
 
 class Reply:
@@ -95,6 +118,9 @@ class Reply:
         self._parts: list[str] = []
         self._reasoning: list[str] = []
         self._sources: dict[str, Source] = {}  # by url: each source once
+        self._tools: dict[str, ToolCall] = {}  # by call id, in the order they came
+        self._steps: list[int] = []  # text offsets where each round after the first began
+        self._length = 0  # characters of text
         self.size = 0
         self.claim: Claim | None = None
         self.lost = False  # the claim went to another request before it was confirmed
@@ -106,6 +132,7 @@ class Reply:
         # compete for the interpreter while the request is built.
         self.sent = threading.Event()
         self._writer: FinalWriter | None = None
+        self.continued = False  # carries on a stored reply (`carry_on`)
 
     # The generation feeds it -----------------------------------------------------------
 
@@ -115,6 +142,7 @@ class Reply:
             if self.ending is not None:
                 return False
             self._parts.append(text)
+            self._length += len(text)
             self.size += len(text.encode())
             self._events.append(TextDelta(text))
             self._cond.notify_all()
@@ -143,6 +171,41 @@ class Reply:
                 self._cond.notify_all()
             return True
 
+    def add_tool_call(self, name: str, args: Any, signature: str | None) -> ToolCall | None:
+        """The model called a tool: placed after the text so far, in the current round."""
+        with self._cond:
+            if self.ending is not None:
+                return None
+            n = len(self._tools)
+            call = ToolCall(f"{self.id}-call-{n + 1}", name, args, len(self._steps), self._length)
+            call = replace(call, signature=signature)
+            self._tools[call.call_id] = call
+            self.size += len(repr(args))
+            self._events.append(ToolStarted(call))
+            self._cond.notify_all()
+            return call
+
+    def tool_done(self, call: ToolCall) -> bool:
+        """A call's result; False once the reply has ended (the call stays as it was)."""
+        with self._cond:
+            if self.ending is not None:
+                return False
+            self._tools[call.call_id] = call
+            self.size += len(repr(call.output)) + len(call.error_text or "")
+            self._events.append(ToolDone(call))
+            self._cond.notify_all()
+            return True
+
+    def next_step(self) -> bool:
+        """The model is asked again, with the results: a new step begins."""
+        with self._cond:
+            if self.ending is not None:
+                return False
+            self._steps.append(self._length)
+            self._events.append(NextStep())
+            self._cond.notify_all()
+            return True
+
     @property
     def worth_summarizing(self) -> bool:
         """Stored, and something the team can build on: not a failure, not an empty stop."""
@@ -156,13 +219,31 @@ class Reply:
     def progress(self) -> int:
         """Grows with everything the reply holds: tells a checkpoint whether anything is new."""
         with self._cond:
-            return self.size + len(self._sources)
+            return self.size + len(self._sources) + len(self._events)
 
-    def content(self) -> tuple[str, str, tuple[Source, ...]]:
-        """Text, thought summary and sources: what a write stores."""
+    def content(self) -> Content:
+        """What a write stores."""
         with self._cond:
-            text, reasoning = "".join(self._parts), "".join(self._reasoning)
-            return text, reasoning, tuple(self._sources.values())
+            return Content(
+                "".join(self._parts),
+                "".join(self._reasoning),
+                tuple(self._sources.values()),
+                tuple(self._tools.values()),
+                tuple(self._steps),
+            )
+
+    def carry_on(self, stored: Message) -> None:
+        """Begin from a stored reply's content (one that waited for the team's approval): it
+        is stored again with what this generation adds, and listeners get only that."""
+        with self._cond:
+            self._parts = [stored.text] if stored.text else []
+            self._length = len(stored.text)
+            self._reasoning = [stored.reasoning] if stored.reasoning else []
+            self._sources = {s.url: s for s in stored.sources}
+            self._tools = {c.call_id: c for c in stored.tools}
+            self._steps = list(stored.steps)
+            self.size = len(stored.text.encode()) + len(stored.reasoning.encode())
+            self.continued = True
 
     # The claim ---------------------------------------------------------------------------
 
@@ -170,7 +251,8 @@ class Reply:
         """The store confirmed the claim: listeners may now see the text."""
         with self._cond:
             self.claim, self._writer = claim, writer
-            self._events.insert(0, Started(self.id, metadata(claim.created_at, self.model)))
+            meta = metadata(claim.created_at, self.model)
+            self._events.insert(0, Started(self.id, meta, self.continued))
             ended = self.ending is not None
             self._cond.notify_all()
         if ended:  # the model finished before the claim's commit came back
@@ -285,61 +367,55 @@ async def drive(
     where: dict[str, str] | None = None,
     trace: str | None = None,
 ) -> None:
-    """Read the model into the reply, then decide its end. Runs as a task in the process loop.
+    """Read the model into the reply, round after round while it calls tools, then decide its
+    end. Runs as a task in the process loop.
 
     A silent upstream ends by the read deadline and a long one by the total limit, both here,
-    in the task that reads: nothing else races it to the end.
+    in the task that reads: nothing else races it to the end. Each round that called tools is
+    answered with their results in the next; the last round allowed declares no tools, so
+    the model answers in words.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    first_token: float | None = None
+    rounds = _Rounds(request)
     ending: Ending
+    first = 0
     try:
         async with asyncio.timeout(None) as deadline:
-            ending = Ending("complete", "stop", model=model.name)
-            stream = model.stream(
-                request.system,
-                request.contents,
-                request.thinking_budget,
-                request.files,
-                reply.sent.set,
-            )
             total = started + limits.reply_timeout_seconds
-            while True:
-                deadline.reschedule(min(total, loop.time() + limits.stall_seconds))
-                item = await anext(stream, None)
-                if item is None:
-                    break
-                if isinstance(item, ModelDone):
-                    if item.blocked and not reply.size and not reply.add_text(BLOCKED_TEXT):
-                        return
-                    name = item.model or model.name
-                    ending = Ending("complete", item.finish_reason, item.usage, name)
-                    break
-                if isinstance(item, ModelThought):
-                    if not reply.add_reasoning(item.text):
-                        return
-                    continue
-                if isinstance(item, ModelSource):
-                    if not reply.add_source(item.url, item.title):
-                        return
-                    continue
-                if not item.text:
-                    continue
-                if first_token is None:
-                    first_token = loop.time() - started
-                encoded = item.text.encode()
-                room = limits.max_reply_bytes - reply.size
-                if len(encoded) > room:
-                    # Keep what still fits (whole characters): the reply ends at the limit.
-                    head = encoded[:room].decode("utf-8", "ignore")
-                    if head and not reply.add_text(head):
-                        return
-                    ending = Ending("complete", "length", model=model.name)
-                    break
-                if not reply.add_text(item.text):
+            if request.carry is not None and request.toolbox is not None:
+                decided = await _decide(reply, request.toolbox, request.carry, limits.stall_seconds)
+                if decided is None:
+                    return
+                rounds.carried(decided)
+                first = len(decided.steps) + 1  # its rounds so far count against the limit
+            for n in range(first, max(first, limits.max_tool_rounds) + 1):
+                if n and not reply.next_step():
+                    return
+                declared = rounds.declared(n < limits.max_tool_rounds)
+                stream = model.stream(
+                    request.system,
+                    rounds.contents,
+                    request.thinking_budget,
+                    request.files,
+                    reply.sent.set,
+                    tools=declared,
+                    calls=rounds.calls,
+                )
+                step = await _read_round(reply, stream, limits, deadline, total, rounds, model)
+                if step is None:
                     return  # ended elsewhere (replaced, stopped): the reader stops here
-            await stream.aclose()
+                ending, called = step
+                if not (called and declared) or request.toolbox is None:
+                    break
+                done = await _run_tools(reply, request.toolbox, called, limits.stall_seconds)
+                if done is None:
+                    return
+                if any(c.state == "approval-requested" for c in done):
+                    ending = replace(ending, finish_reason="tool-calls")
+                    break  # the reply waits for the team; their answer carries it on
+                rounds.answered(reply.text(), done)
+            ending = replace(ending, usage=rounds.usage or None)
     except TimeoutError:
         ending = _failed(STALL_TEXT, model.name)
     except ModelUnavailable as exc:
@@ -362,13 +438,144 @@ async def drive(
                     "model": ending.model,
                     "status": ending.status,
                     "finishReason": ending.finish_reason,
-                    "timeToFirstTokenMs": first_token and round(first_token * 1000),
+                    "timeToFirstTokenMs": rounds.first_token
+                    and round((rounds.first_token - started) * 1000),
                     "totalMs": round((loop.time() - started) * 1000),
                     "usage": ending.usage,
                     "replyBytes": reply.size,
+                    "modelRounds": rounds.count,
                 },
             },
         )
+
+
+class _Rounds:
+    """What the model is asked, round after round: the turn's contents, then each round's
+    words and calls as a model content and their results as a user content. Usage adds up."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.contents = list(request.contents)
+        self.calls: dict[int, tuple[ToolCall, ...]] = dict(request.calls or {})
+        self.usage: dict[str, int] = {}
+        self.first_token: float | None = None
+        self.count = 0
+        self._said = 0  # the reply's text the contents already hold
+
+    def declared(self, allowed: bool) -> tuple[ToolSpec, ...]:
+        self.count += 1
+        toolbox = self.request.toolbox
+        return toolbox.specs if allowed and toolbox is not None else ()
+
+    def add_usage(self, usage: dict[str, int] | None) -> None:
+        for key, value in (usage or {}).items():
+            self.usage[key] = self.usage.get(key, 0) + value
+
+    def carried(self, stored: Message) -> None:
+        """A carried-on reply's rounds so far, its answered calls' results included."""
+        for role, text, _, calls in reply_contents(stored):
+            self.contents.append((role, text))
+            if calls:
+                self.calls[len(self.contents) - 1] = calls
+        self._said = len(stored.text)
+
+    def answered(self, text: str, done: tuple[ToolCall, ...]) -> None:
+        self.contents.append(("model", text[self._said :]))
+        self.calls[len(self.contents) - 1] = done
+        self.contents.append(("user", ""))
+        self.calls[len(self.contents) - 1] = done
+        self._said = len(text)
+
+
+async def _read_round(
+    reply: Reply,
+    stream: AsyncGenerator[ModelItem, None],
+    limits: Limits,
+    deadline: asyncio.Timeout,
+    total: float,
+    rounds: _Rounds,
+    model: Model,
+) -> tuple[Ending, list[ModelToolCall]] | None:
+    """One model round into the reply: its end as the model gave it, and the calls it made;
+    None once the reply ended elsewhere."""
+    loop = asyncio.get_running_loop()
+    ending = Ending("complete", "stop", model=model.name)
+    called: list[ModelToolCall] = []
+    while True:
+        deadline.reschedule(min(total, loop.time() + limits.stall_seconds))
+        item = await anext(stream, None)
+        if item is None:
+            break
+        if isinstance(item, ModelDone):
+            rounds.add_usage(item.usage)
+            if item.blocked and not reply.size and not reply.add_text(BLOCKED_TEXT):
+                return None
+            name = item.model or model.name
+            ending = Ending("complete", item.finish_reason, None, name)
+            break
+        if isinstance(item, ModelThought):
+            if not reply.add_reasoning(item.text):
+                return None
+            continue
+        if isinstance(item, ModelSource):
+            if not reply.add_source(item.url, item.title):
+                return None
+            continue
+        if isinstance(item, ModelToolCall):
+            called.append(item)
+            continue
+        if not item.text:
+            continue
+        if rounds.first_token is None:
+            rounds.first_token = loop.time()
+        encoded = item.text.encode()
+        room = limits.max_reply_bytes - reply.size
+        if len(encoded) > room:
+            # Keep what still fits (whole characters): the reply ends at the limit.
+            head = encoded[:room].decode("utf-8", "ignore")
+            if head and not reply.add_text(head):
+                return None
+            await stream.aclose()
+            return Ending("complete", "length", model=model.name), []
+        if not reply.add_text(item.text):
+            return None
+    await stream.aclose()
+    return ending, called
+
+
+async def _decide(reply: Reply, toolbox: Toolbox, carry: Carry, wait: float) -> Message | None:
+    """The team's answers into the reply (the approved calls run), before the next round:
+    the stored reply as it now stands; None once the reply ended elsewhere."""
+    if not await asyncio.to_thread(reply.wait_claim, wait):
+        return None
+    tools = {c.call_id: c for c in carry.reply.tools}
+    for call, approved, reason in carry.answers:
+        result = await asyncio.to_thread(toolbox.decide, call, approved, reason)
+        if not reply.tool_done(result):
+            return None
+        tools[call.call_id] = result
+    return replace(carry.reply, tools=tuple(tools.values()))
+
+
+async def _run_tools(
+    reply: Reply, toolbox: Toolbox, called: list[ModelToolCall], wait: float
+) -> tuple[ToolCall, ...] | None:
+    """Each call into the reply, run (in a thread: the store is blocking), and its result
+    into the reply; None once the reply ended elsewhere. Nothing runs before the reply's
+    claim holds: the model may call a tool before the claim's commit is back, and a reply
+    that lost its claim writes nothing."""
+    if not await asyncio.to_thread(reply.wait_claim, wait):
+        return None
+    done: list[ToolCall] = []
+    for item in called:
+        call = reply.add_tool_call(item.name, item.args, item.signature)
+        if call is None:
+            return None
+        result = await asyncio.to_thread(toolbox.run, call)
+        if not reply.tool_done(result):
+            return None
+        done.append(result)
+    return tuple(done)
 
 
 def _failed(

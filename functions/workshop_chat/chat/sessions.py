@@ -8,14 +8,16 @@ replies in flight on this instance are asked of it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from .board import BoardItem, Change, in_workshop_order
 from .budget import Spend, utc_day
 from .domain import Event, FileRef, Message, UserMessage
 from .errors import InvalidRequest, NotFound
 from .outcomes import workshop_place
-from .ports import Conversation, SessionView, StepSummary
+from .ports import Board, Conversation, SessionView, StepSummary
 from .turns import Stores, Turns, check_access
 
 
@@ -34,6 +36,7 @@ class Sessions:
         self.sessions = stores.sessions
         self.attachments = stores.attachments
         self.budgets = stores.budgets
+        self.board = stores.board
 
     def history(
         self, session_id: str, step_id: str, uid: str, limit: int, before: str | None = None
@@ -144,6 +147,29 @@ class Sessions:
             raise NotFound("not_found", "no such session")
         check_access(conversation)
         return conversation
+
+    # The board -------------------------------------------------------------------------
+
+    def board_items(self, session_id: str, uid: str) -> list[BoardItem]:
+        """The session's board in workshop order: by step, then kind, then creation."""
+        session = self._view(session_id, uid)
+        steps = sorted(session.steps, key=lambda s: workshop_place(s.step_id, s.started_at))
+        order = {s.step_id: n for n, s in enumerate(steps)}
+        return in_workshop_order(self._board().items(session_id), order)
+
+    def change_item(self, session_id: str, uid: str, change: Change) -> BoardItem:
+        self._view(session_id, uid)
+        return self._board().change(session_id, change, uid, time.time())
+
+    def remove_item(self, session_id: str, uid: str, item_id: str) -> None:
+        self._view(session_id, uid)
+        if not self._board().remove(session_id, item_id):
+            raise NotFound("item_not_found", "no board item with that id")
+
+    def _board(self) -> Board:
+        if self.board is None:
+            raise NotFound("not_found", "this deployment keeps no board")
+        return self.board
 
     def _view(self, session_id: str, uid: str, deleting_too: bool = False) -> SessionView:
         """The session as it is now, if it is the caller's; a session half deleted still is,

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from . import aio
 from .attachments import Attachments
+from .board import board_block, in_workshop_order
 from .checkpoints import Checkpointer
-from .context import ContentFiles, Contents, model_contents
+from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
     REPLACED_TEXT,
+    Approval,
     Ending,
     Event,
     Failed,
@@ -34,9 +36,10 @@ from .domain import (
 )
 from .errors import Conflict, InvalidRequest, NotFound, RateLimited, Unavailable
 from .follow import follow, replay
-from .outcomes import Workshop
-from .ports import Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
-from .reply import Limits, Reply, Request, drive
+from .outcomes import Workshop, workshop_place
+from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
+from .reply import Carry, Limits, Reply, Request, drive
+from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.turns")
 
@@ -53,6 +56,7 @@ class Stores:
     sessions: Sessions
     attachments: Attachments | None = None
     budgets: Budgets | None = None  # the daily token ledger (None: no budgets)
+    board: Board | None = None  # the workshop board (None: no tools)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Turns:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.attachments = stores.attachments
+        self.board = stores.board
         self.store = stores.conversations
         self.model = model
         self.workshop = workshop
@@ -181,6 +186,8 @@ class Turns:
     ) -> Iterator[Event] | None:
         user = turn.user
         key = (turn.session_id, turn.step_id)
+        if turn.approval is not None:
+            return self._carry_on(key, conversation, turn.approval, trace)
         if turn.trigger == "regenerate-message":
             # Without messageId the client regenerates the reply to its last user message.
             target = conversation.get(turn.target_id or reply_id_for(user.id))
@@ -209,6 +216,43 @@ class Turns:
         # A re-send: the stored message, with the files it already names.
         user = UserMessage(existing.id, existing.text, existing.files)
         return self._resend(key, conversation, user, trace)
+
+    def _carry_on(
+        self,
+        key: tuple[str, str],
+        conversation: Conversation,
+        approval: Approval,
+        trace: str | None,
+    ) -> Iterator[Event] | None:
+        """The team answered a reply's approval requests: exactly those requests, on the
+        step's last message, each answered once. Anything else writes nothing."""
+        reply = conversation.get(approval.reply_id)
+        if reply is None or reply.role != "assistant":
+            raise NotFound("message_not_found", "no reply with that id in this step")
+        pending = {
+            c.approval_id: c
+            for c in reply.tools
+            if c.state == "approval-requested" and c.approval_id is not None
+        }
+        answers = {a.approval_id: a for a in approval.answers}
+        last = conversation.messages[-1].id if conversation.messages else None
+        stored_user = conversation.get(reply.reply_to or "")
+        if (
+            not pending
+            or set(answers) != set(pending)
+            or len(answers) != len(approval.answers)
+            or reply.status != "complete"
+            or last != reply.id
+            or stored_user is None
+            or self.board is None
+        ):
+            raise Conflict("approval_not_pending", "that reply is not waiting for these answers")
+        decided = tuple(
+            (call, answers[i].approved, answers[i].reason) for i, call in pending.items()
+        )
+        user = UserMessage(stored_user.id, stored_user.text, stored_user.files)
+        carry = Carry(reply, decided)
+        return self._generate(key, conversation, user, "continue", trace, reply, carry=carry)
 
     def _resend(
         self,
@@ -249,15 +293,19 @@ class Turns:
         seen_reply: Message | None = None,
         new: tuple[NewFile, ...] = (),
         uploaded: list[str] | None = None,
+        *,
+        carry: Carry | None = None,
     ) -> Iterator[Event] | None:
         """Ask the model, then claim the reply beside its call; text flows once the claim
         holds. `new`: the files the message brings, not stored yet; the objects written for
         them are noted in `uploaded`."""
         reply_id = reply_id_for(user.id)
         slot = (*key, reply_id)
-        if mode != "resume":
+        if mode not in ("resume", "continue"):
             seen_reply = conversation.get(reply_id)
         reply = Reply(reply_id, self.model.name, lambda r: self._settled(slot, r))
+        if carry is not None:
+            reply.carry_on(carry.reply)
         with self._lock:
             current = self._active.get(slot)
             if current is not None and mode in ("new", "resume"):
@@ -281,20 +329,24 @@ class Turns:
                     self._upload(new, user.files, uploaded)
             superseded = superseded_files(conversation, user) if mode == "edit" else ()
             asked = model_contents(conversation.messages, user, self.settings.history_max_chars)
-            contents, files = asked
+            contents, files, calls = asked
             # The step's own turns take precedence; earlier steps' outcomes get what is left,
             # as data ahead of the conversation.
             room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
             notes = self.workshop.notes(key[1], conversation, room)
-            if notes is not None:  # in the first turn's text: Gemini wants turns to alternate
-                contents = [(contents[0][0], f"{notes}\n\n{contents[0][1]}"), *contents[1:]]
+            board = self._board_block(key, conversation, room - len(notes or ""))
+            data = "\n\n".join(block for block in (notes, board) if block)
+            if data:  # in the first turn's text: Gemini wants turns to alternate
+                contents = [(contents[0][0], f"{data}\n\n{contents[0][1]}"), *contents[1:]]
             parts = self.attachments.for_model(files) if self.attachments else {}
         except BaseException:
             reply.abandon()
             raise
         system = self.workshop.system(key[1])
         where = {"sessionId": key[0], "stepId": key[1]}
-        request = Request(system, contents, self.workshop.thinking_budget(key[1]), parts)
+        budget = self.workshop.thinking_budget(key[1])
+        toolbox = self._toolbox(key, reply_id)
+        request = Request(system, contents, budget, parts, calls, toolbox, carry)
         reply.task = aio.spawn(
             drive(reply, self.model, request, self.settings.limits, where, trace)
         )
@@ -337,7 +389,7 @@ class Turns:
         reply: Reply,
         mode: Mode,
         seen_reply: Message | None,
-        asked: tuple[Contents, ContentFiles],
+        asked: tuple[Contents, ContentFiles, ContentCalls],
     ) -> Claim | None:
         """The claim's commit, beside the model call. When the session moved since it was read
         (another step's turn, a summary landing), the call stands as long as what it was asked
@@ -360,6 +412,28 @@ class Turns:
         if uploaded is not None:  # before: an upload that fails half way has written some
             uploaded.extend(f.path for f in named)
         self._attachments().upload(new, named)
+
+    def _board_block(
+        self, key: tuple[str, str], conversation: Conversation, room: int
+    ) -> str | None:
+        """The session's board as data, in workshop order, when it has one: read again only
+        when it moved since this process last read it."""
+        version = conversation.board_version
+        if self.board is None or not version or room <= 0:
+            return None
+        items = self.board.items(key[0], version)
+        started = {s: o.started_at for s, o in conversation.outcomes.items()}
+        steps = sorted(
+            {i.step_id for i in items},
+            key=lambda s: workshop_place(s, started.get(s, float("inf"))),
+        )
+        return board_block(in_workshop_order(items, {s: n for n, s in enumerate(steps)}), room)
+
+    def _toolbox(self, key: tuple[str, str], reply_id: str) -> Toolbox | None:
+        """The board's tools, where the deployment keeps a board."""
+        if self.board is None:
+            return None
+        return Toolbox(self.board, key[0], key[1], reply_id, self.clock)
 
     def _attachments(self) -> Attachments:
         if self.attachments is None:

@@ -8,16 +8,26 @@ No upstream error text ever leaves this module; callers get our own exception ty
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat.domain import FinishReason
+from ..chat.board import ToolSpec
+from ..chat.domain import FinishReason, ToolCall
 from ..chat.errors import ModelFailed, ModelUnavailable
-from ..chat.ports import FileParts, ModelDone, ModelItem, ModelSource, ModelText, ModelThought
+from ..chat.ports import (
+    FileParts,
+    ModelDone,
+    ModelItem,
+    ModelSource,
+    ModelText,
+    ModelThought,
+    ModelToolCall,
+)
 
 log = logging.getLogger("workshop_chat.cloud.gemini")
 
@@ -134,7 +144,13 @@ class Gemini:
         self.retries = retries
         self.sleep = sleep
 
-    def _config(self, system: str, request: list[Any], thinking_budget: int | None) -> Any:
+    def _config(
+        self,
+        system: str,
+        request: list[Any],
+        thinking_budget: int | None,
+        functions: tuple[ToolSpec, ...] = (),
+    ) -> Any:
         from google.genai import types
 
         g = self.generation
@@ -147,6 +163,14 @@ class Gemini:
         tools: list[Any] | None = None
         if g.google_search:
             tools = [types.Tool(google_search=types.GoogleSearch())]
+        elif functions:  # Gemini before 3 takes search or functions in a request, not both
+            declared = [
+                types.FunctionDeclaration(
+                    name=f.name, description=f.description, parameters_json_schema=f.parameters
+                )
+                for f in functions
+            ]
+            tools = [types.Tool(function_declarations=declared)]
         safety = None
         if g.safety_threshold:
             safety = [
@@ -177,9 +201,14 @@ class Gemini:
         thinking_budget: int | None = None,
         files: FileParts | None = None,
         on_sent: Callable[[], None] | None = None,
+        *,
+        tools: tuple[ToolSpec, ...] = (),
+        calls: Mapping[int, tuple[ToolCall, ...]] | None = None,
     ) -> AsyncGenerator[ModelItem, None]:
         """`thinking_budget` overrides the configured one (a step's own setting); `files[i]`
-        are Gemini parts (inline data, file data, notes) that follow contents[i]'s text."""
+        are Gemini parts (inline data, file data, notes) that follow contents[i]'s text;
+        `calls[i]` become function call parts in a model content and function responses in
+        a user content."""
         from google.genai import errors
 
         # google-genai converts every message of `contents` through pydantic on every call:
@@ -190,11 +219,15 @@ class Gemini:
         request: list[Any] = [
             {
                 "role": role,
-                "parts": [*([{"text": text}] if text else []), *((files or {}).get(i) or [])],
+                "parts": [
+                    *([{"text": text}] if text else []),
+                    *((files or {}).get(i) or []),
+                    *_call_parts(role, (calls or {}).get(i) or ()),
+                ],
             }
             for i, (role, text) in enumerate(contents)
         ]
-        config = self._config(system, request, thinking_budget)
+        config = self._config(system, request, thinking_budget, tools)
         _ON_SENT.set(on_sent)  # this task's own context: other streams keep theirs
         waited = 0.0
         attempts = self.retries.attempts
@@ -290,15 +323,42 @@ class _Shared(dict[str, Any]):
         return self
 
 
-def _items_of(chunk: Any) -> list[ModelText | ModelThought | ModelSource]:
-    """Thought summaries, answer text and grounding sources, in the order Gemini sent them."""
-    items: list[ModelText | ModelThought | ModelSource] = []
+def _call_parts(role: str, calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """A model content's function calls (each with its thought signature, which Gemini 3
+    demands back within a turn), or a user content's function responses."""
+    parts: list[dict[str, Any]] = []
+    for call in calls:
+        if role == "model":
+            part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.input}}
+            if call.signature:
+                part["thoughtSignature"] = call.signature
+        else:
+            if call.state == "output-available":
+                response: dict[str, Any] = {"result": call.output}
+            elif call.state == "output-denied":
+                response = {"denied": call.reason or "the team did not approve it"}
+            else:
+                response = {"error": call.error_text or "the tool failed"}
+            part = {"functionResponse": {"name": call.name, "response": response}}
+        parts.append(part)
+    return parts
+
+
+def _items_of(chunk: Any) -> list[ModelItem]:
+    """Thought summaries, answer text, function calls and grounding sources, in the order
+    Gemini sent them."""
+    items: list[ModelItem] = []
     candidates = chunk.candidates or []
     if not candidates:
         return items
     candidate = candidates[0]
     for part in (candidate.content.parts if candidate.content else None) or []:
-        if part.text:
+        if part.function_call is not None:
+            call = part.function_call
+            signature = part.thought_signature
+            text = base64.b64encode(signature).decode() if signature else None
+            items.append(ModelToolCall(call.name or "", dict(call.args or {}), text))
+        elif part.text:
             items.append(ModelThought(part.text) if part.thought else ModelText(part.text))
     grounding = candidate.grounding_metadata
     for source in (grounding.grounding_chunks if grounding else None) or []:

@@ -139,7 +139,8 @@ class Claims:
         now: float,
         seen: Message | None,
     ) -> Claim | Moved | None:
-        """Edit, regenerate or resume: a transaction, so only one of racing requests wins."""
+        """Edit, regenerate, resume or continue: a transaction, so only one of racing requests
+        wins."""
         access = self.access
         key = (c.session_id, c.step_id)
         messages = access.messages(*key)
@@ -196,6 +197,8 @@ class Claims:
                 tx.delete(messages.document(message_id))
             lease = access.lease_seconds
             reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
+            if mode == "continue":  # carried on: what it holds stays until it is written again
+                reply["parts"] = snap.to_dict().get("parts") or []
             tx.set(reply_ref, reply)
             grown = (0 if snap.exists else 1) - len(doomed)
             head_fields: dict[str, Any] = {

@@ -57,6 +57,11 @@ class Conversation:
     def outcomes(self) -> dict[str, Outcome]:
         return self.head.outcomes
 
+    @property
+    def board_version(self) -> str:
+        head = self.head  # a reborn session's board counts from 0 again: its id tells them apart
+        return f"{head.incarnation}/{head.board_version}" if head.board_version else ""
+
     def get(self, message_id: str) -> Message | None:
         for message in self.messages:
             if message.id == message_id:
@@ -170,7 +175,8 @@ class FirestoreStore:
         """Store the user message and claim the reply.
 
         `mode` is new (both created), edit (user updated, later messages deleted),
-        regenerate (later messages deleted) or resume (reply missing, failed or lapsed).
+        regenerate (later messages deleted), resume (reply missing, failed or lapsed) or
+        continue (the reply, kept, carries on after the team's approval).
         None: a racing request won. Moved: the session changed since `conversation` was read
         (a new turn only), with what is stored now.
         """

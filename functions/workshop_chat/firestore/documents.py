@@ -5,11 +5,22 @@ A message's `parts` are named as the AI SDK names them; times are stored as time
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..chat.domain import Ending, FileRef, Message, Outcome, Quota, Source, UserMessage
+from ..chat.domain import (
+    Content,
+    Ending,
+    FileRef,
+    Message,
+    Outcome,
+    Quota,
+    Source,
+    ToolCall,
+    UserMessage,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class Head:
     incarnation: str = ""
     steps: dict[str, StepHead] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    board_version: int = 0  # moves with every write to the session's board
     # Written by a version before heads counted steps: its messages carry no numbers, so its
     # histories are read whole on every look and no copy of them is kept.
     legacy: bool = False
@@ -87,6 +99,7 @@ def head(snap: Any) -> Head:
         str(data.get("incarnation") or ""),
         steps,
         outcomes(data),
+        int(data.get("boardVersion") or 0),
         legacy=not data.get("incarnation"),
     )
 
@@ -140,6 +153,65 @@ def parts(text: str, reasoning: str = "", sources: tuple[Source, ...] = ()) -> l
             source["title"] = s.title
         found.append(source)
     return found
+
+
+def reply_parts(content: Content) -> list[dict[str, Any]]:
+    """A reply's parts: thoughts, answer and sources as `parts` stores them, then each tool
+    call and each step's start, placed by their text offset (`domain.layout` orders them).
+    Inputs and outputs are kept as JSON text: a model's arguments may nest lists in lists,
+    which a Firestore value cannot hold."""
+    found: list[dict[str, Any]] = list(parts(content.text, content.reasoning, content.sources))
+    for call in content.tools:
+        part: dict[str, Any] = {
+            "type": f"tool-{call.name}",
+            "toolCallId": call.call_id,
+            "state": call.state,
+            "round": call.round,
+            "at": call.at,
+            "inputJson": json.dumps(call.input, ensure_ascii=False),
+        }
+        if call.output is not None:
+            part["outputJson"] = json.dumps(call.output, ensure_ascii=False)
+        if call.error_text is not None:
+            part["errorText"] = call.error_text
+        if call.signature is not None:
+            part["signature"] = call.signature
+        for key, value in (
+            ("approvalId", call.approval_id),
+            ("approved", call.approved),
+            ("reason", call.reason),
+        ):
+            if value is not None:
+                part[key] = value
+        found.append(part)
+    found += [{"type": "step-start", "at": at} for at in content.steps]
+    return found
+
+
+def _tools(raw: Any) -> tuple[ToolCall, ...]:
+    calls = []
+    for p in raw if isinstance(raw, list) else []:
+        kind = p.get("type") if isinstance(p, dict) else None
+        if not isinstance(kind, str) or not kind.startswith("tool-"):
+            continue
+        output = p.get("outputJson")
+        calls.append(
+            ToolCall(
+                str(p.get("toolCallId", "")),
+                kind.removeprefix("tool-"),
+                json.loads(p.get("inputJson") or "null"),
+                int(p.get("round") or 0),
+                int(p.get("at") or 0),
+                p.get("state", "input-available"),
+                json.loads(output) if output is not None else None,
+                p.get("errorText"),
+                p.get("signature"),
+                p.get("approvalId"),
+                p.get("approved"),
+                p.get("reason"),
+            )
+        )
+    return tuple(calls)
 
 
 def user_parts(user: UserMessage) -> list[dict[str, Any]]:
@@ -198,6 +270,8 @@ def message(snap: Any, lease_seconds: float) -> Message:
         reasoning="".join(p.get("text", "") for p in _of_type(data.get("parts"), "reasoning")),
         sources=_sources(data.get("parts")),
         files=_file_refs(data.get("parts")),
+        tools=_tools(data.get("parts")),
+        steps=tuple(int(p.get("at") or 0) for p in _of_type(data.get("parts"), "step-start")),
         status=status,
         created_at=seconds(data.get("createdAt")),
         updated_at=seconds(data.get("updatedAt")),

@@ -14,6 +14,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from ..chat.budget import tokens_of
+from ..chat.domain import Content
 from ..chat.ports import ReplyWrite, WriteOutcome
 from . import documents
 from .access import Claim, FirestoreAccess
@@ -45,8 +46,8 @@ class ReplyWriter:
         for write in writes:
             claim = _claim(write)
             fields: dict[str, Any] = {"updatedAt": now, "lease": lease}
-            if write.text is not None:
-                fields["parts"] = documents.parts(write.text, write.reasoning, write.sources)
+            if write.content is not None:
+                fields["parts"] = documents.reply_parts(write.content)
             if write.ending is not None:
                 fields.update(documents.final_fields(write.ending))
             option = access.db.write_option(last_update_time=claim.update_time)
@@ -75,12 +76,15 @@ class ReplyWriter:
         claim = _claim(write)
         ending = write.ending
         assert ending is not None
+        content = write.content or Content("")
         self.access.histories.settle(
             claim.key,
             claim.ref.id,
-            text=write.text or "",
-            reasoning=write.reasoning,
-            sources=write.sources,
+            text=content.text,
+            reasoning=content.reasoning,
+            sources=content.sources,
+            tools=content.tools,
+            steps=content.steps,
             status=ending.status,
             finish_reason=ending.finish_reason,
             usage=ending.usage,
@@ -112,7 +116,7 @@ class ReplyWriter:
             final = documents.final_fields(write.ending)
             if all(data.get(k) == v for k, v in final.items()) and documents.text(
                 data.get("parts")
-            ) == (write.text or ""):
+            ) == (write.content.text if write.content else ""):
                 return WriteOutcome.WROTE
         return (
             WriteOutcome.UNSTORED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.api_core import exceptions as gexc
 
 from ..chat.errors import StoreUnavailable
@@ -77,23 +79,27 @@ class SessionStore:
         try:
             # Step documents a crashed write left out still hold messages: list them too.
             for step in session_ref.collection("steps").list_documents():
-                messages = step.collection("messages")
-                while True:
-                    docs = list(messages.limit(batch_size).stream(retry=access.retry))
-                    if not docs:
-                        break
-                    batch = access.db.batch()
-                    for doc in docs:
-                        batch.delete(doc.reference)
-                    batch.commit(retry=access.retry, timeout=access.timeout)
-                    deleted += len(docs)
+                deleted += self._delete_all(step.collection("messages"), batch_size)
                 step.delete(retry=access.retry, timeout=access.timeout)
                 deleted += 1
+            deleted += self._delete_all(session_ref.collection("board"), batch_size)
             session_ref.delete(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         access.histories.drop_session(session_id)
         return deleted + 1
+
+    def _delete_all(self, collection: Any, batch_size: int) -> int:
+        access, deleted = self.access, 0
+        while True:
+            docs = list(collection.limit(batch_size).stream(retry=access.retry))
+            if not docs:
+                return deleted
+            batch = access.db.batch()
+            for doc in docs:
+                batch.delete(doc.reference)
+            batch.commit(retry=access.retry, timeout=access.timeout)
+            deleted += len(docs)
 
     def step_ids(self, session_id: str) -> list[str]:
         try:

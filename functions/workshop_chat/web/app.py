@@ -20,6 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed as NoSuchMethod
 from werkzeug.exceptions import NotFound as NoSuchRoute
 from werkzeug.routing import Map, RequestRedirect, Rule
 
+from ..chat.board import check_change, check_item_id
 from ..chat.domain import (
     Event,
     Failed,
@@ -70,6 +71,13 @@ _ROUTES = Map(
             endpoint="file",
             methods=["GET"],
         ),
+        # The workshop board: read it, change or remove an item.
+        Rule("/sessions/<session_id>/board", endpoint="board", methods=["GET"]),
+        Rule(
+            "/sessions/<session_id>/board/<item_id>",
+            endpoint="board_item",
+            methods=["PATCH", "DELETE"],
+        ),
         # useChat's default reconnect URL carries no session or step: nothing to resume.
         Rule("/<chat_id>/stream", endpoint="no_resume", methods=["GET"]),
     ],
@@ -107,6 +115,8 @@ class Api:
             "stop": self._stop,
             "file": self._file,
             "usage": self._usage,
+            "board": self._board,
+            "board_item": self._board_item,
         }
 
     def __call__(self, request: Request) -> Response:
@@ -225,6 +235,20 @@ class Api:
         steps = self.sessions.overview(session_id, uid)
         return json_response(200, protocol.overview(session_id, steps))
 
+    def _board(self, request: Request, uid: str, session_id: str) -> Response:
+        items = self.sessions.board_items(session_id, uid)
+        return json_response(200, {"items": [protocol.board_item(i) for i in items]})
+
+    def _board_item(self, request: Request, uid: str, session_id: str, item_id: str) -> Response:
+        item_id = check_item_id(item_id)
+        if request.method == "DELETE":
+            self.sessions.remove_item(session_id, uid, item_id)
+            return json_response(200, {"id": item_id, "removed": True})
+        body, _ = self._json_body(request, self.config.max_request_bytes)
+        change = check_change(item_id, body)
+        item = self.sessions.change_item(session_id, uid, change)
+        return json_response(200, protocol.board_item(item))
+
     def _usage(self, request: Request, uid: str) -> Response:
         now = time.time()
         return json_response(200, protocol.usage(self.sessions.usage(uid, now), now))
@@ -292,7 +316,7 @@ class Api:
             "x-vercel-ai-ui-message-stream, Retry-After"
         )
         if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (
                 "Authorization, Content-Type, X-Firebase-AppCheck"
             )

@@ -119,6 +119,68 @@ class SourceUrl(Chunk):
 
 
 @dataclass(frozen=True)
+class ToolInputStart(Chunk):
+    type: ClassVar[str] = "tool-input-start"
+    tool_call_id: str
+    tool_name: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"toolCallId": self.tool_call_id, "toolName": self.tool_name}
+
+
+@dataclass(frozen=True)
+class ToolInputAvailable(Chunk):
+    type: ClassVar[str] = "tool-input-available"
+    tool_call_id: str
+    tool_name: str
+    input: Any
+
+    def fields(self) -> dict[str, Any]:
+        return {"toolCallId": self.tool_call_id, "toolName": self.tool_name, "input": self.input}
+
+
+@dataclass(frozen=True)
+class ToolOutputAvailable(Chunk):
+    type: ClassVar[str] = "tool-output-available"
+    tool_call_id: str
+    output: Any
+
+    def fields(self) -> dict[str, Any]:
+        return {"toolCallId": self.tool_call_id, "output": self.output}
+
+
+@dataclass(frozen=True)
+class ToolOutputError(Chunk):
+    type: ClassVar[str] = "tool-output-error"
+    tool_call_id: str
+    error_text: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"toolCallId": self.tool_call_id, "errorText": self.error_text}
+
+
+@dataclass(frozen=True)
+class ToolApprovalRequest(Chunk):
+    """Not in `ai` 5.0: a strict 5.0 client cannot take a reply that asks for approval."""
+
+    type: ClassVar[str] = "tool-approval-request"
+    approval_id: str
+    tool_call_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"approvalId": self.approval_id, "toolCallId": self.tool_call_id}
+
+
+@dataclass(frozen=True)
+class ToolOutputDenied(Chunk):
+    type: ClassVar[str] = "tool-output-denied"
+    tool_call_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"toolCallId": self.tool_call_id}
+
+
+@dataclass(frozen=True)
 class Error(Chunk):
     """Puts the client's chat in its error state; `error_text` is always one of our own."""
 

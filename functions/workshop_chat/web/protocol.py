@@ -12,14 +12,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..chat.attachments import FILE_PART_ROOM, FileLimits
+from ..chat.board import BoardItem
 from ..chat.budget import Spend, seconds_to_next_day
 from ..chat.domain import (
+    Answer,
+    Approval,
     Message,
     NewFile,
+    NextStep,
+    TextDelta,
+    ToolCall,
+    ToolDone,
+    ToolStarted,
     Trigger,
     Turn,
     UserMessage,
     iso_time,
+    layout,
 )
 from ..chat.errors import InvalidRequest
 from ..chat.ports import StepSummary
@@ -84,6 +93,13 @@ def parse_turn(
     message = last_message(body)
     if message is None:
         raise InvalidRequest("invalid_messages", "messages must be a non-empty array")
+    if (
+        isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and trigger == "submit-message"
+    ):
+        approval = parse_approval(message, max_id_chars)
+        return Turn(session_id, step_id, UserMessage(approval.reply_id, ""), approval=approval)
     user = parse_user_message(
         message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
     )
@@ -94,6 +110,38 @@ def parse_turn(
         # A photo of the wall may come alone; a regenerate answers the stored message.
         raise InvalidRequest("empty_message", "the message has no text and no file")
     return Turn(session_id, step_id, user, trigger, target, files)
+
+
+MAX_REASON_CHARS = 1000
+
+
+def parse_approval(message: dict[str, Any], max_id_chars: int) -> Approval:
+    """What `lastAssistantMessageIsCompleteWithApprovalResponses` sends: the assistant message
+    whose tool parts the team answered (`approval-responded`, with the approval's id and
+    answer). Only those parts are read; the rest of the message is the function's own."""
+    reply_id = check_id(message.get("id"), "message id", max_id_chars)
+    parts = message.get("parts")
+    if not isinstance(parts, list):
+        raise InvalidRequest("invalid_parts", "the message must have a parts array")
+    answers = []
+    for part in parts:
+        if not isinstance(part, dict) or part.get("state") != "approval-responded":
+            continue
+        approval = part.get("approval")
+        if not isinstance(approval, dict) or not isinstance(approval.get("approved"), bool):
+            raise InvalidRequest("invalid_approval", "an answered approval needs approval.approved")
+        reason = approval.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
+            raise InvalidRequest(
+                "invalid_approval", f"approval.reason is a string of at most {MAX_REASON_CHARS}"
+            )
+        approval_id = check_id(approval.get("id"), "approval id", max_id_chars)
+        answers.append(Answer(approval_id, approval["approved"], reason))
+    if not answers:
+        raise InvalidRequest(
+            "invalid_role", "the last message must have role user, or answer an approval"
+        )
+    return Approval(reply_id, tuple(answers))
 
 
 def last_message(body: Any) -> Any:
@@ -176,10 +224,19 @@ def ui_message(
             if value is not None:
                 metadata[key] = value
     parts: list[dict[str, Any]] = []
+    if message.tools:  # as useChat builds it from the stream: a part for each step's start
+        parts.append({"type": "step-start"})
     if message.reasoning:
         parts.append({"type": "reasoning", "text": message.reasoning})
-    if message.text:
-        parts.append({"type": "text", "text": message.text})
+    for event in layout(message.text, message.tools, message.steps):
+        if isinstance(event, TextDelta):
+            parts.append({"type": "text", "text": event.text})
+        elif isinstance(event, ToolStarted):
+            parts.append(tool_part(event.call))
+        elif isinstance(event, ToolDone):
+            parts[-1] = tool_part(event.call)  # its input part, just before
+        elif isinstance(event, NextStep):
+            parts.append({"type": "step-start"})
     for ref in message.files if file_url else ():
         url = file_url(message.id, ref.n)  # type: ignore[misc]
         parts.append(
@@ -191,6 +248,43 @@ def ui_message(
             part["title"] = source.title
         parts.append(part)
     return {"id": message.id, "role": message.role, "parts": parts, "metadata": metadata}
+
+
+def tool_part(call: ToolCall) -> dict[str, Any]:
+    """A tool call as a UIMessage part (`tool-<name>`), in the state it reached."""
+    part: dict[str, Any] = {
+        "type": f"tool-{call.name}",
+        "toolCallId": call.call_id,
+        "state": call.state,
+        "input": call.input,
+    }
+    if call.state == "output-available":
+        part["output"] = call.output
+    elif call.state == "output-error":
+        part["errorText"] = call.error_text or "the tool failed"
+    if call.approval_id is not None:
+        approval: dict[str, Any] = {"id": call.approval_id}
+        if call.approved is not None:
+            approval["approved"] = call.approved
+        if call.reason is not None:
+            approval["reason"] = call.reason
+        part["approval"] = approval
+    return part
+
+
+def board_item(item: BoardItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "title": item.title,
+        "detail": item.detail,
+        "stepId": item.step_id,
+        "createdBy": item.created_by,
+        "sourceMessageId": item.source_message_id,
+        "createdAt": iso_time(item.created_at),
+        "updatedAt": iso_time(item.updated_at),
+        "version": item.version,
+    }
 
 
 def overview(session_id: str, steps: list[StepSummary]) -> dict[str, Any]:
