@@ -83,6 +83,8 @@ async function seed(testEnv) {
         });
       }
     }
+    batch.set(doc(db, `${S1}/board/b1`), { kind: 'insight', title: 'Pagers', stepId: 'define' });
+    batch.set(doc(db, `${S2}/board/b1`), { kind: 'idea', title: 'Bob', stepId: 'define' });
     batch.set(doc(db, 'rateLimits/alice'), { count: 1, windowStart: t(0) });
     batch.set(doc(db, 'unknownCollection/x'), { ownerUid: 'alice' });
     await batch.commit();
@@ -149,6 +151,8 @@ describe('owner (alice) reads her own session', () => {
       'get step': () => assertSucceeds(getDoc(doc(db.alice, S1_STEP))),
       'get message': () => assertSucceeds(getDoc(doc(db.alice, S1_MSG))),
       'list steps': () => assertSucceeds(getDocs(collection(db.alice, `${S1}/steps`))),
+      'get board item': () => assertSucceeds(getDoc(doc(db.alice, `${S1}/board/b1`))),
+      'list board': () => assertSucceeds(getDocs(collection(db.alice, `${S1}/board`))),
     }));
   test('list messages ordered by createdAt', async () => {
     const snap = await assertSucceeds(listMessages(db.alice, S1_MESSAGES));
@@ -172,6 +176,8 @@ describe("reads of someone else's session are denied", () => {
         'get message': () => assertFails(getDoc(doc(db[who], S1_MSG))),
         'list messages': () => assertFails(listMessages(db[who], S1_MESSAGES)),
         'list steps': () => assertFails(getDocs(collection(db[who], `${S1}/steps`))),
+        'list board': () => assertFails(getDocs(collection(db[who], `${S1}/board`))),
+        'get board item': () => assertFails(getDoc(doc(db[who], `${S1}/board/b1`))),
       }));
   }
   test("alice: list messages of bob's session", () =>
@@ -210,6 +216,11 @@ describe('every client write is denied', () => {
         'update own-or-not session s1': () =>
           assertFails(updateDoc(doc(db[who], S1), { updatedAt: Timestamp.now() })),
         'delete session s1': () => assertFails(deleteDoc(doc(db[who], S1))),
+        'create board item in s1': () =>
+          assertFails(setDoc(doc(db[who], `${S1}/board/b9`), { kind: 'idea', title: 'x' })),
+        'update board item in s1': () =>
+          assertFails(updateDoc(doc(db[who], `${S1}/board/b1`), { title: 'x' })),
+        'delete board item in s1': () => assertFails(deleteDoc(doc(db[who], `${S1}/board/b1`))),
         "set ownerUid on bob's session (update)": () =>
           assertFails(updateDoc(doc(db[who], S2), { ownerUid: 'mallory' })),
         "set ownerUid on bob's session (set)": () =>
