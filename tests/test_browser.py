@@ -433,6 +433,37 @@ class ChatPage:
         )
         return self.find("attach-error").inner_text()
 
+    # --- The board ----------------------------------------------------------------------------
+
+    def board_items(self) -> list[dict[str, str]]:
+        """The board beside the chat: each item's id, kind and title, in the order shown."""
+        return self.page.eval_on_selector_all(
+            "[data-testid=board-item]",
+            """items => items.map(item => ({
+                id: item.dataset.itemId,
+                kind: item.dataset.kind,
+                title: item.querySelector('[data-testid=board-item-title]')?.textContent ?? '',
+            }))""",
+        )
+
+    def wait_board_count(self, count: int) -> None:
+        self.page.wait_for_function(
+            "(n) => document.querySelectorAll('[data-testid=board-item]').length === n",
+            arg=count,
+            timeout=TIMEOUT_MS,
+        )
+
+    def tool_cards(self) -> list[dict[str, str]]:
+        """The tool calls in the conversation: tool, state and what they were about."""
+        return self.page.eval_on_selector_all(
+            "[data-testid=tool-card]",
+            """cards => cards.map(card => ({
+                tool: card.dataset.tool,
+                state: card.dataset.state,
+                subject: card.querySelector('[data-testid=tool-subject]')?.textContent ?? '',
+            }))""",
+        )
+
     # --- The reply --------------------------------------------------------------------------
 
     def status(self) -> str:
@@ -719,6 +750,8 @@ def stack(
                 # Every reply then has the stand-in's thought summary and two sources.
                 "GEMINI_INCLUDE_THOUGHTS": "true",
                 "GEMINI_GOOGLE_SEARCH": "true",
+                # Gemini 3 takes search and the board's functions in one request.
+                "GEMINI_MODEL": "gemini-3-flash-preview",
                 # A step's outcome is written once the step has been quiet this long (10 s by
                 # default): short, so the outcomes panel fills while a test looks at it.
                 "SUMMARY_DELAY_SECONDS": "0.3",
@@ -845,7 +878,7 @@ def test_reply_streams_in_and_history_survives_reload(chat: ChatPage) -> None:
     assert shown[1]["text"] == expected
     # useChat took over the server's id from the `start` chunk.
     assert shown[1]["id"] == f"{shown[0]['id']}~reply"
-    assert chat.find("message-meta").last.inner_text().endswith("gemini-2.5-flash")
+    assert chat.find("message-meta").last.inner_text().endswith("gemini-3-flash-preview")
 
     # The session and step are in the URL, so a reload shows the stored history.
     chat.reload()
@@ -1531,3 +1564,59 @@ def test_screenshot_of_a_conversation(chat: ChatPage, tmp_path: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     chat.page.set_viewport_size({"width": 860, "height": 660})
     chat.page.screenshot(path=str(target))
+
+
+# --- The workshop board ----------------------------------------------------------------------
+
+
+def test_the_facilitator_adds_to_the_board_and_the_team_edits_it(chat: ChatPage) -> None:
+    chat.open(new_session(), "empathize")
+    chat.send("Nurses hate pagers [[standin tool=add_board_items]]")
+    assert chat.wait_for_reply() == "ready"
+    assert chat.tool_cards() == [
+        {"tool": "add_board_items", "state": "output-available", "subject": "Nurses hate pagers"}
+    ]
+    chat.wait_board_count(1)
+    (item,) = chat.board_items()
+    assert (item["kind"], item["title"]) == ("insight", "Nurses hate pagers")
+
+    chat.find("board-item-edit").click()
+    chat.find("board-item-title-input").fill("Pagers are hated at night")
+    chat.find("board-item-save").click()
+    chat.page.wait_for_function(
+        "() => document.querySelector('[data-testid=board-item-title]')?.textContent"
+        " === 'Pagers are hated at night'"
+    )
+    # Stored: a reload shows the edited item, and the tool card with the reply.
+    chat.reload()
+    chat.wait_board_count(1)
+    assert chat.board_items() == [{**item, "title": "Pagers are hated at night"}]
+    assert [c["state"] for c in chat.tool_cards()] == ["output-available"]
+
+
+def test_a_removal_waits_for_the_teams_approve_or_deny(chat: ChatPage) -> None:
+    chat.open(new_session(), "define")
+    chat.send("Night shifts are lonely [[standin tool=add_board_items]]")
+    assert chat.wait_for_reply() == "ready"
+    chat.wait_board_count(1)
+    (item,) = chat.board_items()
+
+    chat.send(f"Drop it [[standin tool=remove_board_item item={item['id']}]]")
+    chat.find("deny").wait_for()
+    assert chat.wait_for_reply() == "ready"
+    chat.find("deny").click()  # the answer goes by itself, and the same reply carries on
+    chat.find("tool-answer").wait_for()
+    assert chat.wait_for_reply() == "ready"
+    chat.wait_reply_text(
+        'Echo: Drop it | remove_board_item -> {"denied": "the team did not approve it"}'
+    )
+    assert chat.tool_cards()[-1]["state"] == "output-denied"
+    assert chat.board_items() == [item]
+
+    chat.send(f"Drop it now [[standin tool=remove_board_item item={item['id']}]]")
+    chat.find("approve").wait_for()
+    assert chat.wait_for_reply() == "ready"
+    chat.find("approve").click()
+    chat.wait_board_count(0)
+    assert chat.tool_cards()[-1]["state"] == "output-available"
+    assert [m["role"] for m in chat.messages()] == ["user", "assistant"] * 3

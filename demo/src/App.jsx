@@ -1,5 +1,5 @@
 import { useChat } from "@ai-sdk/react";
-import { DefaultChatTransport } from "ai";
+import { DefaultChatTransport, lastAssistantMessageIsCompleteWithApprovalResponses } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
 import {
   deleteSession,
@@ -10,6 +10,7 @@ import {
   stepUrl,
 } from "./api.js";
 import { AttachButton, AttachmentTray, useAttachments } from "./attachments.jsx";
+import { BoardPanel, useBoard } from "./board.jsx";
 import { authEnabled, authHeaders, currentUser } from "./auth.js";
 import { CHAT_URL, STEPS } from "./config.js";
 import { MessageContent, stillWriting, textOf } from "./messages.jsx";
@@ -59,6 +60,7 @@ export default function App() {
   const [deleting, setDeleting] = useState(false);
   const [notice, setNotice] = useState(null); // { kind: "done" | "error", text }
   const outcomes = useOutcomes(place.session, place.step);
+  const board = useBoard(place.session);
   const key = `${place.session}/${place.step}`;
 
   useEffect(() => writeLocation(place), [place]);
@@ -209,7 +211,10 @@ export default function App() {
             historyError={history.error}
             unknownSession={!history.known && !place.made}
             draft={draft?.session === place.session ? draft : null}
-            onReplyEnd={outcomes.summaryChanged}
+            onReplyEnd={(session, step) => {
+              outcomes.summaryChanged(session, step);
+              board.refresh(); // the facilitator's tools may have changed it
+            }}
             onNewSession={newSession}
           />
         ) : (
@@ -217,7 +222,10 @@ export default function App() {
             Loading the conversation…
           </p>
         )}
-        <OutcomesPanel step={place.step} outcomes={outcomes} />
+        <aside className="side">
+          <BoardPanel session={place.session} board={board} />
+          <OutcomesPanel step={place.step} outcomes={outcomes} />
+        </aside>
       </div>
 
       <footer className="footer">
@@ -263,15 +271,27 @@ function ChatPanel({
   // in flight; an empty one may belong to a session the server does not know yet (404).
   const lastLoaded = initialMessages.at(-1);
   const resume = lastLoaded?.role === "user" || stillWriting(initialMessages);
-  const { messages, setMessages, sendMessage, regenerate, stop, status, error, clearError } =
-    useChat({
-      id: `${session}/${step}`,
-      messages: initialMessages,
-      transport,
-      resume,
-      // Each settled reply gets its step's outcome refreshed on the server a moment later.
-      onFinish: () => onReplyEnd(session, step),
-    });
+  const {
+    messages,
+    setMessages,
+    sendMessage,
+    regenerate,
+    stop,
+    status,
+    error,
+    clearError,
+    addToolApprovalResponse,
+  } = useChat({
+    id: `${session}/${step}`,
+    messages: initialMessages,
+    transport,
+    resume,
+    // A reply that asked the team to approve a tool call waits for Approve or Deny; the
+    // answer is sent by itself and the same reply carries on.
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+    // Each settled reply gets its step's outcome refreshed on the server a moment later.
+    onFinish: () => onReplyEnd(session, step),
+  });
   const [input, setInput] = useState(draft?.text ?? "");
   const attachments = useAttachments(draft?.files);
   const [loadError, setLoadError] = useState(historyError);
@@ -398,6 +418,7 @@ function ChatPanel({
               <MessageContent
                 message={message}
                 busy={busy}
+                onApproval={addToolApprovalResponse}
                 streaming={busy && message.id === last?.id && message.role === "assistant"}
               />
             </div>

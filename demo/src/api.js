@@ -105,3 +105,38 @@ export async function fetchFile(url, signal) {
   if (!response.ok) throw new Error((await response.text()) || `HTTP ${response.status}`);
   return response.blob();
 }
+
+export function boardUrl(sessionId, itemId) {
+  const base = `${sessionUrl(sessionId)}/board`;
+  return itemId ? `${base}/${encodeURIComponent(itemId)}` : base;
+}
+
+/** The session's board items in workshop order; none for a session the server does not know. */
+export async function fetchBoard(sessionId, signal) {
+  const response = await fetch(boardUrl(sessionId), { headers: await authHeaders(), signal });
+  if (response.status === 404) return [];
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).items;
+}
+
+/** Change an item's title or detail; the item as stored. */
+export async function changeItem(sessionId, itemId, fields) {
+  const response = await fetch(boardUrl(sessionId, itemId), {
+    method: "PATCH",
+    headers: { ...(await authHeaders()), "Content-Type": "application/json" },
+    body: JSON.stringify(fields),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text);
+}
+
+export async function removeItem(sessionId, itemId) {
+  const response = await fetch(boardUrl(sessionId, itemId), {
+    method: "DELETE",
+    headers: await authHeaders(),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+}

@@ -81,18 +81,86 @@ function Sources({ sources }) {
   );
 }
 
-export function MessageContent({ message, streaming, busy }) {
+const TOOL_NAMES = {
+  add_board_items: "Add to the board",
+  update_board_item: "Change on the board",
+  remove_board_item: "Remove from the board",
+};
+
+/** What a call is about, from its input: the titles it adds, or the item it names. */
+function toolSubject(name, input) {
+  if (name === "add_board_items") return (input?.items ?? []).map((item) => item?.title).join(" · ");
+  return input?.title ?? input?.id ?? "";
+}
+
+/** One tool call of the facilitator's, as a small card: what it did, or its question to the
+ * team (Approve / Deny) when it needs their approval. */
+function ToolCard({ part, onApproval, busy }) {
+  const name = part.type.slice("tool-".length);
+  const state = part.state;
+  const answered = state === "approval-responded" || state === "output-denied";
+  return (
+    <div className={`tool-card ${state}`} data-testid="tool-card" data-tool={name} data-state={state}>
+      <span className="tool-name">{TOOL_NAMES[name] ?? name}</span>{" "}
+      <span className="tool-subject" data-testid="tool-subject">
+        {toolSubject(name, part.input)}
+      </span>
+      {state === "output-available" && <span className="tool-done"> ✓</span>}
+      {state === "output-error" && (
+        <span className="tool-error" data-testid="tool-error">
+          {" "}
+          · not done: {part.errorText}
+        </span>
+      )}
+      {state === "approval-requested" && (
+        <span className="tool-approval">
+          {" "}
+          <button
+            type="button"
+            data-testid="approve"
+            disabled={busy}
+            onClick={() => onApproval?.({ id: part.approval.id, approved: true })}
+          >
+            Approve
+          </button>{" "}
+          <button
+            type="button"
+            className="danger"
+            data-testid="deny"
+            disabled={busy}
+            onClick={() => onApproval?.({ id: part.approval.id, approved: false })}
+          >
+            Deny
+          </button>
+        </span>
+      )}
+      {answered && (
+        <span className="tool-answer" data-testid="tool-answer">
+          {" "}
+          · {part.approval?.approved ? "approved" : "denied"}
+          {part.approval?.reason ? `: ${part.approval.reason}` : ""}
+        </span>
+      )}
+    </div>
+  );
+}
+
+export function MessageContent({ message, streaming, busy, onApproval }) {
   const reasoning = joined(message, "reasoning");
   const text = textOf(message);
   const files = message.parts.filter((part) => part.type === "file");
   const sources = message.parts.filter((part) => part.type === "source-url");
+  const tools = message.parts.filter((part) => part.type.startsWith("tool-"));
   return (
     <>
       {reasoning && <Reasoning text={reasoning} live={streaming} />}
+      {tools.map((part) => (
+        <ToolCard key={part.toolCallId} part={part} onApproval={onApproval} busy={busy} />
+      ))}
       <div className="text" data-testid="message-text">
         {text}
       </div>
-      {!text && message.role === "assistant" && !busy && (
+      {!text && tools.length === 0 && message.role === "assistant" && !busy && (
         <div className="placeholder">
           {message.metadata?.status === "streaming"
             ? "The reply is still being written…"

@@ -145,6 +145,13 @@ def build_from_env() -> Api:
             "AUTH_MODE=none: every caller is the same user and anyone can read any session. "
             "Never deploy this way."
         )
+    from .cloud.gemini import combines_tools
+
+    if config.google_search and config.max_tool_rounds and not combines_tools(config.model):
+        log.warning(
+            f"GEMINI_GOOGLE_SEARCH with {config.model}: the board's tools are off (models before "
+            "Gemini 3 take search or functions in a request, not both)"
+        )
     api = build(config)
     _checkpoint_on_sigterm(api.turns)
     log.info(

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import random
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ _FINISH: dict[str, FinishReason] = {
     "IMAGE_SAFETY": "content-filter",
     "MALFORMED_FUNCTION_CALL": "error",
 }
+
+
+def combines_tools(model: str) -> bool:
+    """Whether the model takes Google Search and function declarations in one request: Gemini
+    3 and later do; before, a request with both is refused, so search goes alone."""
+    found = re.match(r"gemini-(\d+)", model)
+    return found is not None and int(found.group(1)) >= 3
 
 
 def finish_reason(gemini_reason: str | None) -> FinishReason:
@@ -160,17 +168,17 @@ class Gemini:
             thinking = types.ThinkingConfig(
                 thinking_budget=budget, include_thoughts=g.include_thoughts or None
             )
-        tools: list[Any] | None = None
+        tools: list[Any] = []
         if g.google_search:
-            tools = [types.Tool(google_search=types.GoogleSearch())]
-        elif functions:  # Gemini before 3 takes search or functions in a request, not both
+            tools.append(types.Tool(google_search=types.GoogleSearch()))
+        if functions and (not g.google_search or combines_tools(self.name)):
             declared = [
                 types.FunctionDeclaration(
                     name=f.name, description=f.description, parameters_json_schema=f.parameters
                 )
                 for f in functions
             ]
-            tools = [types.Tool(function_declarations=declared)]
+            tools.append(types.Tool(function_declarations=declared))
         safety = None
         if g.safety_threshold:
             safety = [
@@ -185,7 +193,7 @@ class Gemini:
             temperature=g.temperature,
             max_output_tokens=g.max_output_tokens,
             thinking_config=thinking,
-            tools=tools,
+            tools=tools or None,
             safety_settings=safety,
         )
         # Set after validation, which would copy the history into a plain dict.
