@@ -6,25 +6,10 @@ import json
 import urllib.request
 from typing import Any
 
+from standin.control import configure, reset  # noqa: F401 - the bench's API
+
 MODEL = "gemini-2.5-flash"
 MODEL_PATH = f"/v1/models/{MODEL}:streamGenerateContent?alt=sse"
-
-
-def configure(url: str, **knobs: Any) -> None:
-    """Replace the stand-in's default knobs (a directive in the user text still wins)."""
-    request = urllib.request.Request(
-        f"{url}/_standin/config",
-        data=json.dumps(knobs).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=10).close()
-
-
-def reset(url: str) -> None:
-    """Forget the recording, and the knobs too: `configure` again after this."""
-    request = urllib.request.Request(f"{url}/_standin/requests", method="DELETE")
-    urllib.request.urlopen(request, timeout=10).close()
 
 
 def model_body(system: str, contents: list[dict[str, Any]]) -> dict[str, Any]:

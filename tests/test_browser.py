@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from standin.control import configure
 from tests import support
 
 pytestmark = pytest.mark.timeout(420)
@@ -1184,7 +1185,7 @@ def test_attached_image_reaches_the_model_and_stays_after_reload(
     assert [m["role"] for m in shown] == ["user", "assistant"]
     assert shown[1]["text"] == expected
     # Only the last message goes to the function, with its files as data: URLs.
-    body = json.loads(sent[-1].post_data)
+    body = json.loads([r for r in sent if r.method == "POST"][-1].post_data)
     assert "messages" not in body and body["message"]["role"] == "user"
     files = [part for part in body["message"]["parts"] if part["type"] == "file"]
     assert [(f["filename"], f["mediaType"]) for f in files] == [
@@ -1526,15 +1527,21 @@ def test_someone_elses_session_is_said_to_be_so(chat: ChatPage, stack: Stack) ->
     assert stack.get(f"/sessions/{theirs}", authorization)[0] == 404
 
 
-def test_screenshot_of_a_conversation(chat: ChatPage, tmp_path: Path) -> None:
-    """A tidy conversation for docs/screenshot.png, beside what the two steps before it found
-    (also checks two turns in one step, and outcomes from two steps)."""
+def test_screenshot_of_a_conversation(chat: ChatPage, stack: Stack, tmp_path: Path) -> None:
+    """A tidy conversation for docs/screenshot.png, beside the board and what the two steps
+    before it found (also checks two turns in one step, and outcomes from two steps)."""
     chat.open(f"team-blue-{uuid.uuid4().hex[:4]}", "empathize")
-    chat.send("We interviewed six first-year students: most eat lunch alone in week one.")
-    assert chat.wait_for_reply() == "ready"
-    chat.go_to_step("define")
-    chat.send("How might we help first-year students find a study group?")
-    assert chat.wait_for_reply() == "ready"
+    try:  # the facilitator puts each of the first two steps' findings on the board
+        configure(stack.standin_url, tool="add_board_items", kind="insight")
+        chat.send("Most first-year students eat lunch alone in week one.")
+        assert chat.wait_for_reply() == "ready"
+        chat.go_to_step("define")
+        configure(stack.standin_url, tool="add_board_items", kind="hmw")
+        chat.send("How might we help first-year students find a study group?")
+        assert chat.wait_for_reply() == "ready"
+    finally:
+        configure(stack.standin_url)
+    chat.wait_board_count(2)
 
     chat.go_to_step("ideate")
     chat.wait_empty()
@@ -1550,7 +1557,7 @@ def test_screenshot_of_a_conversation(chat: ChatPage, tmp_path: Path) -> None:
     assert shown[3]["text"] == "Echo: Which of them could we try out on Monday?"
     # The stand-in's outcome of a step: one point per message of the team.
     assert chat.outcome_text("empathize", "lunch alone") == (
-        "Findings:\n- We interviewed six first-year students: most eat lunch alone in week one."
+        "Findings:\n- Most first-year students eat lunch alone in week one."
     )
     assert chat.outcome_text("define", "study group") == (
         "Findings:\n- How might we help first-year students find a study group?"

@@ -18,6 +18,7 @@ from .chat.checkpoints import Cadence, Checkpointer
 from .chat.outcomes import Summaries, SummaryCadence, Workshop
 from .chat.prompts import PromptError, check_all, system_prompt
 from .chat.prompts import thinking_budget as prompt_thinking_budget
+from .chat.prompts import tools as prompt_tools
 from .chat.reply import Limits
 from .chat.sessions import Sessions
 from .chat.turns import Settings, Stores, Turns
@@ -69,7 +70,7 @@ def build(
     access = FirestoreAccess(db, lease_seconds=config.lease_seconds, ledger=ledger)
     checkpointer = Checkpointer(ReplyWriter(access), cadence(config))
     summaries = Summaries(OutcomeStore(access), model.summarize, summary_cadence(config))
-    workshop = Workshop(system_prompt, summaries, prompt_thinking_budget)
+    workshop = Workshop(system_prompt, summaries, prompt_thinking_budget, prompt_tools)
     stores = Stores(
         FirestoreStore(access),
         SessionStore(access),

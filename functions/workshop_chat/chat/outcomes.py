@@ -249,14 +249,20 @@ class Workshop:
         prompts: Callable[[str], str],
         summaries: Summaries | None = None,
         thinking: Callable[[str], int | None] = lambda step_id: None,
+        tools: Callable[[str], tuple[str, ...] | None] = lambda step_id: None,
     ) -> None:
         self.prompts = prompts
         self.summaries = summaries
         self.thinking = thinking
+        self.tools = tools
 
     def thinking_budget(self, step_id: str) -> int | None:
         """The step's own thinking budget, if its prompt file sets one."""
         return self.thinking(step_id)
+
+    def tool_names(self, step_id: str) -> tuple[str, ...] | None:
+        """The board tools the step's prompt allows (None: all of them)."""
+        return self.tools(step_id)
 
     def system(self, step_id: str) -> str:
         """The step's prompt: the same for every turn of the step, and nothing a user wrote."""

@@ -8,7 +8,9 @@ A step's file may start with settings between two `---` lines, one `key: value` 
     This is the Ideate step. ...
 
 `thinking_budget` overrides GEMINI_THINKING_BUDGET for that step (-1: the model decides, 0: no
-thinking where the model allows it, N: at most N thinking tokens). Nothing else is read there.
+thinking where the model allows it, N: at most N thinking tokens). `tools` narrows the board's
+tools the step declares (`tools: add_board_items, update_board_item`; empty: none). Nothing else
+is read there.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .board import TOOL_NAMES, ToolName
+
 _DIR = Path(__file__).parent / "prompts"
 STEPS = ("empathize", "define", "ideate", "prototype", "test")
-_SETTINGS = ("thinking_budget",)
+_SETTINGS = ("thinking_budget", "tools")
 
 
 @dataclass(frozen=True)
 class StepPrompt:
     text: str
     thinking_budget: int | None = None
+    tools: tuple[ToolName, ...] | None = None  # None: every tool
 
 
 class PromptError(ValueError):
@@ -40,12 +45,16 @@ def parse(name: str, raw: str) -> StepPrompt:
     if not sep:
         raise PromptError(f"prompts/{name}.md: the settings block has no closing ---")
     settings: dict[str, int] = {}
+    tools: tuple[ToolName, ...] | None = None
     for line in head.splitlines():
         key, colon, value = (part.strip() for part in line.partition(":"))
         if not line.strip():
             continue
         if not colon or key not in _SETTINGS:
             raise PromptError(f"prompts/{name}.md: unknown setting {line.strip()!r}")
+        if key == "tools":
+            tools = _tools(name, value)
+            continue
         try:
             number = int(value)
         except ValueError:
@@ -53,7 +62,16 @@ def parse(name: str, raw: str) -> StepPrompt:
         if not -1 <= number <= 32_768:
             raise PromptError(f"prompts/{name}.md: {key} must be between -1 and 32768")
         settings[key] = number
-    return StepPrompt(body.strip(), settings.get("thinking_budget"))
+    return StepPrompt(body.strip(), settings.get("thinking_budget"), tools)
+
+
+def _tools(name: str, value: str) -> tuple[ToolName, ...]:
+    named = [n.strip() for n in value.split(",") if n.strip()]
+    found = tuple(n for n in TOOL_NAMES if n in named)
+    if len(found) != len(set(named)):
+        unknown = sorted(set(named) - set(found))
+        raise PromptError(f"prompts/{name}.md: unknown tools {', '.join(unknown)}")
+    return found
 
 
 @cache
@@ -74,6 +92,11 @@ def system_prompt(step_id: str) -> str:
 def thinking_budget(step_id: str) -> int | None:
     """The step's own thinking budget, or None for the configured one."""
     return _own(step_id).thinking_budget
+
+
+def tools(step_id: str) -> tuple[ToolName, ...] | None:
+    """The board tools the step declares, or None for all of them."""
+    return _own(step_id).tools
 
 
 def check_all() -> None:

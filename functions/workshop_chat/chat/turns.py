@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import aio
 from .attachments import Attachments
-from .board import board_block, in_workshop_order
+from .board import TOOLS, board_block, in_workshop_order
 from .checkpoints import Checkpointer
 from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
@@ -433,7 +433,9 @@ class Turns:
         """The board's tools, where the deployment keeps a board."""
         if self.board is None:
             return None
-        return Toolbox(self.board, key[0], key[1], reply_id, self.clock)
+        allowed = self.workshop.tool_names(key[1])
+        specs = tuple(s for name, s in TOOLS.items() if allowed is None or name in allowed)
+        return Toolbox(self.board, key[0], key[1], reply_id, self.clock, specs)
 
     def _attachments(self) -> Attachments:
         if self.attachments is None:

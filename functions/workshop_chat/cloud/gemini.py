@@ -151,6 +151,7 @@ class Gemini:
         self.generation = generation
         self.retries = retries
         self.sleep = sleep
+        self._tools: dict[tuple[str, ...], Any] = {}
 
     def _config(
         self,
@@ -172,13 +173,7 @@ class Gemini:
         if g.google_search:
             tools.append(types.Tool(google_search=types.GoogleSearch()))
         if functions and (not g.google_search or combines_tools(self.name)):
-            declared = [
-                types.FunctionDeclaration(
-                    name=f.name, description=f.description, parameters_json_schema=f.parameters
-                )
-                for f in functions
-            ]
-            tools.append(types.Tool(function_declarations=declared))
+            tools.append(self._declared(functions))
         safety = None
         if g.safety_threshold:
             safety = [
@@ -201,6 +196,23 @@ class Gemini:
         options.extra_body = _Shared(contents=request)
         config.http_options = options
         return config
+
+    def _declared(self, functions: tuple[ToolSpec, ...]) -> Any:
+        """The function declarations as the SDK takes them, built once per set of tools: the
+        same few on every turn."""
+        from google.genai import types
+
+        key = tuple(f.name for f in functions)
+        tool = self._tools.get(key)
+        if tool is None:
+            declared = [
+                types.FunctionDeclaration(
+                    name=f.name, description=f.description, parameters_json_schema=f.parameters
+                )
+                for f in functions
+            ]
+            tool = self._tools[key] = types.Tool(function_declarations=declared)
+        return tool
 
     async def stream(
         self,
