@@ -15,11 +15,11 @@ from typing import Any
 
 from .chat.attachments import Attachments, FileSettings
 from .chat.checkpoints import Cadence, Checkpointer
+from .chat.generation import Limits
 from .chat.outcomes import Summaries, SummaryCadence, Workshop
 from .chat.prompts import PromptError, check_all, system_prompt
 from .chat.prompts import thinking_budget as prompt_thinking_budget
 from .chat.prompts import tools as prompt_tools
-from .chat.reply import Limits
 from .chat.sessions import Sessions
 from .chat.turns import Settings, Stores, Turns
 from .config import Config, ConfigError

@@ -12,8 +12,8 @@ import pytest
 from tests.fakes import MemoryBoard, MemoryStore, ScriptedModel
 from tests.unit.support import DEFAULTS
 from workshop_chat.chat.checkpoints import Cadence, Checkpointer
+from workshop_chat.chat.generation import Limits
 from workshop_chat.chat.outcomes import Workshop
-from workshop_chat.chat.reply import Limits
 from workshop_chat.chat.sessions import Sessions
 from workshop_chat.chat.turns import Stores, Turns
 from workshop_chat.service import settings as settings_of

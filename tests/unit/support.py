@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from workshop_chat.chat.domain import Event, Turn, UserMessage
-from workshop_chat.chat.reply import Limits
+from workshop_chat.chat.generation import Limits
 from workshop_chat.chat.turns import Turns
 from workshop_chat.config import Config
 

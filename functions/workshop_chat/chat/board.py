@@ -1,6 +1,6 @@
 """The workshop board: what the team found, as items the facilitator (through Gemini's tools)
 and the team keep across steps. Here are the items' rules and the tools' contract; the store
-is `ports.Board`, the round loop that runs the tools is `reply.drive`.
+is `ports.Board`, the round loop that runs the tools is `generation.drive`.
 
 Everything a tool is given comes from the model, so it is checked as strictly as a request
 body: a call with bad arguments writes nothing, and the model is told why in its result.

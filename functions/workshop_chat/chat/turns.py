@@ -1,7 +1,7 @@
 """What a chat turn is: new, re-send, edit, regenerate, take-over or follow. Decisions only.
 
 A reply's own life (its claim, text, listeners and end) is `reply.Reply`; the model stream
-runs in the process's event loop (`reply.drive`); writes after the claim go through the
+runs in the process's event loop (`generation.drive`); writes after the claim go through the
 process's `Checkpointer`; a reply generated on another instance is relayed by `follow`. This
 module picks which of those a request needs.
 """
@@ -36,9 +36,10 @@ from .domain import (
 )
 from .errors import Conflict, InvalidRequest, NotFound, RateLimited, Unavailable
 from .follow import follow, replay
+from .generation import Carry, Limits, Request, drive
 from .outcomes import Workshop, workshop_place
 from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
-from .reply import Carry, Limits, Reply, Request, drive
+from .reply import Reply
 from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.turns")

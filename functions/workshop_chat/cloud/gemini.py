@@ -67,7 +67,7 @@ def make_client(max_connections: int, **options: Any) -> Any:
     The async transport is named, not left to the SDK: it would pick aiohttp wherever that
     happens to be installed, so tests and production would read streams differently. No read
     timeout: the reply's read deadline and total limit are enforced by the generation itself
-    (`reply.drive`), in the same place that decides how the reply ends. `options` (api_key,
+    (`generation.drive`), in the same place that decides how the reply ends. `options` (api_key,
     base_url) are for tests; deployed, the SDK reads its own environment variables.
     """
     import httpx2
