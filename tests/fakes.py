@@ -236,6 +236,10 @@ class MemoryStore:
     def session_lock(self, session_id: str) -> threading.Lock:
         return self._step_lock
 
+    def spend_minute(self, uid: str, now: float, per_minute: int) -> None:
+        self._check()
+        self.quotas[uid] = Quota(now, per_minute, None, per_minute)
+
     def write_replies(self, writes: list[ReplyWrite]) -> list[WriteOutcome]:
         self.batches.append(writes)
         if self.unavailable or self.failing_writes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,20 @@ def collect(
 
     aio.run(read())
     return items
+
+
+class Post:
+    """A chat POST read in a thread, as the browser tab that is about to reload or stop."""
+
+    def __init__(self, client: Any, text: str) -> None:
+        self.chunks: list[Any] = []
+        self._thread = threading.Thread(target=self._run, args=(client, text))
+        self._thread.start()
+
+    def _run(self, client: Any, text: str) -> None:
+        self.chunks = sse_chunks(client.post("/", json=chat_body(text)).data)
+
+    def join(self) -> list[Any]:
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+        return self.chunks

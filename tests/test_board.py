@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import bearer, chat_body, sse_chunks, text_of, unsigned_token
+from tests.support import (
+    Post,
+    bearer,
+    chat_body,
+    sse_chunks,
+    text_of,
+    unsigned_token,
+    wait_for,
+)
 
 BOARD = "sessions/s1/board"
 HISTORY = "/sessions/s1/steps/empathize/messages"
@@ -409,3 +417,51 @@ def test_a_takeover_after_the_instance_died_mid_reply_adds_nothing_twice(make_ap
     output = next(c for c in tools_of(sse_chunks(resumed.data)) if "output" in c)
     assert output["output"] == {"ids": [item_id]}  # the same call found its item
     assert list(board(db)) == [item_id] and len(standin.model_requests()) == 4
+
+
+# --- Resume and stop with a tool round in the middle --------------------------------------------
+
+SLOW_TOOL = "Pagers [[standin tool=add_board_items words=30 chunks=30 delay_ms=100]]"
+
+
+def text_after_the_call(db: Any) -> dict[str, Any] | None:
+    """The stored reply once it has its tool call and some text of the round after it."""
+    snap = db.document(f"{HISTORY[1:]}/m1~reply").get()
+    reply = snap.to_dict() if snap.exists else None
+    parts = (reply or {}).get("parts") or []
+    called = any(p["type"] == "tool-add_board_items" for p in parts)
+    return reply if called and any(p["type"] == "text" for p in parts) else None
+
+
+def test_another_instance_resumes_a_reply_with_its_tool_call_as_streamed(make_app, db, standin):
+    generating = make_app(CHECKPOINT_SECONDS="0.2")
+    original = Post(generating.test_client(), SLOW_TOOL)
+    wait_for(lambda: text_after_the_call(db))
+    resumed = sse_chunks(
+        make_app(CHECKPOINT_SECONDS="0.2").test_client().get(f"{HISTORY[:-9]}/stream").data
+    )
+    first = original.join()
+    assert tools_of(resumed) == tools_of(first)
+    assert text_of(resumed) == text_of(first) and " w30 | add_board_items -> " in text_of(first)
+    assert types_of(resumed).count("start-step") == 2
+    assert len(board(db)) == 1 and len(standin.model_requests()) == 2
+
+
+def test_a_stop_after_a_tool_round_keeps_the_call_and_the_text_so_far(make_app, db, standin):
+    app = make_app(CHECKPOINT_SECONDS="0.2")
+    original = Post(app.test_client(), SLOW_TOOL)
+    wait_for(lambda: text_after_the_call(db))
+    assert app.test_client().post(f"{HISTORY[:-9]}/stop").get_json() == {"stopped": 1}
+    chunks = original.join()
+    assert chunks[-2]["messageMetadata"]["status"] == "stopped"
+    (item_id,) = board(db)
+    stored = app.test_client().get(HISTORY).get_json()["messages"][-1]
+    assert stored["metadata"]["status"] == "stopped"
+    call = next(p for p in stored["parts"] if p["type"] == "tool-add_board_items")
+    assert call["state"] == "output-available" and call["output"] == {"ids": [item_id]}
+    text = next(p["text"] for p in stored["parts"] if p["type"] == "text")
+    assert text == text_of(chunks) and " | add_board_items" not in text  # cut before the end
+    # The next turn gives Gemini the call, its result and the words so far.
+    turn(app.test_client(), "Go on", "m2")
+    roles = [c["role"] for c in standin.model_requests()[-1]["body"]["contents"]]
+    assert roles == ["user", "model", "user", "model", "user"]

@@ -137,3 +137,23 @@ def test_one_users_finals_in_one_batch_are_stored_and_charged_once_each(db):
     assert spent(db, "alice") == 35 and sum(shards(db).values()) == 35
     assert writer.write_replies(writes) == [WriteOutcome.WROTE] * 5  # a retry charges nothing
     assert spent(db, "alice") == 35
+
+
+def test_refused_requests_that_use_up_a_minute_hold_the_users_turns_on_every_instance(
+    budgeted, db, standin
+):
+    """Bad bodies are counted where they are refused; the one that uses the minute up marks the
+    stored minute, so a second instance refuses the same user's turns before the model."""
+    here = budgeted(RATE_LIMIT_PER_MINUTE="3")
+    elsewhere = budgeted(RATE_LIMIT_PER_MINUTE="3")
+    bad = chat_body("x", "bad id!")
+    for _ in range(3):
+        refused = here.post("/", json=bad, headers=bearer(unsigned_token("mallory")))
+        assert refused.status_code == 400
+    response = elsewhere.post(
+        "/", json=chat_body("hi", "m1"), headers=bearer(unsigned_token("mallory"))
+    )
+    assert response.status_code == 429 and response.get_json()["error"]["code"] == "rate_limited"
+    assert standin.model_requests() == []
+    # Another user is not held.
+    assert turn(elsewhere, "alice", "a1").status_code == 200

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests import support
-from tests.support import chat_body, sse_chunks, text_of, wait_for
+from tests.support import Post, chat_body, sse_chunks, text_of, wait_for
 
 STEP = "/sessions/s1/steps/empathize"
 REPLY = "sessions/s1/steps/empathize/messages/m1~reply"
@@ -20,23 +19,6 @@ READER = support.ROOT / "tests" / "js" / "read-stream.mjs"
 def stored(db) -> dict | None:
     snap = db.document(REPLY).get()
     return snap.to_dict() if snap.exists else None
-
-
-class Post:
-    """A chat POST read in a thread, as the browser tab that is about to reload or stop."""
-
-    def __init__(self, client, text: str) -> None:
-        self.chunks: list = []
-        self._thread = threading.Thread(target=self._run, args=(client, text))
-        self._thread.start()
-
-    def _run(self, client, text: str) -> None:
-        self.chunks = sse_chunks(client.post("/", json=chat_body(text)).data)
-
-    def join(self) -> list:
-        self._thread.join(30)
-        assert not self._thread.is_alive()
-        return self.chunks
 
 
 def streaming_with_text(db) -> dict | None:

@@ -27,10 +27,12 @@ def test_a_user_holds_one_largest_body_and_the_process_its_budget():
 
 def test_refusals_run_out_the_users_minute_before_a_body_is_read():
     gate = Admission(process_bytes=100, user_bytes=100, refusals_per_minute=3)
+    used_up = []
     for _ in range(3):
         with gate.admit("mallory", 1):
             pass
-        gate.refused("mallory")
+        used_up.append(gate.refused("mallory"))
+    assert used_up == [False, False, True]  # the third uses the minute up: the store is told
     with pytest.raises(RateLimited) as limited, gate.admit("mallory", 1):
         pass
     assert limited.value.code == "rate_limited" and 1 <= limited.value.retry_after <= 60

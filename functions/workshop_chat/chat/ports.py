@@ -115,6 +115,9 @@ class Conversations(Protocol):
     def session_lock(self, session_id: str) -> AbstractContextManager[Any]:
         """Held from reading a session's state to committing a claim on it."""
 
+    def spend_minute(self, uid: str, now: float, per_minute: int) -> None:
+        """Store the user's minute as used up from `now`."""
+
 
 # --- What a claimed reply writes -----------------------------------------------------------
 

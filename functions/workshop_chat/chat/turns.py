@@ -34,7 +34,14 @@ from .domain import (
     UserMessage,
     reply_id_for,
 )
-from .errors import Conflict, InvalidRequest, NotFound, RateLimited, Unavailable
+from .errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+    Unavailable,
+)
 from .follow import follow, replay
 from .generation import Carry, Limits, Request, drive
 from .outcomes import Workshop, workshop_place
@@ -171,6 +178,17 @@ class Turns:
 
         every = self.settings.follow_seconds
         return follow(self.store, key, reply, take_over, self.model.name, every)
+
+    def spend_minute(self, uid: str) -> None:
+        """The user's refused requests used their minute up on this instance: their turns wait
+        for the next minute on every instance (one write a minute at most, per instance)."""
+        limit = self.settings.rate_limit_per_minute
+        if not limit:
+            return
+        try:
+            self.store.spend_minute(uid, self.clock(), limit)
+        except StoreUnavailable:
+            log.warning("a used-up minute could not be stored")
 
     def checkpoint_all(self) -> int:
         """On SIGTERM: store the text of every reply in flight now."""

@@ -186,6 +186,16 @@ class FirestoreStore:
             return claims.new(conversation, user, reply_id, now)
         return claims.again(conversation, user, reply_id, mode, now, seen_reply)
 
+    def spend_minute(self, uid: str, now: float, per_minute: int) -> None:
+        used = Quota(now, per_minute, None, per_minute)
+        access = self.access
+        try:
+            access.rate(uid).set(
+                documents.quota_fields(used), retry=access.retry, timeout=access.timeout
+            )
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+
     # Replies in flight ------------------------------------------------------------------
 
     def streaming(self, session_id: str, step_id: str) -> list[Message]:

@@ -8,8 +8,9 @@ this process stay within `process_bytes`, and one user's within `user_bytes` (on
 large as any may be); past either, the answer is immediate: `503 busy` for the process,
 `429 busy` for the user. Refused requests (any 4xx from the chat route) count against the
 user's minute as turns do, here in the process: one who keeps sending bad bodies is refused
-before the next is read. A user may also follow only `FOLLOWERS_PER_USER` replies at once
-(each holds a thread and polls the store).
+before the next is read. The refusal that uses the minute up also marks the user's stored
+minute as used (`Turns.spend_minute`), so their turns wait on every instance too. A user may
+also follow only `FOLLOWERS_PER_USER` replies at once (each holds a thread and polls the store).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class Admission:
                 else:
                     del self._users[uid]
 
-    def refused(self, uid: str) -> None:
-        """Count a refused request against `uid`'s minute."""
+    def refused(self, uid: str) -> bool:
+        """Count a refused request against `uid`'s minute; True when this one used the minute
+        up (once a minute), so that the store can say so to every instance."""
         now = time.monotonic()
         with self._lock:
             start, count = self._refused.pop(uid, (now, 0))
@@ -75,6 +77,7 @@ class Admission:
             self._refused[uid] = (start, count + 1)
             while len(self._refused) > _REMEMBERED:
                 self._refused.popitem(last=False)
+            return count + 1 == self.refusals_per_minute
 
     def follower(self, uid: str) -> Slot:
         """One of `uid`'s follower streams; `release` it when the stream ends."""

@@ -179,8 +179,10 @@ class Api:
             with self.admission.admit(uid, size):
                 events = self._turn(request, uid)
         except ChatError as error:
-            if error_status(error) < 500 and not isinstance(error, RateLimited):
-                self.admission.refused(uid)  # (a limit's own refusals are counted there)
+            # (a limit's own refusals are counted there)
+            counted = error_status(error) < 500 and not isinstance(error, RateLimited)
+            if counted and self.admission.refused(uid):
+                self.turns.spend_minute(uid)
             raise
         text_mode = request.args.get("protocol", "data") == "text"
         head, rest = _first_text(events)
