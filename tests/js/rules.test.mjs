@@ -67,7 +67,12 @@ async function seed(testEnv) {
       [S1, 'alice'],
       [S2, 'bob'],
     ]) {
-      batch.set(doc(db, session), { ownerUid: owner, createdAt: t(0), updatedAt: t(3) });
+      // s1's team: carol a member, dave a viewer (erin was one, and left).
+      const members =
+        session === S1
+          ? { carol: { role: 'member', name: 'Carol' }, dave: { role: 'viewer', name: 'Dave' } }
+          : {};
+      batch.set(doc(db, session), { ownerUid: owner, members, createdAt: t(0), updatedAt: t(3) });
       batch.set(doc(db, `${session}/steps/define`), { createdAt: t(0), updatedAt: t(3) });
       for (const [id, role, ms] of [
         ['m1', 'user', 1],
@@ -85,6 +90,7 @@ async function seed(testEnv) {
     }
     batch.set(doc(db, `${S1}/board/b1`), { kind: 'insight', title: 'Pagers', stepId: 'define' });
     batch.set(doc(db, `${S2}/board/b1`), { kind: 'idea', title: 'Bob', stepId: 'define' });
+    batch.set(doc(db, `${S1}/invites/h1`), { role: 'member', createdBy: 'alice' });
     batch.set(doc(db, 'rateLimits/alice'), { count: 1, windowStart: t(0) });
     batch.set(doc(db, 'unknownCollection/x'), { ownerUid: 'alice' });
     await batch.commit();
@@ -115,6 +121,9 @@ before(async () => {
   }
   db.alice = testEnv.authenticatedContext('alice').firestore();
   db.bob = testEnv.authenticatedContext('bob').firestore();
+  for (const who of ['carol', 'dave', 'erin']) {
+    db[who] = testEnv.authenticatedContext(who).firestore();
+  }
   db.anon = testEnv.unauthenticatedContext().firestore();
 });
 
@@ -165,6 +174,32 @@ describe('owner (alice) reads her own session', () => {
     );
     if (snap.size !== 1) throw new Error(`expected 1 session, got ${snap.size}`);
   });
+});
+
+describe("the team (member carol, viewer dave) reads the session; a former member does not", () => {
+  for (const who of ['carol', 'dave']) {
+    test(`${who}: session, step, messages, board`, () =>
+      checkAll({
+        'get session': () => assertSucceeds(getDoc(doc(db[who], S1))),
+        'get step': () => assertSucceeds(getDoc(doc(db[who], S1_STEP))),
+        'list messages': () => assertSucceeds(listMessages(db[who], S1_MESSAGES)),
+        'list board': () => assertSucceeds(getDocs(collection(db[who], `${S1}/board`))),
+        "get bob's session": () => assertFails(getDoc(doc(db[who], S2))),
+        'get an invite': () => assertFails(getDoc(doc(db[who], `${S1}/invites/h1`))),
+        'write a message': () =>
+          assertFails(setDoc(doc(db[who], `${S1_MESSAGES}/m9`), { role: 'user' })),
+        'make themselves owner': () =>
+          assertFails(updateDoc(doc(db[who], S1), { ownerUid: who })),
+      }));
+  }
+  test('erin (left): nothing', () =>
+    checkAll({
+      'get session': () => assertFails(getDoc(doc(db.erin, S1))),
+      'list messages': () => assertFails(listMessages(db.erin, S1_MESSAGES)),
+      'list board': () => assertFails(getDocs(collection(db.erin, `${S1}/board`))),
+    }));
+  test('alice (owner): not even she reads the invites', () =>
+    assertFails(getDoc(doc(db.alice, `${S1}/invites/h1`))));
 });
 
 describe("reads of someone else's session are denied", () => {

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from .board import BoardItem, Change, ToolSpec
 from .budget import Spend
@@ -25,8 +25,7 @@ from .domain import (
     ToolCall,
     UserMessage,
 )
-
-Role = Literal["owner"]  # a caller's place in a session (teams add more)
+from .team import Invite, Member, Role
 
 # --- A step's conversation and the claims on its replies -----------------------------------
 
@@ -169,9 +168,14 @@ class SessionView:
     deleting: bool = False
     steps: tuple[StepSummary, ...] = ()
     version: object = None  # the store's handle on this state
+    members: tuple[Member, ...] = ()  # everyone but the owner
 
     def role_of(self, uid: str) -> Role | None:
-        return "owner" if self.exists and self.owner == uid else None
+        if not self.exists:
+            return None
+        if self.owner == uid:
+            return "owner"
+        return next((m.role for m in self.members if m.uid == uid), None)
 
 
 class Sessions(Protocol):
@@ -184,6 +188,18 @@ class Sessions(Protocol):
 
     def delete_session(self, session_id: str) -> int:
         """Every document of the session, the session's own last; how many went."""
+
+    def add_invite(self, session_id: str, code_hash: str, invite: Invite, by: str) -> None: ...
+
+    def revoke_invite(self, session_id: str, code_hash: str) -> bool:
+        """False when there was no such invite."""
+
+    def join(self, session_id: str, code_hash: str, member: Member, now: float) -> Role:
+        """Add the caller with the invite's role (one already in keeps theirs): `NotFound`
+        for a code that names no live invite, `Conflict` for a full team."""
+
+    def remove_member(self, session_id: str, uid: str) -> bool:
+        """False when they were not a member."""
 
 
 # --- Step outcomes -------------------------------------------------------------------------

@@ -15,9 +15,20 @@ from dataclasses import dataclass, replace
 from .board import BoardItem, Change, in_workshop_order
 from .budget import Spend, utc_day
 from .domain import Event, FileRef, Message, UserMessage
-from .errors import InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound
 from .outcomes import workshop_place
 from .ports import Board, Conversation, SessionView, StepSummary
+from .team import (
+    INVITE_SECONDS,
+    Invite,
+    Joined,
+    Member,
+    Role,
+    code_hash,
+    must_own,
+    must_write,
+    new_code,
+)
 from .turns import Stores, Turns, check_access
 
 
@@ -84,7 +95,7 @@ class Sessions:
 
     def stop(self, session_id: str, step_id: str, uid: str) -> int:
         """Stop the step's replies in flight, here or, through their documents, elsewhere."""
-        self._open(session_id, step_id, uid)
+        must_write(self._open(session_id, step_id, uid).role)
         local = self.turns.local(session_id, step_id, claimed=False)
         if local:
             stopped = [reply for reply in local if reply.stop()]
@@ -94,10 +105,12 @@ class Sessions:
         live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
         return sum(self.store.request_stop(session_id, step_id, m.id) for m in live)
 
-    def overview(self, session_id: str, uid: str) -> list[StepSummary]:
-        """The session's steps in workshop order, each with its outcome so far."""
+    def overview(self, session_id: str, uid: str) -> tuple[SessionView, list[StepSummary]]:
+        """The session (its team and the caller's role in it), and its steps in workshop
+        order, each with its outcome so far."""
         session = self._view(session_id, uid)
-        return sorted(session.steps, key=lambda s: workshop_place(s.step_id, s.started_at))
+        steps = sorted(session.steps, key=lambda s: workshop_place(s.step_id, s.started_at))
+        return session, steps
 
     def delete(self, session_id: str, uid: str) -> int:
         """The whole session: it is marked as going (it reads as gone from then on), its
@@ -105,6 +118,7 @@ class Sessions:
         repeated, so a delete that failed half-way is finished by the owner's next one."""
         for _ in range(3):
             session = self._view(session_id, uid, deleting_too=True)
+            must_own(session.role_of(uid))
             if self.sessions.mark_deleting(session, session_id):
                 break
         else:
@@ -158,13 +172,43 @@ class Sessions:
         return in_workshop_order(self._board().items(session_id), order)
 
     def change_item(self, session_id: str, uid: str, change: Change) -> BoardItem:
-        self._view(session_id, uid)
+        must_write(self._view(session_id, uid).role_of(uid))
         return self._board().change(session_id, change, uid, time.time())
 
     def remove_item(self, session_id: str, uid: str, item_id: str) -> None:
-        self._view(session_id, uid)
+        must_write(self._view(session_id, uid).role_of(uid))
         if not self._board().remove(session_id, item_id):
             raise NotFound("item_not_found", "no board item with that id")
+
+    # The team --------------------------------------------------------------------------
+
+    def invite(self, session_id: str, uid: str, role: Joined, now: float) -> tuple[str, Invite]:
+        """A new invite of the owner's: its code, shown this once, and what it grants."""
+        must_own(self._view(session_id, uid).role_of(uid))
+        code = new_code()
+        invite = Invite(role, now + INVITE_SECONDS)
+        self.sessions.add_invite(session_id, code_hash(code), invite, uid)
+        return code, invite
+
+    def revoke(self, session_id: str, uid: str, code: str) -> None:
+        must_own(self._view(session_id, uid).role_of(uid))
+        if not self.sessions.revoke_invite(session_id, code_hash(code)):
+            raise NotFound("invite_not_found", "no such invite, or it has expired")
+
+    def join(self, session_id: str, uid: str, code: str, name: str, now: float) -> Role:
+        """Whoever holds a live code joins with its role; a wrong one is as missing as an
+        expired one, and tells nothing about the session."""
+        return self.sessions.join(session_id, code_hash(code), Member(uid, name, "member"), now)
+
+    def remove(self, session_id: str, uid: str, member_uid: str) -> None:
+        """The owner removes a member, or a member leaves."""
+        session = self._view(session_id, uid)
+        if member_uid != uid:
+            must_own(session.role_of(uid))
+        elif session.role_of(uid) == "owner":
+            raise Conflict("owner_stays", "the owner cannot leave; delete the session instead")
+        if not self.sessions.remove_member(session_id, member_uid):
+            raise NotFound("member_not_found", "no such member")
 
     def _board(self) -> Board:
         if self.board is None:

@@ -47,6 +47,7 @@ from .generation import Carry, Limits, Request, drive
 from .outcomes import Workshop, workshop_place
 from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
 from .reply import Reply
+from .team import must_write
 from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.turns")
@@ -77,10 +78,13 @@ class Settings:
     limits: Limits
 
 
-def check_access(conversation: Conversation) -> None:
-    """Someone else's session, or one being deleted, is as missing as one that never was."""
+def check_access(conversation: Conversation, write: bool = False) -> None:
+    """Someone else's session, or one being deleted, is as missing as one that never was; a
+    viewer may read it, and a turn is a write."""
     if conversation.session_exists and (conversation.role is None or conversation.deleting):
         raise NotFound("not_found", "no such session")
+    if write:
+        must_write(conversation.role)
 
 
 def check_quota(conversation: Conversation, now: float) -> None:
@@ -141,7 +145,7 @@ class Turns:
                     conversation = self.store.open(
                         turn.session_id, turn.step_id, uid, limit, budget=True
                     )
-                    check_access(conversation)
+                    check_access(conversation, write=True)
                     events = self._decide(turn, conversation, trace, uploaded)
                 if events is not None:
                     return events
@@ -418,7 +422,7 @@ class Turns:
             if not isinstance(claim, Moved):
                 return claim
             conversation = claim.conversation
-            check_access(conversation)
+            check_access(conversation, write=True)
             check_quota(conversation, self.clock())
             max_chars = self.settings.history_max_chars
             if model_contents(conversation.messages, user, max_chars) != asked:

@@ -14,6 +14,7 @@ from google.cloud import firestore
 from ..chat.domain import Message, Mode, Quota, UserMessage
 from ..chat.errors import StoreUnavailable
 from ..chat.ports import Moved
+from ..chat.team import WRITERS
 from . import documents
 from .access import Claim, FirestoreAccess
 from .copies import Copy
@@ -174,7 +175,7 @@ class Claims:
             head = documents.head(snaps[session_ref.path])
             if (
                 not head.exists
-                or head.owner != c.uid
+                or head.role_of(c.uid) not in WRITERS
                 or head.deleting
                 or head.incarnation != c.head.incarnation
             ):

@@ -18,7 +18,8 @@ from ..chat import ports
 from ..chat.budget import Spend
 from ..chat.domain import Message, Mode, Outcome, Quota, UserMessage
 from ..chat.errors import StoreUnavailable
-from ..chat.ports import Moved, Role
+from ..chat.ports import Moved
+from ..chat.team import Role
 from . import documents
 from .access import Claim, FirestoreAccess
 from .claims import Claims
@@ -47,7 +48,7 @@ class Conversation:
 
     @property
     def role(self) -> Role | None:
-        return "owner" if self.head.exists and self.head.owner == self.uid else None
+        return self.head.role_of(self.uid)
 
     @property
     def deleting(self) -> bool:
@@ -106,7 +107,7 @@ class FirestoreStore:
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
         spend = access.ledger.spend(uid, found[spent.path], now) if spent is not None else None
         looked = Conversation(session_id, step_id, uid, head, [], rate, spend)
-        if head.exists and (head.owner != uid or head.deleting):
+        if head.exists and (head.role_of(uid) is None or head.deleting):
             # Not the caller's to read (the core says so): nothing more is read for them.
             return looked
         if not head.exists or (step_id not in head.steps and not head.legacy):

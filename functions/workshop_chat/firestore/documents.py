@@ -21,6 +21,7 @@ from ..chat.domain import (
     ToolCall,
     UserMessage,
 )
+from ..chat.team import Member, Role
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,18 @@ class Head:
     steps: dict[str, StepHead] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     board_version: int = 0  # moves with every write to the session's board
+    members: dict[str, Member] = field(default_factory=dict)  # everyone but the owner
     # Written by a version before heads counted steps: its messages carry no numbers, so its
     # histories are read whole on every look and no copy of them is kept.
     legacy: bool = False
+
+    def role_of(self, uid: str) -> Role | None:
+        if not self.exists:
+            return None
+        if self.owner == uid:
+            return "owner"
+        member = self.members.get(uid)
+        return member.role if member else None
 
 
 def head(snap: Any) -> Head:
@@ -100,8 +110,23 @@ def head(snap: Any) -> Head:
         steps,
         outcomes(data),
         int(data.get("boardVersion") or 0),
+        members(data.get("members")),
         legacy=not data.get("incarnation"),
     )
+
+
+def members(raw: Any) -> dict[str, Member]:
+    found = {}
+    for uid, value in (raw if isinstance(raw, dict) else {}).items():
+        role = value.get("role") if isinstance(value, dict) else None
+        if role in ("member", "viewer"):
+            name = str(value.get("name") or "")
+            found[uid] = Member(uid, name, role, seconds(value.get("joinedAt")))
+    return found
+
+
+def member_fields(member: Member) -> dict[str, Any]:
+    return {"role": member.role, "name": member.name, "joinedAt": ts(member.joined_at)}
 
 
 def _recent(raw: Any) -> tuple[tuple[int, str], ...]:

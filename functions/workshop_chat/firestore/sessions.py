@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.cloud import firestore
 
-from ..chat.errors import StoreUnavailable
+from ..chat.errors import Conflict, NotFound, StoreUnavailable
 from ..chat.ports import SessionView, StepSummary
+from ..chat.team import MAX_MEMBERS, Invite, Member, Role, check_role
 from . import documents
 from .access import FirestoreAccess
 
@@ -27,7 +29,8 @@ class SessionStore:
         if not head.exists:
             return SessionView(False)
         steps = self._counted(session_id) if head.legacy else _steps(head)
-        return SessionView(True, head.owner, head.deleting, steps, snap.update_time)
+        team = tuple(head.members.values())
+        return SessionView(True, head.owner, head.deleting, steps, snap.update_time, team)
 
     def _counted(self, session_id: str) -> tuple[StepSummary, ...]:
         """A session written before heads counted steps: each step's messages counted."""
@@ -83,11 +86,100 @@ class SessionStore:
                 step.delete(retry=access.retry, timeout=access.timeout)
                 deleted += 1
             deleted += self._delete_all(session_ref.collection("board"), batch_size)
+            deleted += self._delete_all(session_ref.collection("invites"), batch_size)
             session_ref.delete(retry=access.retry, timeout=access.timeout)
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         access.histories.drop_session(session_id)
         return deleted + 1
+
+    # The team --------------------------------------------------------------------------
+
+    def add_invite(self, session_id: str, code_hash: str, invite: Invite, by: str) -> None:
+        fields = {
+            "role": invite.role,
+            "expiresAt": documents.ts(invite.expires_at),
+            "createdBy": by,
+        }
+        access = self.access
+        ref = access.session(session_id).collection("invites").document(code_hash)
+        try:
+            ref.set(fields, retry=access.retry, timeout=access.timeout)
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+
+    def revoke_invite(self, session_id: str, code_hash: str) -> bool:
+        access = self.access
+        ref = access.session(session_id).collection("invites").document(code_hash)
+        try:
+            ref.delete(
+                option=access.db.write_option(exists=True),
+                retry=access.retry,
+                timeout=access.timeout,
+            )
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return True
+
+    def join(self, session_id: str, code_hash: str, member: Member, now: float) -> Role:
+        """In a transaction: the invite checked and the member added under the head as read,
+        so a join racing the session's delete, or the team filling up, cannot slip in."""
+        access = self.access
+        head_ref = access.session(session_id)
+        invite_ref = head_ref.collection("invites").document(code_hash)
+
+        @firestore.transactional
+        def add(tx: Any) -> Role:
+            snaps = {s.reference.path: s for s in tx.get_all([head_ref, invite_ref])}
+            head = documents.head(snaps[head_ref.path])
+            invite = snaps[invite_ref.path]
+            data = invite.to_dict() or {} if invite.exists else {}
+            expires = documents.seconds(data.get("expiresAt"))
+            if not head.exists or head.deleting or not invite.exists or expires <= now:
+                raise NotFound("invite_not_found", "no such invite, or it has expired")
+            known = head.role_of(member.uid)
+            if known is not None:
+                return known  # joining again changes nothing
+            if len(head.members) >= MAX_MEMBERS:
+                raise Conflict("team_full", f"a session has at most {MAX_MEMBERS} members")
+            role = check_role(data.get("role"))
+            joined = Member(member.uid, member.name, role, now)
+            path = access.db.field_path("members", member.uid)
+            tx.update(
+                head_ref, {path: documents.member_fields(joined), "updatedAt": documents.ts(now)}
+            )
+            return role
+
+        try:
+            role: Role = add(access.db.transaction())
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
+        return role
+
+    def remove_member(self, session_id: str, uid: str) -> bool:
+        access = self.access
+        head_ref = access.session(session_id)
+        for _ in range(4):
+            head = documents.head(access.get_all([head_ref])[head_ref.path])
+            if uid not in head.members:
+                return False
+            option = access.db.write_option(last_update_time=head.version)
+            path = access.db.field_path("members", uid)
+            try:
+                head_ref.update(
+                    {path: firestore.DELETE_FIELD},
+                    option=option,
+                    retry=access.retry,
+                    timeout=access.timeout,
+                )
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                continue  # the session moved since the read: look again
+            except gexc.GoogleAPIError as exc:
+                raise StoreUnavailable() from exc
+            return True
+        raise StoreUnavailable()
 
     def _delete_all(self, collection: Any, batch_size: int) -> int:
         access, deleted = self.access, 0

@@ -29,6 +29,7 @@ from ..chat.domain import (
     ReasoningDelta,
     Source,
     TextDelta,
+    iso_time,
 )
 from ..chat.errors import (
     AdapterError,
@@ -41,6 +42,7 @@ from ..chat.errors import (
     UnsupportedMedia,
 )
 from ..chat.sessions import Sessions
+from ..chat.team import check_code, check_name, check_role
 from ..chat.turns import Turns
 from ..config import Config
 from . import protocol, stream
@@ -78,6 +80,11 @@ _ROUTES = Map(
             endpoint="board_item",
             methods=["PATCH", "DELETE"],
         ),
+        # The team: invites (the owner's), joining with a code, leaving or removing.
+        Rule("/sessions/<session_id>/invites", endpoint="invites", methods=["POST"]),
+        Rule("/sessions/<session_id>/invites/<code>", endpoint="invite", methods=["DELETE"]),
+        Rule("/sessions/<session_id>/members", endpoint="members", methods=["POST"]),
+        Rule("/sessions/<session_id>/members/<member_uid>", endpoint="member", methods=["DELETE"]),
         # useChat's default reconnect URL carries no session or step: nothing to resume.
         Rule("/<chat_id>/stream", endpoint="no_resume", methods=["GET"]),
     ],
@@ -117,6 +124,10 @@ class Api:
             "usage": self._usage,
             "board": self._board,
             "board_item": self._board_item,
+            "invites": self._invites,
+            "invite": self._invite,
+            "members": self._members,
+            "member": self._member,
         }
 
     def __call__(self, request: Request) -> Response:
@@ -234,8 +245,8 @@ class Api:
         if request.method == "DELETE":
             deleted = self.sessions.delete(session_id, uid)
             return json_response(200, {"sessionId": session_id, "deletedDocuments": deleted})
-        steps = self.sessions.overview(session_id, uid)
-        return json_response(200, protocol.overview(session_id, steps))
+        session, steps = self.sessions.overview(session_id, uid)
+        return json_response(200, protocol.overview(session_id, session, steps, uid))
 
     def _board(self, request: Request, uid: str, session_id: str) -> Response:
         items = self.sessions.board_items(session_id, uid)
@@ -250,6 +261,38 @@ class Api:
         change = check_change(item_id, body)
         item = self.sessions.change_item(session_id, uid, change)
         return json_response(200, protocol.board_item(item))
+
+    def _invites(self, request: Request, uid: str, session_id: str) -> Response:
+        body, _ = self._json_body(request, self.config.max_request_bytes)
+        role = check_role(body.get("role") if isinstance(body, dict) else None)
+        code, invite = self.sessions.invite(session_id, uid, role, time.time())
+        made = {"code": code, "role": invite.role, "expiresAt": iso_time(invite.expires_at)}
+        return json_response(201, made)
+
+    def _invite(self, request: Request, uid: str, session_id: str, code: str) -> Response:
+        self.sessions.revoke(session_id, uid, check_code(code))
+        return json_response(200, {"revoked": True})
+
+    def _members(self, request: Request, uid: str, session_id: str) -> Response:
+        """Joining with a code. Wrong codes count against the caller's minute, as refused chat
+        bodies do: codes cannot be tried in bulk."""
+        with self.admission.admit(uid, request.content_length or 0):
+            try:
+                body, _ = self._json_body(request, self.config.max_request_bytes)
+                if not isinstance(body, dict):
+                    raise InvalidRequest("invalid_body", "the body must be a JSON object")
+                code, name = check_code(body.get("code")), check_name(body.get("name"))
+                role = self.sessions.join(session_id, uid, code, name, time.time())
+            except ChatError as error:
+                if error_status(error) < 500 and self.admission.refused(uid):
+                    self.turns.spend_minute(uid)
+                raise
+        return json_response(200, {"sessionId": session_id, "role": role})
+
+    def _member(self, request: Request, uid: str, session_id: str, member_uid: str) -> Response:
+        member_uid = protocol.check_id(member_uid, "uid", self.config.max_id_chars)
+        self.sessions.remove(session_id, uid, member_uid)
+        return json_response(200, {"removed": member_uid})
 
     def _usage(self, request: Request, uid: str) -> Response:
         now = time.time()

@@ -31,7 +31,7 @@ from ..chat.domain import (
     layout,
 )
 from ..chat.errors import InvalidRequest
-from ..chat.ports import StepSummary
+from ..chat.ports import SessionView, StepSummary
 from .file_parts import parse_files
 
 # A conservative id alphabet: every AI SDK id generator (nanoid, uuid, "id-0") fits it, and it
@@ -287,10 +287,18 @@ def board_item(item: BoardItem) -> dict[str, Any]:
     }
 
 
-def overview(session_id: str, steps: list[StepSummary]) -> dict[str, Any]:
-    """`GET /sessions/<id>`: the steps in workshop order, with what each found so far."""
+def overview(
+    session_id: str, session: SessionView, steps: list[StepSummary], uid: str
+) -> dict[str, Any]:
+    """`GET /sessions/<id>`: the caller's role, the team, and the steps in workshop order with
+    what each found so far."""
+    team = [{"uid": session.owner, "name": "", "role": "owner"}] if session.owner else []
+    joined = sorted(session.members, key=lambda m: (m.joined_at, m.uid))
+    team += [{"uid": m.uid, "name": m.name, "role": m.role} for m in joined]
     return {
         "sessionId": session_id,
+        "role": session.role_of(uid),
+        "members": team,
         "steps": [
             {
                 "stepId": s.step_id,

@@ -1,0 +1,86 @@
+"""A workshop is a team: the owner (who created the session), members who chat, and viewers who
+read. Here are the roles' rights and the invites' rules; the store is `ports.Team`.
+
+An invite's code is a random secret shown once to the owner; only its hash is stored, so a
+leaked database gives no way in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import Forbidden, InvalidRequest
+
+Role = Literal["owner", "member", "viewer"]
+Joined = Literal["member", "viewer"]  # what an invite makes its holder
+WRITERS: tuple[Role, ...] = ("owner", "member")
+
+INVITE_SECONDS = 7 * 24 * 3600  # an invite's life
+MAX_MEMBERS = 50  # members and viewers of one session
+MAX_NAME_CHARS = 80
+CODE_BYTES = 18  # 144 bits: a code is never guessed
+
+
+@dataclass(frozen=True)
+class Member:
+    uid: str
+    name: str
+    role: Joined
+    joined_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Invite:
+    """What an invite's hash stands for."""
+
+    role: Joined
+    expires_at: float
+    revoked: bool = False
+
+
+def new_code() -> str:
+    return secrets.token_urlsafe(CODE_BYTES)
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def check_code(raw: object) -> str:
+    if not isinstance(raw, str) or not 16 <= len(raw) <= 64 or not raw.isascii():
+        raise InvalidRequest("invalid_code", "code must be an invite code")
+    return raw
+
+
+def check_role(raw: object) -> Joined:
+    if raw == "member":
+        return "member"
+    if raw == "viewer":
+        return "viewer"
+    raise InvalidRequest("invalid_member_role", "role must be member or viewer")
+
+
+def check_name(raw: object) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > MAX_NAME_CHARS or "\x00" in raw:
+        raise InvalidRequest("invalid_name", f"name is a string of at most {MAX_NAME_CHARS}")
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest("invalid_name", "name is not valid Unicode") from None
+    return raw.strip()
+
+
+def must_write(role: Role | None) -> None:
+    """Owners and members chat, stop, attach and change the board; viewers only read."""
+    if role is not None and role not in WRITERS:
+        raise Forbidden("forbidden", "viewers may read this session, not write to it")
+
+
+def must_own(role: Role | None) -> None:
+    if role is not None and role != "owner":
+        raise Forbidden("forbidden", "only the session's owner may do that")
