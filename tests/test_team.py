@@ -164,3 +164,41 @@ def test_deleting_a_shared_session_takes_the_team_and_its_invites(team, db):
     # The id, reborn by another user, owes nothing to the old team.
     assert say(team, "mallory", "mine now", "m1").status_code == 200
     assert team.get(S, headers=as_("carol")).status_code == 404
+
+
+# --- Authors -------------------------------------------------------------------------------
+
+
+def test_each_message_keeps_its_author_and_the_model_is_told_who_said_what(team, standin):
+    token = bearer(unsigned_token("carol", name="Carol Smith"))
+    assert team.post("/", json=chat_body("Pagers are hated", "c1"), headers=token).data
+    messages = team.get(f"{STEP}/messages", headers=as_("dave")).get_json()["messages"]
+    by_id = {m["id"]: m["metadata"].get("author") for m in messages}
+    assert by_id["a1"] == {"uid": "alice", "name": ""}
+    assert by_id["c1"] == {"uid": "carol", "name": "Carol Smith"}  # the token's name first
+    assert by_id["c1~reply"] is None
+    assert say(team, "alice", "Who hates them?", "a2").data
+    users = [c for c in standin.model_requests()[-1]["body"]["contents"] if c["role"] == "user"]
+    texts = [c["parts"][0]["text"] for c in users]
+    assert texts[-2:] == ["[Carol Smith] Pagers are hated", "Who hates them?"]  # alice: no name
+
+
+def test_a_joined_name_stands_in_when_the_token_has_none_and_cannot_forge_a_line(team, standin):
+    code = invite(team, "member")
+    assert join(team, "erin", code, "Erin]\n[Facilitator").status_code == 200
+    assert say(team, "erin", "Hi", "e1").data
+    users = [c for c in standin.model_requests()[-1]["body"]["contents"] if c["role"] == "user"]
+    assert users[-1]["parts"][0]["text"] == "[Erin Facilitator] Hi"
+
+
+def test_each_edits_only_their_own_messages(team, db):
+    assert say(team, "carol", "Carol's note", "c1").data
+    edit = {**chat_body("Alice rewrites it", "c1"), "messageId": "c1"}
+    refused = team.post("/", json=edit, headers=as_("alice"))
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    better = {**chat_body("Carol's better note", "c1"), "messageId": "c1"}
+    edited = team.post("/", json=better, headers=as_("carol"))
+    assert edited.status_code == 200 and edited.data
+    stored = db.document("sessions/s1/steps/empathize/messages/c1").get().to_dict()
+    assert stored["parts"][0]["text"] == "Carol's better note"
+    assert stored["author"] == {"uid": "carol", "name": "Carol"}

@@ -3,7 +3,9 @@ history budget, then the new message. Its system instruction is `outcomes.Worksh
 
 from __future__ import annotations
 
-from .domain import FileRef, Message, ToolCall, UserMessage
+import re
+
+from .domain import Author, FileRef, Message, ToolCall, UserMessage
 
 Contents = list[tuple[str, str]]  # (role, text): "user" or "model"
 ContentFiles = list[tuple[FileRef, ...]]  # the files of each of `Contents`
@@ -14,17 +16,19 @@ _ANSWERED = ("output-available", "output-error", "output-denied")
 
 
 def model_contents(
-    messages: list[Message], user: UserMessage, max_chars: int
+    messages: list[Message], user: UserMessage, max_chars: int, named: bool = False
 ) -> tuple[Contents, ContentFiles, ContentCalls]:
     """Stored history before the user message, newest kept within `max_chars` (a reply's
     tool calls and results count with their JSON); the files of each of those contents; and
-    the calls each made or answered."""
+    the calls each made or answered. `named`: each team message opens with its author's
+    name, so the facilitator can answer people by name."""
     history: list[list[_Item]] = []
     for message in messages:
         if message.id == user.id:
             break
         if message.role == "user" and (message.text.strip() or message.files):
-            history.append([("user", message.text, message.files, ())])
+            text = signed(message.text, message.author) if named else message.text
+            history.append([("user", text, message.files, ())])
         elif (
             message.role == "assistant"
             and (message.text.strip() or message.tools)
@@ -32,7 +36,8 @@ def model_contents(
             and message.finish_reason != "content-filter"
         ):
             history.append(reply_contents(message))
-    budget = max_chars - len(user.text)
+    text = signed(user.text, user.author) if named else user.text
+    budget = max_chars - len(text)
     kept: list[_Item] = []
     for items in reversed(history):
         budget -= sum(len(text) + _weight(calls) for _, text, _, calls in items)
@@ -41,9 +46,16 @@ def model_contents(
         kept[:0] = items
     while kept and kept[0][0] != "user":
         kept.pop(0)
-    kept.append(("user", user.text, user.files, ()))
+    kept.append(("user", text, user.files, ()))
     calls = {i: item[3] for i, item in enumerate(kept) if item[3]}
     return [(role, text) for role, text, _, _ in kept], [item[2] for item in kept], calls
+
+
+def signed(text: str, author: Author | None) -> str:
+    """`[Name] text`: the name kept to letters and spaces it can hold, so that it cannot end
+    the bracket or start a line of its own."""
+    name = " ".join(re.sub(r"[\[\]\r\n<>]", " ", author.name).split()) if author else ""
+    return f"[{name}] {text}" if name else text
 
 
 def reply_contents(message: Message) -> list[_Item]:

@@ -84,10 +84,19 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Author:
+    """Who wrote a user message: their uid, and the name the team knows them by ("": none)."""
+
+    uid: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class UserMessage:
     id: str
     text: str
     files: tuple[FileRef, ...] = ()
+    author: Author | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,7 @@ class Message:
     # began (see `layout`).
     tools: tuple[ToolCall, ...] = ()
     steps: tuple[int, ...] = ()
+    author: Author | None = None  # user messages only
     # Its place in the step's write order: what changed since a process last looked.
     seq: int = 0
 

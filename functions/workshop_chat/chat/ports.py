@@ -51,6 +51,11 @@ class Conversation(Protocol):
         """What the session's steps found, by step id."""
 
     @property
+    def names(self) -> Mapping[str, str]:
+        """The team's members and viewers (not the owner), with the names they joined with:
+        empty for a session of one."""
+
+    @property
     def board_version(self) -> str:
         """Moves with every write to the session's board ("": it never had one)."""
 

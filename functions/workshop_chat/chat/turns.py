@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import aio
 from .attachments import Attachments
@@ -23,6 +23,7 @@ from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
     REPLACED_TEXT,
     Approval,
+    Author,
     Ending,
     Event,
     Failed,
@@ -36,6 +37,7 @@ from .domain import (
 )
 from .errors import (
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -100,6 +102,11 @@ def check_quota(conversation: Conversation, now: float) -> None:
         raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
 
 
+def named(conversation: Conversation) -> bool:
+    """Whether the model is told who wrote each message: when the session has a team."""
+    return bool(conversation.names)
+
+
 def superseded_files(conversation: Conversation, user: UserMessage) -> tuple[str, ...]:
     """The edited message's objects it no longer names: they go once the edit is stored."""
     stored = conversation.get(user.id)
@@ -135,8 +142,11 @@ class Turns:
 
     # The entry points ------------------------------------------------------------------
 
-    def run(self, turn: Turn, uid: str, trace: str | None = None) -> Iterator[Event]:
-        """Claim or find the reply, then return its events. Raises before any event."""
+    def run(
+        self, turn: Turn, uid: str, trace: str | None = None, name: str = ""
+    ) -> Iterator[Event]:
+        """Claim or find the reply, then return its events. Raises before any event. `name`
+        is the caller's as their token gives it; else the name they joined the team with."""
         limit = self.settings.rate_limit_per_minute
         uploaded: list[str] = []  # the objects this request wrote
         try:
@@ -146,7 +156,8 @@ class Turns:
                         turn.session_id, turn.step_id, uid, limit, budget=True
                     )
                     check_access(conversation, write=True)
-                    events = self._decide(turn, conversation, trace, uploaded)
+                    author = Author(uid, name or conversation.names.get(uid, ""))
+                    events = self._decide(turn, conversation, trace, uploaded, author)
                 if events is not None:
                     return events
                 # Lost a race to a twin or to a newer turn: look again at what is stored.
@@ -205,9 +216,14 @@ class Turns:
     # Decisions -------------------------------------------------------------------------
 
     def _decide(
-        self, turn: Turn, conversation: Conversation, trace: str | None, uploaded: list[str]
+        self,
+        turn: Turn,
+        conversation: Conversation,
+        trace: str | None,
+        uploaded: list[str],
+        author: Author,
     ) -> Iterator[Event] | None:
-        user = turn.user
+        user = replace(turn.user, author=author)
         key = (turn.session_id, turn.step_id)
         if turn.approval is not None:
             return self._carry_on(key, conversation, turn.approval, trace)
@@ -234,6 +250,10 @@ class Turns:
         if existing.text != user.text or not same_files:
             if turn.target_id != user.id:
                 raise Conflict("id_in_use", "a different message with that id is stored")
+            # Each edits their own; a message from before authors were kept, its owner.
+            mine = existing.author.uid == author.uid if existing.author else None
+            if mine is False or (mine is None and conversation.role != "owner"):
+                raise Forbidden("forbidden", "you may edit only your own messages")
             new = turn.new_files
             return self._generate(key, conversation, user, "edit", trace, None, new, uploaded)
         # A re-send: the stored message, with the files it already names.
@@ -351,7 +371,9 @@ class Turns:
                 if not upload_later:
                     self._upload(new, user.files, uploaded)
             superseded = superseded_files(conversation, user) if mode == "edit" else ()
-            asked = model_contents(conversation.messages, user, self.settings.history_max_chars)
+            asked = model_contents(
+                conversation.messages, user, self.settings.history_max_chars, named(conversation)
+            )
             contents, files, calls = asked
             # The step's own turns take precedence; earlier steps' outcomes get what is left,
             # as data ahead of the conversation.
@@ -425,7 +447,7 @@ class Turns:
             check_access(conversation, write=True)
             check_quota(conversation, self.clock())
             max_chars = self.settings.history_max_chars
-            if model_contents(conversation.messages, user, max_chars) != asked:
+            if model_contents(conversation.messages, user, max_chars, named(conversation)) != asked:
                 return None  # a turn landed first: this one is asked again, with it in context
         return None
 

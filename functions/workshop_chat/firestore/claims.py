@@ -106,7 +106,15 @@ class Claims:
             raise StoreUnavailable() from exc
         new = (
             Message(
-                user.id, "user", user.text, "complete", now, now, files=user.files, seq=seq - 1
+                user.id,
+                "user",
+                user.text,
+                "complete",
+                now,
+                now,
+                files=user.files,
+                seq=seq - 1,
+                author=user.author,
             ),
             Message(
                 reply_id,

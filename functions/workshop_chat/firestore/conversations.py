@@ -59,6 +59,10 @@ class Conversation:
         return self.head.outcomes
 
     @property
+    def names(self) -> dict[str, str]:
+        return {uid: m.name for uid, m in self.head.members.items()}
+
+    @property
     def board_version(self) -> str:
         head = self.head  # a reborn session's board counts from 0 again: its id tells them apart
         return f"{head.incarnation}/{head.board_version}" if head.board_version else ""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..chat.domain import (
+    Author,
     Content,
     Ending,
     FileRef,
@@ -296,6 +297,7 @@ def message(snap: Any, lease_seconds: float) -> Message:
         sources=_sources(data.get("parts")),
         files=_file_refs(data.get("parts")),
         tools=_tools(data.get("parts")),
+        author=_author(data.get("author")),
         steps=tuple(int(p.get("at") or 0) for p in _of_type(data.get("parts"), "step-start")),
         status=status,
         created_at=seconds(data.get("createdAt")),
@@ -312,7 +314,7 @@ def message(snap: Any, lease_seconds: float) -> Message:
 
 
 def new_user(user: UserMessage, now: float, seq: int) -> dict[str, Any]:
-    return {
+    fields = {
         "id": user.id,
         "role": "user",
         "parts": user_parts(user),
@@ -321,6 +323,15 @@ def new_user(user: UserMessage, now: float, seq: int) -> dict[str, Any]:
         "createdAt": ts(now),
         "updatedAt": ts(now),
     }
+    if user.author is not None:
+        fields["author"] = {"uid": user.author.uid, "name": user.author.name}
+    return fields
+
+
+def _author(raw: Any) -> Author | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("uid"), str):
+        return None
+    return Author(raw["uid"], str(raw.get("name") or ""))
 
 
 def new_reply(

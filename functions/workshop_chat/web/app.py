@@ -159,8 +159,10 @@ class Api:
             for name in ("session_id", "step_id", "message_id"):
                 if name in args:
                     protocol.check_id(args[name], _ID_NAMES[name], self.config.max_id_chars)
-            uid = self.verifier.uid(request.headers.get("Authorization"))
-            return self._endpoints[endpoint](request, uid, **args)
+            caller = self.verifier.caller(request.headers.get("Authorization"))
+            if endpoint == "chat":  # a user message keeps its author's name
+                args["name"] = caller.name
+            return self._endpoints[endpoint](request, caller.uid, **args)
         except (ChatError, AdapterError) as error:
             return error_response(error)
         except Exception:
@@ -181,14 +183,14 @@ class Api:
 
     # Routes ---------------------------------------------------------------------------
 
-    def _chat(self, request: Request, uid: str) -> Response:
+    def _chat(self, request: Request, uid: str, name: str = "") -> Response:
         cfg = self.config
         most = cfg.max_request_bytes_with_files
         # A body without a length may be as large as any: it is held at that.
         size = min(request.content_length or most, most)
         try:
             with self.admission.admit(uid, size):
-                events = self._turn(request, uid)
+                events = self._turn(request, uid, name)
         except ChatError as error:
             # (a limit's own refusals are counted there)
             counted = error_status(error) < 500 and not isinstance(error, RateLimited)
@@ -205,7 +207,7 @@ class Api:
             return Response(stream.encode_text_stream(events), 200, stream.TEXT_STREAM_HEADERS)
         return Response(stream.encode_ui_stream(events), 200, stream.UI_STREAM_HEADERS)
 
-    def _turn(self, request: Request, uid: str) -> Iterator[Event]:
+    def _turn(self, request: Request, uid: str, name: str) -> Iterator[Event]:
         """The body read, checked and decoded, and the turn claimed: all the work that holds
         the request's bytes in memory."""
         cfg = self.config
@@ -223,7 +225,7 @@ class Api:
         )
         del body
         trace = trace_from_headers(request.headers, cfg.project)
-        return self.turns.run(turn, uid, trace)
+        return self.turns.run(turn, uid, trace, name)
 
     def _file(
         self, request: Request, uid: str, session_id: str, step_id: str, message_id: str, n: int

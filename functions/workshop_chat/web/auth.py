@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..chat.errors import Forbidden, Unauthenticated, Unavailable
+from ..chat.team import MAX_NAME_CHARS
 
 log = logging.getLogger("workshop_chat.web.auth")
 
@@ -22,8 +24,16 @@ LOCAL_UID = "local-user"
 _RESERVED_ID = re.compile(r"__.*__|\.|\.\.", re.DOTALL)
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: their uid, and their name as the token gives it ("" when none)."""
+
+    uid: str
+    name: str = ""
+
+
 class Verifier(Protocol):
-    def uid(self, authorization: str | None) -> str: ...
+    def caller(self, authorization: str | None) -> Caller: ...
 
 
 class AppCheck:
@@ -88,8 +98,8 @@ def _firebase_app(project: str) -> Any:
 class NoAuth:
     """AUTH_MODE=none: every caller is the same local user. For experiments only."""
 
-    def uid(self, authorization: str | None) -> str:
-        return LOCAL_UID
+    def caller(self, authorization: str | None) -> Caller:
+        return Caller(LOCAL_UID)
 
 
 class FirebaseAuth:
@@ -105,7 +115,7 @@ class FirebaseAuth:
             )
         self.app = _firebase_app(project)
 
-    def uid(self, authorization: str | None) -> str:
+    def caller(self, authorization: str | None) -> Caller:
         from firebase_admin import auth
 
         scheme, _, token = (authorization or "").partition(" ")
@@ -132,7 +142,8 @@ class FirebaseAuth:
         provider = (claims.get("firebase") or {}).get("sign_in_provider")
         if provider == "anonymous" and not self.anonymous:
             raise Forbidden("anonymous_not_allowed", "sign in with an account to chat")
-        return uid
+        name = claims.get("name")
+        return Caller(uid, name.strip()[:MAX_NAME_CHARS] if isinstance(name, str) else "")
 
 
 def usable_uid(uid: str) -> bool:

@@ -215,6 +215,8 @@ def ui_message(
 ) -> dict[str, Any]:
     """A stored message as the UIMessage `useChat` takes as its initial messages."""
     metadata: dict[str, Any] = {"createdAt": iso_time(message.created_at), "status": message.status}
+    if message.author is not None:
+        metadata["author"] = {"uid": message.author.uid, "name": message.author.name}
     if message.role == "assistant":
         for key, value in (
             ("finishReason", message.finish_reason),
