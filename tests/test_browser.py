@@ -775,22 +775,45 @@ def stack(
 
 
 @pytest.fixture(scope="module")
-def browser_context(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 860, "height": 760},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with sync_playwright() as running:
+        yield running
+
+
+def open_profile(playwright: Any, folder: Path) -> Any:
+    """A Chromium with a profile of its own: its own anonymous Firebase user."""
+    context = playwright.chromium.launch_persistent_context(
+        str(folder),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 860, "height": 760},
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+@pytest.fixture(scope="module")
+def browser_context(
+    playwright: Any, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    context = open_profile(playwright, tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def teammate(playwright: Any, stack: Stack, tmp_path: Path) -> Iterator[ChatPage]:
+    """A second person on the team: another browser profile, so another anonymous user."""
+    context = open_profile(playwright, tmp_path / "teammate-profile")
+    try:
+        yield ChatPage(context.new_page(), stack)
+    finally:
+        context.close()
 
 
 @pytest.fixture
@@ -1627,3 +1650,31 @@ def test_a_removal_waits_for_the_teams_approve_or_deny(chat: ChatPage) -> None:
     chat.wait_board_count(0)
     assert chat.tool_cards()[-1]["state"] == "output-available"
     assert [m["role"] for m in chat.messages()] == ["user", "assistant"] * 3
+
+
+# --- A team -----------------------------------------------------------------------------------
+
+
+def test_a_teammate_joins_by_link_and_both_see_the_conversation_live(
+    chat: ChatPage, teammate: ChatPage
+) -> None:
+    chat.open(new_session(), "empathize")
+    chat.send("Nurses hate pagers")
+    assert chat.wait_for_reply() == "ready"
+    chat.find("share").click()
+    link = chat.find("share-link").input_value()
+    assert "invite=" in link
+
+    # Another browser profile: another anonymous user, who joins with the link.
+    teammate.page.goto(link)
+    teammate.wait_loaded()
+    assert "joined" in teammate.notice() and "as member" in teammate.notice()
+    teammate.wait_reply_text("Echo: Nurses hate pagers")
+    assert "invite=" not in teammate.page.url  # the code is not left in the address bar
+
+    teammate.send("What about night shifts?")
+    assert teammate.wait_for_reply() == "ready"
+    # The owner's page shows the teammate's message and its reply without a reload.
+    chat.wait_reply_text("Echo: What about night shifts?")
+    assert [m["role"] for m in chat.messages()] == ["user", "assistant"] * 2
+    assert chat.messages() == teammate.messages()

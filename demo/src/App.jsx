@@ -2,9 +2,11 @@ import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, lastAssistantMessageIsCompleteWithApprovalResponses } from "ai";
 import { useEffect, useMemo, useRef, useState } from "react";
 import {
+  createInvite,
   deleteSession,
   describeError,
   fetchHistory,
+  joinSession,
   requestStop,
   sessionMissing,
   stepUrl,
@@ -27,14 +29,22 @@ function readLocation() {
   const query = new URLSearchParams(window.location.search);
   const asked = query.get("session")?.trim();
   const step = STEPS.includes(query.get("step")) ? query.get("step") : STEPS[0];
-  return { session: asked || randomSessionId(), step, made: !asked };
+  // An invite link (Share) carries the code: the page joins with it, then drops it.
+  const invite = query.get("invite")?.trim() || null;
+  return { session: asked || randomSessionId(), step, made: !asked, invite };
 }
 
 function writeLocation({ session, step }) {
   const url = new URL(window.location.href);
   url.searchParams.set("session", session);
   url.searchParams.set("step", step);
+  url.searchParams.delete("invite");
   window.history.replaceState(null, "", url);
+}
+
+/** How this page's user is named to the team (kept in the browser). */
+function myName() {
+  return window.localStorage.getItem("workshop-name") ?? "";
 }
 
 /** The one message a request carries. A regenerate answers the stored message, so its files
@@ -64,6 +74,39 @@ export default function App() {
   const key = `${place.session}/${place.step}`;
 
   useEffect(() => writeLocation(place), [place]);
+  // Joining comes first: until then the session is not ours to read.
+  const [joining, setJoining] = useState(Boolean(place.invite));
+  useEffect(() => {
+    if (!place.invite) return;
+    const join = async () => {
+      try {
+        if (authEnabled) await currentUser();
+        const role = await joinSession(place.session, place.invite, myName());
+        setNotice({ kind: "done", text: `You joined session "${place.session}" as ${role}.` });
+      } catch (error) {
+        setNotice({ kind: "error", text: `Could not join: ${describeError(error)}` });
+      } finally {
+        setPlace((current) => ({ ...current, invite: null }));
+        setJoining(false);
+      }
+    };
+    join();
+  }, [place.invite, place.session]);
+  const [sharing, setSharing] = useState(false);
+  // An invite link for a teammate: it joins them as a member of this session.
+  const share = async () => {
+    setSharing(true);
+    try {
+      const { code } = await createInvite(place.session, "member");
+      const link = new URL(window.location.href);
+      link.searchParams.set("invite", code);
+      setNotice({ kind: "share", text: link.toString() });
+    } catch (error) {
+      setNotice({ kind: "error", text: `Could not share: ${describeError(error)}` });
+    } finally {
+      setSharing(false);
+    }
+  };
 
   useEffect(() => {
     if (!authEnabled) return;
@@ -72,6 +115,7 @@ export default function App() {
 
   // Load the stored history of the chosen step; the chat mounts once it is here.
   useEffect(() => {
+    if (joining) return undefined;
     const controller = new AbortController();
     setHistory({ key: null, messages: [], known: true, error: null });
     fetchHistory(place.session, place.step, controller.signal).then(
@@ -82,7 +126,7 @@ export default function App() {
       },
     );
     return () => controller.abort();
-  }, [key, place.session, place.step]);
+  }, [key, place.session, place.step, joining]);
 
   // Elsewhere, a message carried into a new session (below) is left behind, as any unsent one.
   const moveTo = (next) => {
@@ -161,6 +205,9 @@ export default function App() {
           <button type="button" data-testid="session-new" onClick={() => newSession()}>
             New
           </button>
+          <button type="button" data-testid="share" disabled={sharing} onClick={share}>
+            Share
+          </button>
           <button
             type="button"
             className="danger"
@@ -179,7 +226,14 @@ export default function App() {
           data-testid="delete-result"
           data-kind={notice.kind}
         >
-          <span>{notice.text}</span>
+          {notice.kind === "share" ? (
+            <span>
+              Send this link to a teammate:{" "}
+              <input readOnly data-testid="share-link" value={notice.text} onFocus={(e) => e.target.select()} />
+            </span>
+          ) : (
+            <span>{notice.text}</span>
+          )}
           <button type="button" className="link" onClick={() => setNotice(null)}>
             Dismiss
           </button>
@@ -232,6 +286,13 @@ export default function App() {
         Function: <code>{CHAT_URL}</code>
       </footer>
     </div>
+  );
+}
+
+/** What a history shows: a change in it is worth showing. */
+function summaryOf(messages) {
+  return JSON.stringify(
+    messages.map((m) => [m.id, m.metadata?.status, m.parts.length, textOf(m).length]),
   );
 }
 
@@ -305,24 +366,7 @@ function ChatPanel({
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [messages]);
 
-  // A reply still being written on the server that no stream of ours follows (it ended between
-  // the history and the resume, or a Stop is still on its way to another instance): poll until
-  // it settles.
   const pending = !busy && !stopping && stillWriting(messages);
-  useEffect(() => {
-    if (!pending) return;
-    const controller = new AbortController();
-    const timer = setInterval(() => {
-      fetchHistory(session, step, controller.signal).then(
-        (fresh) => setMessages(fresh ?? []),
-        () => {},
-      );
-    }, 1000);
-    return () => {
-      clearInterval(timer);
-      controller.abort();
-    };
-  }, [pending, session, step, setMessages]);
 
   // Stop the reply on the server first (it keeps its text so far, stored "stopped"), then stop
   // reading, then show what the server stored: our stream may have been cut before its finish.
@@ -355,6 +399,36 @@ function ChatPanel({
   const notOurs = sessionMissing(error);
   const [wasMissing, setWasMissing] = useState(false);
   const missing = notOurs || wasMissing;
+
+  // What the rest of the team does shows here live: while no stream of ours is open, the step's
+  // history is read every second and shown when it moved. That also covers a reply still being
+  // written that no stream of ours follows (it ended between the history and the resume, or a
+  // Stop is still on its way to another instance).
+  // Not after an error: a message that was not stored waits in the chat to be sent again.
+  const idle = status === "ready" && !stopping && !missing;
+  const shown = useRef(messages);
+  shown.current = messages;
+  const replyEnded = useRef(onReplyEnd);
+  replyEnded.current = onReplyEnd;
+  useEffect(() => {
+    if (!idle) return;
+    const controller = new AbortController();
+    const timer = setInterval(() => {
+      fetchHistory(session, step, controller.signal).then(
+        (fresh) => {
+          if (fresh && summaryOf(fresh) !== summaryOf(shown.current)) {
+            setMessages(fresh);
+            replyEnded.current(session, step);
+          }
+        },
+        () => {},
+      );
+    }, 1000);
+    return () => {
+      clearInterval(timer);
+      controller.abort();
+    };
+  }, [idle, session, step, setMessages]);
   const unsent = Boolean(input.trim()) || attachments.items.length > 0;
   // A photo of the wall may go alone, without text.
   const canSend = unsent && attachments.ready && !missing;

@@ -140,3 +140,27 @@ export async function removeItem(sessionId, itemId) {
   const text = await response.text();
   if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
 }
+
+/** A new invite code of the owner's: `{code, role, expiresAt}`. */
+export async function createInvite(sessionId, role) {
+  const response = await fetch(`${sessionUrl(sessionId)}/invites`, {
+    method: "POST",
+    headers: { ...(await authHeaders()), "Content-Type": "application/json" },
+    body: JSON.stringify({ role }),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text);
+}
+
+/** Join the session with an invite's code; the role it gave. */
+export async function joinSession(sessionId, code, name) {
+  const response = await fetch(`${sessionUrl(sessionId)}/members`, {
+    method: "POST",
+    headers: { ...(await authHeaders()), "Content-Type": "application/json" },
+    body: JSON.stringify({ code, name }),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(text || `HTTP ${response.status}`);
+  return JSON.parse(text).role;
+}

@@ -183,6 +183,7 @@ function MessageFooter({ message, streaming }) {
     bits.push(new Date(meta.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   }
   if (message.role === "assistant" && meta.model) bits.push(meta.model);
+  if (message.role === "user" && meta.author?.name) bits.unshift(meta.author.name);
   if (streaming) bits.push("writing…");
   // A stored status other than complete (stopped, error, interrupted, streaming) gets a marker.
   const status = !streaming && meta.status && meta.status !== "complete" ? meta.status : null;
