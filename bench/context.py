@@ -95,7 +95,8 @@ class Run:
     def env(self, threads: int, **extra: str) -> dict[str, str]:
         """Our function's environment: local services, no auth, the rest at its defaults.
 
-        The rate limit is off: the benchmark's single user sends hundreds of turns a minute.
+        The rate limits are off: the benchmark's single user sends hundreds of turns a minute
+        into a few sessions.
         """
         assert self.emulator is not None and self.standin is not None
         return {
@@ -108,6 +109,7 @@ class Run:
             "FIREBASE_AUTH_EMULATOR_HOST": "",
             "AUTH_MODE": "none",
             "RATE_LIMIT_PER_MINUTE": "0",
+            "SESSION_RATE_LIMIT_PER_MINUTE": "0",
             # One local user runs every turn: budgets stay on (their reads and charges are
             # part of a turn), set beyond what a run spends.
             "USER_DAILY_TOKENS": str(10**12),

@@ -36,6 +36,7 @@ class Conversation:
     deleting: bool = False
     board_version: str = ""  # the memory store keeps no board of its own
     names: dict[str, str] = field(default_factory=dict)  # no team: a session of one
+    session_turns: Quota = field(default_factory=Quota)
 
     def get(self, message_id: str) -> Message | None:
         return next((m for m in self.messages if m.id == message_id), None)

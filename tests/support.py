@@ -100,6 +100,7 @@ BASE_ENV = {
     "CHECKPOINT_SECONDS": "0.2",
     "GEMINI_RETRY_INITIAL_DELAY_SECONDS": "0.01",
     "RATE_LIMIT_PER_MINUTE": "0",
+    "SESSION_RATE_LIMIT_PER_MINUTE": "0",
     "FILES_BUCKET": FILES_BUCKET,
     "SUMMARY_DELAY_SECONDS": "0.2",
     "ANONYMOUS_USERS": "allow",  # test tokens are anonymous accounts, as the demo's are

@@ -202,3 +202,20 @@ def test_each_edits_only_their_own_messages(team, db):
     stored = db.document("sessions/s1/steps/empathize/messages/c1").get().to_dict()
     assert stored["parts"][0]["text"] == "Carol's better note"
     assert stored["author"] == {"uid": "carol", "name": "Carol"}
+
+
+def test_a_session_has_a_bound_of_its_own_whoever_sends(make_app, db, standin, monkeypatch):
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    emulated = {"AUTH_MODE": "firebase", "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099"}
+    app = make_app(**emulated, SESSION_RATE_LIMIT_PER_MINUTE="2").test_client()
+    assert say(app, "alice", "one", "a1").data
+    assert join(app, "carol", invite(app, "member")).status_code == 200
+    assert say(app, "carol", "two", "c1").data
+    asked = len(standin.model_requests())
+    third = say(app, "alice", "three", "a2")
+    assert third.status_code == 429
+    assert third.get_json()["error"]["code"] == "session_rate_limited"
+    assert 1 <= int(third.headers["Retry-After"]) <= 60
+    assert len(standin.model_requests()) == asked
+    # Another session is not held.
+    assert app.post("/", json=chat_body("mine", "m1", session="s2"), headers=as_("carol")).data

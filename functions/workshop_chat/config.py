@@ -58,6 +58,8 @@ class Config:
     # Model rounds of board tool calls in one reply (0: no board tools).
     max_tool_rounds: int = 4
     rate_limit_per_minute: int = 30
+    # Turns a minute in one session, whoever sends them (0: no bound): a team's bound.
+    session_rate_limit_per_minute: int = 60
     # Request bytes a process reads and decodes at once (web/admission.py): reading, parsing
     # and decoding cost about three times a body, so 32 MiB keeps two workers of a 1 GiB
     # instance within it whatever arrives. One user may hold one largest request at a time.
@@ -143,6 +145,7 @@ _INTEGERS = {
     "max_reply_bytes": ("MAX_REPLY_BYTES", 1000, 1_000_000),
     "max_tool_rounds": ("MAX_TOOL_ROUNDS", 0, 10),
     "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
+    "session_rate_limit_per_minute": ("SESSION_RATE_LIMIT_PER_MINUTE", 0, 100_000),
     "user_daily_tokens": ("USER_DAILY_TOKENS", 0, 10**12),
     "max_inflight_bytes": ("MAX_INFLIGHT_BYTES", 1 * MIB, 1 << 30),
     "daily_tokens": ("DAILY_TOKENS", 0, 10**13),

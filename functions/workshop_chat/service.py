@@ -93,6 +93,7 @@ def settings(config: Config) -> Settings:
     return Settings(
         history_max_chars=config.history_max_chars,
         rate_limit_per_minute=config.rate_limit_per_minute,
+        session_rate_limit_per_minute=config.session_rate_limit_per_minute,
         keepalive_seconds=config.keepalive_seconds,
         follow_seconds=config.checkpoint_seconds,
         limits=Limits(

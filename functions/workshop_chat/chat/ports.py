@@ -64,6 +64,11 @@ class Conversation(Protocol):
         """The caller's turns this minute, when a rate limit applies."""
 
     @property
+    def session_turns(self) -> Quota:
+        """The session's turns in the current minute, whoever sent them (`per_minute` unset:
+        the core holds them to its bound)."""
+
+    @property
     def spend(self) -> Spend | None:
         """The caller's and the project's tokens today, when read for a turn."""
 

@@ -74,6 +74,7 @@ class Stores:
 class Settings:
     history_max_chars: int
     rate_limit_per_minute: int
+    session_rate_limit_per_minute: int
     keepalive_seconds: float
     # How often a follower looks at a reply generated on another instance.
     follow_seconds: float
@@ -89,7 +90,7 @@ def check_access(conversation: Conversation, write: bool = False) -> None:
         must_write(conversation.role)
 
 
-def check_quota(conversation: Conversation, now: float) -> None:
+def check_quota(conversation: Conversation, now: float, session_limit: int = 0) -> None:
     """A turn that asks the model counts against its user's minute and day, and the
     project's day; one past any of them asks nothing."""
     spend = conversation.spend
@@ -100,6 +101,11 @@ def check_quota(conversation: Conversation, now: float) -> None:
     wait = quota.wait(now) if quota is not None else None
     if wait is not None:
         raise RateLimited("rate_limited", "too many messages; wait a moment", wait)
+    wait = replace(conversation.session_turns, per_minute=session_limit).wait(now)
+    if wait is not None:
+        raise RateLimited(
+            "session_rate_limited", "this session has had too many turns; wait a moment", wait
+        )
 
 
 def named(conversation: Conversation) -> bool:
@@ -361,7 +367,9 @@ class Turns:
             return self._join(joined)
         upload_later = False
         try:
-            check_quota(conversation, self.clock())  # before anything is uploaded or asked
+            check_quota(
+                conversation, self.clock(), self.settings.session_rate_limit_per_minute
+            )  # before anything is uploaded or asked
             if new:
                 # Uploaded before the claim's commit names them: before the model is asked on
                 # Vertex AI, which reads them; else while the model starts on its inline copy.
@@ -445,7 +453,7 @@ class Turns:
                 return claim
             conversation = claim.conversation
             check_access(conversation, write=True)
-            check_quota(conversation, self.clock())
+            check_quota(conversation, self.clock(), self.settings.session_rate_limit_per_minute)
             max_chars = self.settings.history_max_chars
             if model_contents(conversation.messages, user, max_chars, named(conversation)) != asked:
                 return None  # a turn landed first: this one is asked again, with it in context

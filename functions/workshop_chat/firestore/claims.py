@@ -60,6 +60,7 @@ class Claims:
                     "createdAt": at,
                     "updatedAt": at,
                     "steps": {c.step_id: {**counters, "cuts": 0, "startedAt": at}},
+                    "turns": documents.turns_fields(Quota().after_turn(now)),
                 },
             )
         else:
@@ -69,6 +70,7 @@ class Claims:
                 access.step_field(c.step_id, "messages"): firestore.Increment(2),
                 access.step_field(c.step_id, "updatedAt"): at,
                 access.step_field(c.step_id, "recent"): recent,
+                "turns": documents.turns_fields(head.turns.after_turn(now)),
             }
             if step is None:
                 fields[access.step_field(c.step_id, "startedAt")] = at
@@ -216,6 +218,7 @@ class Claims:
                 access.step_field(c.step_id, "messages"): firestore.Increment(grown),
                 access.step_field(c.step_id, "updatedAt"): at,
                 access.step_field(c.step_id, "recent"): step.recent_after(*taken),
+                "turns": documents.turns_fields(head.turns.after_turn(now)),
             }
             if doomed:
                 head_fields[access.step_field(c.step_id, "cuts")] = step.cuts + 1

@@ -59,6 +59,10 @@ class Conversation:
         return self.head.outcomes
 
     @property
+    def session_turns(self) -> Quota:
+        return self.head.turns
+
+    @property
     def names(self) -> dict[str, str]:
         return {uid: m.name for uid, m in self.head.members.items()}
 

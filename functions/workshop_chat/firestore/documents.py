@@ -72,6 +72,7 @@ class Head:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     board_version: int = 0  # moves with every write to the session's board
     members: dict[str, Member] = field(default_factory=dict)  # everyone but the owner
+    turns: Quota = field(default_factory=Quota)  # the session's turns this minute
     # Written by a version before heads counted steps: its messages carry no numbers, so its
     # histories are read whole on every look and no copy of them is kept.
     legacy: bool = False
@@ -112,8 +113,19 @@ def head(snap: Any) -> Head:
         outcomes(data),
         int(data.get("boardVersion") or 0),
         members(data.get("members")),
+        session_turns(data.get("turns")),
         legacy=not data.get("incarnation"),
     )
+
+
+def session_turns(raw: Any) -> Quota:
+    if not isinstance(raw, dict):
+        return Quota()
+    return Quota(float(raw.get("windowStart") or 0.0), int(raw.get("count") or 0))
+
+
+def turns_fields(q: Quota) -> dict[str, Any]:
+    return {"windowStart": q.window_start, "count": q.count}
 
 
 def members(raw: Any) -> dict[str, Member]:
