@@ -50,6 +50,7 @@ class Claim:
     created_at: float
     generation: str
     removed: tuple[str, ...] = ()  # messages an edit or regenerate deleted
+    epoch: str = ""  # the memory store keeps one content epoch per reply id
     uid: str = ""
     charged: bool = False
 

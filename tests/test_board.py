@@ -465,3 +465,16 @@ def test_a_stop_after_a_tool_round_keeps_the_call_and_the_text_so_far(make_app, 
     turn(app.test_client(), "Go on", "m2")
     roles = [c["role"] for c in standin.model_requests()[-1]["body"]["contents"]]
     assert roles == ["user", "model", "user", "model", "user"]
+
+
+def test_a_regenerated_reply_adds_its_own_items_and_a_takeover_does_not(client, db, standin):
+    turn(client, "Pagers [[standin tool=add_board_items]]")
+    (first,) = board(db)
+    regenerate = chat_body("Pagers [[standin tool=add_board_items]]", trigger="regenerate-message")
+    regenerated = client.post("/", json={**regenerate, "messageId": "m1~reply"})
+    assert regenerated.status_code == 200 and regenerated.data.endswith(b"[DONE]\n\n")
+    items = board(db)
+    assert len(items) == 2 and first in items  # the old item stays, for the team to keep or drop
+    (second,) = set(items) - {first}
+    output = next(c for c in tools_of(sse_chunks(regenerated.data)) if "output" in c)
+    assert output["output"] == {"ids": [second]}

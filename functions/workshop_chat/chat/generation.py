@@ -261,7 +261,8 @@ async def _decide(reply: Reply, toolbox: Toolbox, carry: Carry, wait: float) -> 
         return None
     tools = {c.call_id: c for c in carry.reply.tools}
     for call, approved, reason in carry.answers:
-        result = await asyncio.to_thread(toolbox.decide, call, approved, reason)
+        epoch = reply.claim.epoch if reply.claim is not None else ""
+        result = await asyncio.to_thread(toolbox.decide, call, approved, reason, epoch)
         if not reply.tool_done(result):
             return None
         tools[call.call_id] = result
@@ -282,7 +283,8 @@ async def _run_tools(
         call = reply.add_tool_call(item.name, item.args, item.signature)
         if call is None:
             return None
-        result = await asyncio.to_thread(toolbox.run, call)
+        epoch = reply.claim.epoch if reply.claim is not None else ""
+        result = await asyncio.to_thread(toolbox.run, call, epoch)
         if not reply.tool_done(result):
             return None
         done.append(result)

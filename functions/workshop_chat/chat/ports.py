@@ -85,6 +85,11 @@ class Claim(Protocol):
     def removed(self) -> tuple[str, ...]:
         """Messages an edit or regenerate deleted (their files go too)."""
 
+    @property
+    def epoch(self) -> str:
+        """The generation that began the reply's content: the same after a takeover or an
+        approval's answer, a new one after a regenerate or an edit."""
+
 
 @dataclass(frozen=True)
 class Moved:

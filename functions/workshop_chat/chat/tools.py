@@ -42,8 +42,9 @@ class Toolbox:
     clock: Any  # () -> float
     specs: tuple[ToolSpec, ...] = tuple(TOOLS.values())
 
-    def run(self, call: ToolCall) -> ToolCall:
-        """The call with its output, or its error. Blocking: the loop runs it in a thread."""
+    def run(self, call: ToolCall, epoch: str = "") -> ToolCall:
+        """The call with its output, or its error. Blocking: the loop runs it in a thread.
+        `epoch` (the claim's) keys the items it adds."""
         if len(repr(call.input)) > MAX_INPUT_CHARS:
             return _failed(call, "the arguments are too large")
         spec = next((s for s in self.specs if s.name == call.name), None)
@@ -51,18 +52,20 @@ class Toolbox:
             return _failed(call, f"there is no tool named {call.name[:64]!r}")
         if spec.needs_approval:
             return replace(call, state="approval-requested", approval_id=f"{call.call_id}-ok")
-        return self._attempt(call)
+        return self._attempt(call, epoch)
 
-    def decide(self, call: ToolCall, approved: bool, reason: str | None) -> ToolCall:
+    def decide(
+        self, call: ToolCall, approved: bool, reason: str | None, epoch: str = ""
+    ) -> ToolCall:
         """The team answered the call's approval request: run it, or tell the model no."""
         call = replace(call, approved=approved, reason=reason)
         if not approved:
             return replace(call, state="output-denied", error_text=reason)
-        return self._attempt(call)
+        return self._attempt(call, epoch)
 
-    def _attempt(self, call: ToolCall) -> ToolCall:
+    def _attempt(self, call: ToolCall, epoch: str) -> ToolCall:
         try:
-            output = self._run(call)
+            output = self._run(call, epoch)
         except BoardError as error:
             return _failed(call, error.message)
         except NotFound:
@@ -73,11 +76,12 @@ class Toolbox:
             return _failed(call, "the board could not be reached; try again later")
         return replace(call, state="output-available", output=output)
 
-    def _run(self, call: ToolCall) -> dict[str, Any]:
+    def _run(self, call: ToolCall, epoch: str) -> dict[str, Any]:
         now = self.clock()
         if call.name == "add_board_items":
             new = check_added(call.input)
-            key = call.call_id  # numbered within the reply: the same for a retry of it
+            # Numbered within the reply's content: the same for a retry or a takeover of it.
+            key = f"{epoch}/{call.call_id}"
             items = [
                 BoardItem(
                     item_id_for(self.reply_id, key, n),

@@ -49,6 +49,9 @@ class Claim:
     seq: int = 0
     uid: str = ""  # whose turn it is: their budget pays for the reply
     charged: bool = False  # its tokens went into a final write that answered
+    # The generation that began the reply's content: a takeover or an approval's answer keeps
+    # it, a regenerate or edit starts a new one (the board's item ids follow it).
+    epoch: str = ""
 
 
 class FirestoreAccess:

@@ -139,7 +139,9 @@ class Claims:
             access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
         ref = messages.document(reply_id)
         update_time = results[reply_index].update_time
-        return Claim(key, ref, update_time, reply_at, generation, seq=seq, uid=c.uid)
+        return Claim(
+            key, ref, update_time, reply_at, generation, seq=seq, uid=c.uid, epoch=generation
+        )
 
     def again(
         self,
@@ -172,7 +174,7 @@ class Claims:
         )
 
         @firestore.transactional
-        def claim(tx: Any) -> tuple[tuple[str, ...], int] | str | None:
+        def claim(tx: Any) -> tuple[tuple[str, ...], int, str] | str | None:
             refs = [session_ref, reply_ref]
             if c.quota is not None:
                 refs.append(access.rate(c.uid))
@@ -207,9 +209,13 @@ class Claims:
             for message_id in doomed:
                 tx.delete(messages.document(message_id))
             lease = access.lease_seconds
-            reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
+            stored = (snap.to_dict() or {}) if snap.exists else {}
+            # A takeover or an answer goes on with the content's epoch; the rest begin anew.
+            kept = mode in ("resume", "continue") and stored.get("epoch")
+            epoch = str(kept) if kept else generation
+            reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq, epoch)
             if mode == "continue":  # carried on: what it holds stays until it is written again
-                reply["parts"] = snap.to_dict().get("parts") or []
+                reply["parts"] = stored.get("parts") or []
             tx.set(reply_ref, reply)
             grown = (0 if snap.exists else 1) - len(doomed)
             head_fields: dict[str, Any] = {
@@ -227,7 +233,7 @@ class Claims:
             tx.update(session_ref, head_fields)
             if counted is not None:
                 tx.set(access.rate(c.uid), documents.quota_fields(counted.after_turn(now)))
-            return doomed, seq
+            return doomed, seq, epoch
 
         try:
             won = claim(access.db.transaction())
@@ -242,5 +248,7 @@ class Claims:
             raise StoreUnavailable() from exc
         if (snap.to_dict() or {}).get("generation") != generation:
             return None
-        doomed, seq = won
-        return Claim(key, reply_ref, snap.update_time, reply_at, generation, doomed, seq, c.uid)
+        doomed, seq, epoch = won
+        return Claim(
+            key, reply_ref, snap.update_time, reply_at, generation, doomed, seq, c.uid, epoch=epoch
+        )

@@ -347,7 +347,13 @@ def _author(raw: Any) -> Author | None:
 
 
 def new_reply(
-    user_id: str, reply_id: str, created_at: float, generation: str, lease_seconds: float, seq: int
+    user_id: str,
+    reply_id: str,
+    created_at: float,
+    generation: str,
+    lease_seconds: float,
+    seq: int,
+    epoch: str = "",
 ) -> dict[str, Any]:
     """A claimed reply before its first text: streaming, under a lease."""
     return {
@@ -358,6 +364,7 @@ def new_reply(
         "status": "streaming",
         "replyTo": user_id,
         "generation": generation,
+        "epoch": epoch or generation,
         "createdAt": ts(created_at),
         "updatedAt": ts(created_at),
         "lease": ts(created_at + lease_seconds),
