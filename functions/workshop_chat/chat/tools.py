@@ -17,14 +17,17 @@ from .board import (
     BoardError,
     BoardItem,
     ToolSpec,
+    board_block,
     check_added,
     check_removed,
     check_updated,
+    in_workshop_order,
     item_id_for,
 )
 from .domain import ToolCall
 from .errors import NotFound, StoreUnavailable
-from .ports import Board
+from .outcomes import workshop_place
+from .ports import Board, Conversation
 
 log = logging.getLogger("workshop_chat.chat.tools")
 
@@ -106,6 +109,23 @@ class Toolbox:
         if not self.board.remove(self.session_id, item_id):
             raise NotFound("not_found", "no such item")
         return {"removed": item_id}
+
+
+def board_context(
+    board: Board | None, session_id: str, conversation: Conversation, room: int
+) -> str | None:
+    """The session's board as data for a turn, in workshop order, when it has one: read
+    again only when it moved since this process last read it."""
+    version = conversation.board_version
+    if board is None or not version or room <= 0:
+        return None
+    items = board.items(session_id, version)
+    started = {s: o.started_at for s, o in conversation.outcomes.items()}
+    steps = sorted(
+        {i.step_id for i in items},
+        key=lambda s: workshop_place(s, started.get(s, float("inf"))),
+    )
+    return board_block(in_workshop_order(items, {s: n for n, s in enumerate(steps)}), room)
 
 
 def _failed(call: ToolCall, text: str) -> ToolCall:

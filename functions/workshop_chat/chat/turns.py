@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from . import aio
+from .approvals import carried
 from .attachments import Attachments
-from .board import TOOLS, board_block, in_workshop_order
+from .board import TOOLS
 from .checkpoints import Checkpointer
 from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
@@ -46,11 +47,11 @@ from .errors import (
 )
 from .follow import follow, replay
 from .generation import Carry, Limits, Request, drive
-from .outcomes import Workshop, workshop_place
+from .outcomes import Workshop
 from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
 from .reply import Reply
 from .team import must_write
-from .tools import Toolbox
+from .tools import Toolbox, board_context
 
 log = logging.getLogger("workshop_chat.chat.turns")
 
@@ -273,35 +274,12 @@ class Turns:
         approval: Approval,
         trace: str | None,
     ) -> Iterator[Event] | None:
-        """The team answered a reply's approval requests: exactly those requests, on the
-        step's last message, each answered once. Anything else writes nothing."""
-        reply = conversation.get(approval.reply_id)
-        if reply is None or reply.role != "assistant":
-            raise NotFound("message_not_found", "no reply with that id in this step")
-        pending = {
-            c.approval_id: c
-            for c in reply.tools
-            if c.state == "approval-requested" and c.approval_id is not None
-        }
-        answers = {a.approval_id: a for a in approval.answers}
-        last = conversation.messages[-1].id if conversation.messages else None
-        stored_user = conversation.get(reply.reply_to or "")
-        if (
-            not pending
-            or set(answers) != set(pending)
-            or len(answers) != len(approval.answers)
-            or reply.status != "complete"
-            or last != reply.id
-            or stored_user is None
-            or self.board is None
-        ):
+        """The team answered a reply's approval requests (`approvals.carried` checks them):
+        the same reply carries on."""
+        if self.board is None:
             raise Conflict("approval_not_pending", "that reply is not waiting for these answers")
-        decided = tuple(
-            (call, answers[i].approved, answers[i].reason) for i, call in pending.items()
-        )
-        user = UserMessage(stored_user.id, stored_user.text, stored_user.files)
-        carry = Carry(reply, decided)
-        return self._generate(key, conversation, user, "continue", trace, reply, carry=carry)
+        user, carry = carried(conversation, approval)
+        return self._generate(key, conversation, user, "continue", trace, carry.reply, carry=carry)
 
     def _resend(
         self,
@@ -387,7 +365,7 @@ class Turns:
             # as data ahead of the conversation.
             room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
             notes = self.workshop.notes(key[1], conversation, room)
-            board = self._board_block(key, conversation, room - len(notes or ""))
+            board = board_context(self.board, key[0], conversation, room - len(notes or ""))
             data = "\n\n".join(block for block in (notes, board) if block)
             if data:  # in the first turn's text: Gemini wants turns to alternate
                 contents = [(contents[0][0], f"{data}\n\n{contents[0][1]}"), *contents[1:]]
@@ -465,22 +443,6 @@ class Turns:
         if uploaded is not None:  # before: an upload that fails half way has written some
             uploaded.extend(f.path for f in named)
         self._attachments().upload(new, named)
-
-    def _board_block(
-        self, key: tuple[str, str], conversation: Conversation, room: int
-    ) -> str | None:
-        """The session's board as data, in workshop order, when it has one: read again only
-        when it moved since this process last read it."""
-        version = conversation.board_version
-        if self.board is None or not version or room <= 0:
-            return None
-        items = self.board.items(key[0], version)
-        started = {s: o.started_at for s, o in conversation.outcomes.items()}
-        steps = sorted(
-            {i.step_id for i in items},
-            key=lambda s: workshop_place(s, started.get(s, float("inf"))),
-        )
-        return board_block(in_workshop_order(items, {s: n for n, s in enumerate(steps)}), room)
 
     def _toolbox(self, key: tuple[str, str], reply_id: str) -> Toolbox | None:
         """The board's tools, where the deployment keeps a board."""
