@@ -9,10 +9,10 @@ body: a call with bad arguments writes nothing, and the model is told why in its
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from .blocks import data_block
 from .errors import InvalidRequest
 
 Kind = Literal["insight", "persona", "need", "pov", "hmw", "idea", "plan", "feedback"]
@@ -162,26 +162,11 @@ def board_block(items: list[BoardItem], budget: int) -> str | None:
     """The board as data for the conversation's first turn, like the earlier steps' notes:
     one JSON object an item (with its id, for the tools), the latest steps' items kept first
     within `budget`, and `<` `>` escaped so that no item can close the block."""
-    room = budget - len(BOARD_OPEN) - len(BOARD_CLOSE) - 2
-    lines: list[str] = []
-    for item in reversed(items):
-        fields = {
-            "id": item.id,
-            "step": item.step_id,
-            "kind": item.kind,
-            "title": item.title,
-            "detail": item.detail,
-        }
-        line = (
-            json.dumps(fields, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
-        )
-        if len(line) + 1 > room:
-            break
-        lines.insert(0, line)
-        room -= len(line) + 1
-    if not lines:
-        return None
-    return "\n".join([BOARD_OPEN, *lines, BOARD_CLOSE])
+    records = [
+        {"id": i.id, "step": i.step_id, "kind": i.kind, "title": i.title, "detail": i.detail}
+        for i in items
+    ]
+    return data_block(BOARD_OPEN, BOARD_CLOSE, records, budget)
 
 
 # --- The tools, as the model is told of them -------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import aio
+from .blocks import data_block
 from .budget import tokens_of
 from .domain import Message, Outcome
 from .ports import Conversation, Summarize, SummaryStore
@@ -57,18 +58,9 @@ def notes_block(outcomes: list[Outcome], budget: int) -> str | None:
     step inside delimiters, nearest steps first within `budget`. Summaries are made from team
     messages, files and web text, so they never go in the system instruction, and `<` `>` are
     escaped so that no summary can close the block and speak for itself."""
-    room = budget - len(NOTES_OPEN) - len(NOTES_CLOSE) - 2
-    lines: list[str] = []
-    for outcome in reversed(outcomes):  # the nearest step is the most relevant
-        line = json.dumps({"step": outcome.step_id, "notes": outcome.summary}, ensure_ascii=False)
-        line = line.replace("<", "\\u003c").replace(">", "\\u003e")
-        if len(line) + 1 > room:
-            break
-        lines.insert(0, line)
-        room -= len(line) + 1
-    if not lines:
-        return None
-    return "\n".join([NOTES_OPEN, *lines, NOTES_CLOSE])
+    # The nearest step is the most relevant: the last records are kept first.
+    records = [{"step": o.step_id, "notes": o.summary} for o in outcomes]
+    return data_block(NOTES_OPEN, NOTES_CLOSE, records, budget)
 
 
 def settled_part(messages: list[Message], covered: int) -> tuple[list[Message], int]:
