@@ -25,7 +25,7 @@ from .domain import (
     ToolCall,
     UserMessage,
 )
-from .team import Invite, Member, Role
+from .team import Invite, Member, Role, role_in
 
 # --- A step's conversation and the claims on its replies -----------------------------------
 
@@ -186,11 +186,7 @@ class SessionView:
     members: tuple[Member, ...] = ()  # everyone but the owner
 
     def role_of(self, uid: str) -> Role | None:
-        if not self.exists:
-            return None
-        if self.owner == uid:
-            return "owner"
-        return next((m.role for m in self.members if m.uid == uid), None)
+        return role_in(self.owner, self.members, uid) if self.exists else None
 
 
 class Sessions(Protocol):

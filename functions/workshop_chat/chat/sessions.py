@@ -109,8 +109,7 @@ class Sessions:
         """The session (its team and the caller's role in it), and its steps in workshop
         order, each with its outcome so far."""
         session = self._view(session_id, uid)
-        steps = sorted(session.steps, key=lambda s: workshop_place(s.step_id, s.started_at))
-        return session, steps
+        return session, _in_workshop_order(session.steps)
 
     def delete(self, session_id: str, uid: str) -> int:
         """The whole session: it is marked as going (it reads as gone from then on), its
@@ -167,8 +166,7 @@ class Sessions:
     def board_items(self, session_id: str, uid: str) -> list[BoardItem]:
         """The session's board in workshop order: by step, then kind, then creation."""
         session = self._view(session_id, uid)
-        steps = sorted(session.steps, key=lambda s: workshop_place(s.step_id, s.started_at))
-        order = {s.step_id: n for n, s in enumerate(steps)}
+        order = {s.step_id: n for n, s in enumerate(_in_workshop_order(session.steps))}
         return in_workshop_order(self._board().items(session_id), order)
 
     def change_item(self, session_id: str, uid: str, change: Change) -> BoardItem:
@@ -222,6 +220,10 @@ class Sessions:
         if session.role_of(uid) is None or (session.deleting and not deleting_too):
             raise NotFound("not_found", "no such session")
         return session
+
+
+def _in_workshop_order(steps: tuple[StepSummary, ...]) -> list[StepSummary]:
+    return sorted(steps, key=lambda s: workshop_place(s.step_id, s.started_at))
 
 
 def _file_ref(conversation: Conversation, message_id: str, n: int) -> FileRef | None:

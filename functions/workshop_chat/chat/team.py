@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,6 +74,13 @@ def check_name(raw: object) -> str:
     except UnicodeEncodeError:
         raise InvalidRequest("invalid_name", "name is not valid Unicode") from None
     return raw.strip()
+
+
+def role_in(owner: str | None, members: Iterable[Member], uid: str) -> Role | None:
+    """The caller's place in a session that exists: its owner, one of its team, or none."""
+    if owner == uid:
+        return "owner"
+    return next((m.role for m in members if m.uid == uid), None)
 
 
 def must_write(role: Role | None) -> None:

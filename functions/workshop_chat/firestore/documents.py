@@ -22,7 +22,7 @@ from ..chat.domain import (
     ToolCall,
     UserMessage,
 )
-from ..chat.team import Member, Role
+from ..chat.team import Member, Role, role_in
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,7 @@ class Head:
     legacy: bool = False
 
     def role_of(self, uid: str) -> Role | None:
-        if not self.exists:
-            return None
-        if self.owner == uid:
-            return "owner"
-        member = self.members.get(uid)
-        return member.role if member else None
+        return role_in(self.owner, self.members.values(), uid) if self.exists else None
 
 
 def head(snap: Any) -> Head:

@@ -192,10 +192,7 @@ class Api:
             with self.admission.admit(uid, size):
                 events = self._turn(request, uid, name)
         except ChatError as error:
-            # (a limit's own refusals are counted there)
-            counted = error_status(error) < 500 and not isinstance(error, RateLimited)
-            if counted and self.admission.refused(uid):
-                self.turns.spend_minute(uid)
+            self._refused(uid, error)
             raise
         text_mode = request.args.get("protocol", "data") == "text"
         head, rest = _first_text(events)
@@ -286,10 +283,16 @@ class Api:
                 code, name = check_code(body.get("code")), check_name(body.get("name"))
                 role = self.sessions.join(session_id, uid, code, name, time.time())
             except ChatError as error:
-                if error_status(error) < 500 and self.admission.refused(uid):
-                    self.turns.spend_minute(uid)
+                self._refused(uid, error)
                 raise
         return json_response(200, {"sessionId": session_id, "role": role})
+
+    def _refused(self, uid: str, error: ChatError) -> None:
+        """A refused request (a 4xx, not a limit's own: those are counted there) counts
+        against the caller's minute; the one that uses it up holds them on every instance."""
+        counted = error_status(error) < 500 and not isinstance(error, RateLimited)
+        if counted and self.admission.refused(uid):
+            self.turns.spend_minute(uid)
 
     def _member(self, request: Request, uid: str, session_id: str, member_uid: str) -> Response:
         member_uid = protocol.check_id(member_uid, "uid", self.config.max_id_chars)
