@@ -16,7 +16,7 @@ from typing import Any
 from workshop_chat.chat import aio
 from workshop_chat.chat.board import MAX_BOARD_ITEMS, BoardError, BoardItem, Change
 from workshop_chat.chat.budget import Spend, tokens_of, utc_day
-from workshop_chat.chat.domain import Message, Mode, Outcome, Quota, UserMessage
+from workshop_chat.chat.domain import Content, Message, Mode, Outcome, Quota, UserMessage
 from workshop_chat.chat.errors import NotFound, StoreUnavailable
 from workshop_chat.chat.ports import ModelDone, ModelText, Moved, ReplyWrite, Role, WriteOutcome
 
@@ -200,15 +200,7 @@ class MemoryStore:
                     generation=generation,
                 )
                 if mode == "continue" and seen_reply is not None:  # its content stays
-                    kept = step[reply_id]
-                    fresh = replace(
-                        fresh,
-                        text=kept.text,
-                        reasoning=kept.reasoning,
-                        sources=kept.sources,
-                        tools=kept.tools,
-                        steps=kept.steps,
-                    )
+                    fresh = with_content(fresh, step[reply_id])
                 step[reply_id] = fresh
                 version = self._bump(key, reply_id)
                 return Claim(key, reply_id, version, created, generation, uid=conversation.uid)
@@ -269,15 +261,8 @@ class MemoryStore:
                         else WriteOutcome.UNSTORED
                     )
                     continue
-                if (c := write.content) is not None:
-                    stored = replace(
-                        stored,
-                        text=c.text,
-                        reasoning=c.reasoning,
-                        sources=c.sources,
-                        tools=c.tools,
-                        steps=c.steps,
-                    )
+                if write.content is not None:
+                    stored = with_content(stored, write.content)
                 if write.ending is not None and not claim.charged:
                     claim.charged = True
                     self.charge(claim.uid, tokens_of(write.ending.usage))
@@ -305,6 +290,18 @@ class MemoryStore:
                 self.messages[key][reply_id], generation="other", text=""
             )
             self._bump(key, reply_id)
+
+
+def with_content(message: Message, source: Message | Content) -> Message:
+    """`message` holding what `source` holds: its text, thoughts, sources, calls and steps."""
+    return replace(
+        message,
+        text=source.text,
+        reasoning=source.reasoning,
+        sources=source.sources,
+        tools=source.tools,
+        steps=source.steps,
+    )
 
 
 class ScriptedModel:

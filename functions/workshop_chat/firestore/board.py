@@ -146,7 +146,8 @@ class BoardStore:
 
     def _count(self, session_id: str) -> int:
         try:
-            result = self._items(session_id).count().get(timeout=self.access.timeout)
+            counted = self._items(session_id).count()
+            result = counted.get(retry=self.access.retry, timeout=self.access.timeout)
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.access.reads += 1
