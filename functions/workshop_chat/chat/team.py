@@ -39,7 +39,6 @@ class Invite:
 
     role: Joined
     expires_at: float
-    revoked: bool = False
 
 
 def new_code() -> str:

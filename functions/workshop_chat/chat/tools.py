@@ -9,6 +9,7 @@ text: nothing of the store's own error reaches the model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,7 +43,7 @@ class Toolbox:
     session_id: str
     step_id: str
     reply_id: str
-    clock: Any  # () -> float
+    clock: Callable[[], float]
     specs: tuple[ToolSpec, ...] = tuple(TOOLS.values())
 
     def run(self, call: ToolCall, epoch: str = "") -> ToolCall:
