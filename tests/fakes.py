@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,8 +94,17 @@ class MemoryStore:
 
     def _read(self, key: tuple[str, str], message: Message) -> Message:
         version, written = self.versions[(*key, message.id)]
-        lapsed = message.status == "streaming" and self.now - written > self.lease_seconds
+        unsettled = message.status in ("streaming", "queued")
+        lapsed = unsettled and self.now - written > self.lease_seconds
         return replace(message, version=version, lapsed=lapsed)
+
+    def wait_for(self, found: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """What `found` returns once it is something, as another thread gets there."""
+        deadline = time.monotonic() + timeout
+        while not (value := found()):
+            assert time.monotonic() < deadline, "it never came"
+            time.sleep(0.005)
+        return value
 
     def doc(self, session: str, step: str, message_id: str) -> Message | None:
         message = self.messages.get((session, step), {}).get(message_id)
@@ -160,17 +171,21 @@ class MemoryStore:
         self._check()
         key = (conversation.session_id, conversation.step_id)
         generation = f"g{next(self._counter)}"
+        fresh = mode == "new" or (mode == "queue" and seen_reply is None)
+        waited = mode in ("queue", "start")  # counted when it was stored; nothing deleted
         with self._lock:
             step = self.messages.setdefault(key, {})
-            if mode == "new":
+            if fresh:
                 if user.id in step or reply_id in step:
                     return None
                 moved = self.heads.get(key[0], 0) != conversation.head_version
-            if mode == "new" and not moved:
+            if fresh and not moved:
                 self.owners.setdefault(key[0], conversation.uid)
-                step[user.id] = Message(user.id, "user", user.text, "complete", now, now)
+                step[user.id] = Message(
+                    user.id, "user", user.text, "complete", now, now, author=user.author
+                )
                 self._bump(key, user.id)
-            elif mode != "new":
+            elif not fresh:
                 current = step.get(reply_id)
                 expected = seen_reply.generation if seen_reply else None
                 if (current.generation if current else None) != expected:
@@ -178,22 +193,25 @@ class MemoryStore:
                 lapsed = seen_reply is not None and seen_reply.lapsed
                 if lapsed and self.versions[(*key, reply_id)][0] != seen_reply.version:
                     return None
+                if mode == "start" and (*key, reply_id) in self.stop_requests:
+                    return None
                 anchor = step[user.id] if mode == "edit" else (current or step[user.id])
-                for mid in [m.id for m in step.values() if m.created_at > anchor.created_at]:
+                later = [m.id for m in step.values() if m.created_at > anchor.created_at]
+                for mid in [] if waited else later:
                     if mid != reply_id:
                         del step[mid]
                 if mode == "edit":
                     step[user.id] = replace(step[user.id], text=user.text)
-            if mode != "new" or not moved:
+            if not fresh or not moved:
                 self.heads[key[0]] = self.heads.get(key[0], 0) + 1
-                if conversation.quota is not None:
+                if conversation.quota is not None and not (waited and not fresh):
                     self.quotas[conversation.uid] = conversation.quota.after_turn(now)
                 created = seen_reply.created_at if seen_reply else step[user.id].created_at + 0.001
                 fresh = Message(
                     reply_id,
                     "assistant",
                     "",
-                    "streaming",
+                    "queued" if mode == "queue" else "streaming",
                     created,
                     now,
                     user.id,
@@ -212,12 +230,13 @@ class MemoryStore:
         with self._lock:
             return self.doc(session_id, step_id, reply_id)
 
-    def streaming(self, session_id: str, step_id: str) -> list[Message]:
+    def pending(self, session_id: str, step_id: str) -> list[Message]:
         self._check()
         with self._lock:
             step = self.messages.get((session_id, step_id), {})
             found = [self._read((session_id, step_id), m) for m in step.values()]
-        return sorted((m for m in found if m.status == "streaming"), key=lambda m: m.created_at)
+        unsettled = (m for m in found if m.status in ("streaming", "queued"))
+        return sorted(unsettled, key=lambda m: m.created_at)
 
     def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool:
         self._check()

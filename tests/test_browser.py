@@ -1678,3 +1678,42 @@ def test_a_teammate_joins_by_link_and_both_see_the_conversation_live(
     chat.wait_reply_text("Echo: What about night shifts?")
     assert [m["role"] for m in chat.messages()] == ["user", "assistant"] * 2
     assert chat.messages() == teammate.messages()
+
+
+def test_a_message_sent_while_a_teammates_reply_is_written_waits_its_turn(
+    chat: ChatPage, teammate: ChatPage
+) -> None:
+    chat.open(new_session(), "empathize")
+    chat.send("Hello")
+    assert chat.wait_for_reply() == "ready"
+    chat.find("share").click()
+    teammate.page.goto(chat.find("share-link").input_value())
+    teammate.wait_loaded()
+    teammate.wait_reply_text("Echo: Hello")
+
+    chat.send("Tell us about pagers [[standin chunks=40 delay_ms=100]]")
+    chat.page.wait_for_function(
+        "s => [...document.querySelectorAll(s)].some(e => e.textContent.startsWith('Echo: Tell'))",
+        arg=ASSISTANT_TEXTS,
+    )
+    teammate.send("And night shifts?")
+    # Its message is stored and shown at once, marked as waiting for its turn, while the
+    # owner's reply grows on the teammate's page too.
+    teammate.find("waiting").wait_for()
+    assert "waits for its turn" in teammate.find("waiting").inner_text()
+    teammate.page.wait_for_function(
+        "s => [...document.querySelectorAll(s)].some(e => e.textContent.startsWith('Echo: Tell'))",
+        arg=ASSISTANT_TEXTS,
+    )
+    assert teammate.wait_for_reply() == "ready"
+    assert chat.wait_for_reply() == "ready"
+    texts = [m["text"] for m in teammate.messages()]
+    assert texts[-4] == "Tell us about pagers [[standin chunks=40 delay_ms=100]]"
+    assert texts[-3].startswith("Echo: Tell us about pagers")
+    assert texts[-2] == "And night shifts?"
+    assert texts[-1].startswith("Echo: ") and texts[-1].endswith("And night shifts?")
+    # The owner's page shows the teammate's turn, after its own, without a reload.
+    chat.page.wait_for_function(
+        "n => document.querySelectorAll('[data-testid=message]').length === n", arg=len(texts)
+    )
+    assert chat.messages() == teammate.messages()

@@ -170,7 +170,7 @@ def test_a_stop_requested_elsewhere_reaches_the_next_checkpoint(backend: Backend
 
 def test_a_lapsed_reply_is_taken_over_only_if_nobody_wrote_it_since(backend: Backend) -> None:
     claim = backend.new()
-    assert [m.id for m in backend.store.streaming("s1", STEP)] == ["u1~reply"]
+    assert [m.id for m in backend.store.pending("s1", STEP)] == ["u1~reply"]
     backend.advance(LEASE + 0.3)
     seen = backend.reply()
     assert seen.lapsed

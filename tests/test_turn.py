@@ -60,12 +60,13 @@ def post_json(url: str, body: dict) -> tuple[int, bytes]:
 
 
 def test_replies_are_stored_complete_whenever_the_client_hangs_up(live_function, db):
-    """25 trials, each hanging up after a random number of bytes (0 = right after sending)."""
+    """25 trials, each hanging up after a random number of bytes (0 = right after sending),
+    each in a session of its own (in one step, they would wait for each other's turns)."""
     rng = random.Random(20261125)
     trials = 25
     for i in range(trials):
         text = f"trial {i} [[standin chunks=8 delay_ms=15]]"
-        sock = post_raw(live_function.url, chat_body(text, f"h{i}"))
+        sock = post_raw(live_function.url, chat_body(text, f"h{i}", session=f"hang{i}"))
         budget = rng.choice([0, 1, 50, 200, 400, 700, 1000, 1500])
         received = 0
         while received < budget:
@@ -75,13 +76,16 @@ def test_replies_are_stored_complete_whenever_the_client_hangs_up(live_function,
             received += len(data)
         sock.close()
     for i in range(trials):
+        path = f"sessions/hang{i}/steps/empathize/messages"
         reply = wait_for(
-            lambda i=i: (d := doc(db, f"h{i}~reply")) and d["status"] != "streaming" and d
+            lambda i=i, path=path: (
+                (d := doc(db, f"h{i}~reply", path)) and d["status"] != "streaming" and d
+            )
         )
         assert reply["status"] == "complete", i
         assert reply["parts"] == [{"type": "text", "text": f"Echo: trial {i}"}]
-        assert doc(db, f"h{i}")["parts"][0]["text"].startswith(f"trial {i}")
-    assert len(ids(db)) == 2 * trials
+        assert doc(db, f"h{i}", path)["parts"][0]["text"].startswith(f"trial {i}")
+        assert len(ids(db, path)) == 2
 
 
 def test_partial_text_is_checkpointed_while_streaming(make_app, db):

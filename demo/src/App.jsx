@@ -332,6 +332,7 @@ function ChatPanel({
   // in flight; an empty one may belong to a session the server does not know yet (404).
   const lastLoaded = initialMessages.at(-1);
   const resume = lastLoaded?.role === "user" || stillWriting(initialMessages);
+  const [waiting, setWaiting] = useState(null);
   const {
     messages,
     setMessages,
@@ -351,7 +352,14 @@ function ChatPanel({
     // answer is sent by itself and the same reply carries on.
     sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
     // Each settled reply gets its step's outcome refreshed on the server a moment later.
-    onFinish: () => onReplyEnd(session, step),
+    onFinish: () => {
+      setWaiting(null);
+      onReplyEnd(session, step);
+    },
+    // A teammate's reply is being written: ours waits its turn (a transient part, not kept).
+    onData: (part) => {
+      if (part.type === "data-waiting") setWaiting(part.data);
+    },
   });
   const [input, setInput] = useState(draft?.text ?? "");
   const attachments = useAttachments(draft?.files);
@@ -360,6 +368,9 @@ function ChatPanel({
   const bottom = useRef(null);
   const busy = status === "submitted" || status === "streaming";
   const last = messages.at(-1);
+  // Waiting for its turn until the reply's own first part arrives.
+  const ourTurn = last?.role === "assistant" && last.parts.length > 0;
+  const waitingNow = busy && waiting && !ourTurn ? waiting : null;
   const lastAssistantId = last?.role === "assistant" ? last.id : null;
 
   useEffect(() => {
@@ -429,6 +440,38 @@ function ChatPanel({
       controller.abort();
     };
   }, [idle, session, step, setMessages]);
+
+  // While our own request is open the team goes on: what came before our message (a
+  // teammate's reply, while ours waits for it) is shown as it grows, and messages sent after
+  // ours are listed below the chat until our reply is done.
+  const [behind, setBehind] = useState([]);
+  useEffect(() => {
+    if (!busy) {
+      setBehind([]);
+      return;
+    }
+    const controller = new AbortController();
+    const timer = setInterval(() => {
+      fetchHistory(session, step, controller.signal).then(
+        (fresh) => {
+          const mine = [...shown.current].reverse().find((m) => m.role === "user");
+          const at = fresh && mine ? fresh.findIndex((m) => m.id === mine.id) : -1;
+          if (at < 0) return;
+          const answer = fresh[at + 1]?.role === "assistant" ? at + 2 : at + 1;
+          setBehind(fresh.slice(answer));
+          const before = fresh.slice(0, at + 1);
+          const current = shown.current;
+          const writing = current.at(-1)?.role === "assistant";
+          if (!writing && summaryOf(before) !== summaryOf(current)) setMessages(before);
+        },
+        () => {},
+      );
+    }, 1000);
+    return () => {
+      clearInterval(timer);
+      controller.abort();
+    };
+  }, [busy, session, step, setMessages]);
   const unsent = Boolean(input.trim()) || attachments.items.length > 0;
   // A photo of the wall may go alone, without text.
   const canSend = unsent && attachments.ready && !missing;
@@ -509,6 +552,24 @@ function ChatPanel({
                 ↻ Regenerate
               </button>
             )}
+          </li>
+        ))}
+        {waitingNow && (
+          <li className="waiting" data-testid="waiting">
+            Your message waits for its turn: {waitingNow.ahead === 1 ? "one reply" : `${waitingNow.ahead} replies`}{" "}
+            ahead of it. It is stored; its reply comes even if you close this page.
+          </li>
+        )}
+        {behind.map((message) => (
+          <li
+            key={message.id}
+            className={`message ${message.role} behind`}
+            data-testid="message-behind"
+            data-role={message.role}
+          >
+            <div className="bubble">
+              <MessageContent message={message} busy={busy} onApproval={() => {}} streaming={false} />
+            </div>
           </li>
         ))}
         <li ref={bottom} aria-hidden="true" />
@@ -596,7 +657,13 @@ function ChatPanel({
         )}
       </form>
       <p className="status" data-testid="chat-status">
-        {status === "submitted" ? "Waiting for the reply…" : status === "streaming" ? "Replying…" : ""}
+        {waitingNow
+          ? "Waiting for its turn…"
+          : status === "submitted"
+            ? "Waiting for the reply…"
+            : status === "streaming"
+              ? "Replying…"
+              : ""}
       </p>
     </main>
   );

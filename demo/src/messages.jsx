@@ -5,7 +5,7 @@ import { MessageFiles } from "./files.jsx";
 /** Whether a history ends with a reply the server is still writing. */
 export function stillWriting(messages) {
   const last = messages.at(-1);
-  return last?.role === "assistant" && last.metadata?.status === "streaming";
+  return last?.role === "assistant" && ["streaming", "queued"].includes(last.metadata?.status);
 }
 
 function joined(message, type) {
@@ -164,7 +164,9 @@ export function MessageContent({ message, streaming, busy, onApproval }) {
         <div className="placeholder">
           {message.metadata?.status === "streaming"
             ? "The reply is still being written…"
-            : message.metadata?.status === "stopped"
+            : message.metadata?.status === "queued"
+              ? "Waiting for its turn: a teammate's reply is being written first…"
+              : message.metadata?.status === "stopped"
               ? "Stopped before the first word."
               : "No reply was stored. Regenerate it, or send the message again."}
         </div>
@@ -195,7 +197,11 @@ function MessageFooter({ message, streaming }) {
         <>
           {bits.length > 0 && " · "}
           <span className={`reply-status ${status}`} data-testid="reply-status" data-status={status}>
-            {status === "streaming" ? "still being written…" : status}
+            {status === "streaming"
+              ? "still being written…"
+              : status === "queued"
+                ? "waiting for its turn"
+                : status}
           </span>
         </>
       )}

@@ -60,6 +60,8 @@ class Config:
     rate_limit_per_minute: int = 30
     # Turns a minute in one session, whoever sends them (0: no bound): a team's bound.
     session_rate_limit_per_minute: int = 60
+    # Replies waiting their turn in one step behind the one generating: past it, 429 step_busy.
+    max_queued_per_step: int = 4
     # Request bytes a process reads and decodes at once (web/admission.py): reading, parsing
     # and decoding cost about three times a body, so 32 MiB keeps two workers of a 1 GiB
     # instance within it whatever arrives. One user may hold one largest request at a time.
@@ -146,6 +148,7 @@ _INTEGERS = {
     "max_tool_rounds": ("MAX_TOOL_ROUNDS", 0, 10),
     "rate_limit_per_minute": ("RATE_LIMIT_PER_MINUTE", 0, 100_000),
     "session_rate_limit_per_minute": ("SESSION_RATE_LIMIT_PER_MINUTE", 0, 100_000),
+    "max_queued_per_step": ("MAX_QUEUED_PER_STEP", 0, 100),
     "user_daily_tokens": ("USER_DAILY_TOKENS", 0, 10**12),
     "max_inflight_bytes": ("MAX_INFLIGHT_BYTES", 1 * MIB, 1 << 30),
     "daily_tokens": ("DAILY_TOKENS", 0, 10**13),

@@ -96,6 +96,8 @@ def settings(config: Config) -> Settings:
         session_rate_limit_per_minute=config.session_rate_limit_per_minute,
         keepalive_seconds=config.keepalive_seconds,
         follow_seconds=config.checkpoint_seconds,
+        max_queued=config.max_queued_per_step,
+        lease_seconds=config.lease_seconds,
         limits=Limits(
             config.stall_seconds,
             config.reply_timeout_seconds,

@@ -10,6 +10,7 @@ from tests.unit.support import Listener, ends, texts, turn
 from workshop_chat.chat.domain import (
     REPLACED_TEXT,
     Content,
+    Ending,
     Failed,
     Finished,
     KeepAlive,
@@ -18,7 +19,7 @@ from workshop_chat.chat.domain import (
     UserMessage,
 )
 from workshop_chat.chat.errors import RateLimited, StoreUnavailable
-from workshop_chat.chat.ports import WriteOutcome
+from workshop_chat.chat.ports import ReplyWrite, WriteOutcome
 
 
 def test_a_turn_streams_and_the_store_holds_exactly_what_was_sent(chat, store, model):
@@ -255,7 +256,8 @@ def test_a_turn_that_landed_first_is_in_the_context_of_the_one_that_waited(chat,
     gate = store.claim_gate = threading.Event()
     second = Listener(chat, turn("second", "m2"))
     model.wait_call()
-    # Another instance's turn lands first: this claim fails, and its call goes again with it.
+    # Another instance's turn lands first: this claim fails and its call is cancelled; the
+    # step is busy now, so the message is stored to wait for that reply.
     store.claim_gate = None
     other = store.open("s1", "define", "alice")
     claim = store.begin(
@@ -264,14 +266,23 @@ def test_a_turn_that_landed_first_is_in_the_context_of_the_one_that_waited(chat,
     assert claim is not None
     store.now += 2
     gate.set()
-    model.wait_call()
     assert model.wait_closed(2) == 2  # the call made without it was cancelled
+    waited = store.wait_for(lambda: store.doc("s1", "define", "m2~reply"))
+    assert waited.status == "queued" and len(model.calls) == 2
+    ending = Ending("complete", "stop", model="m")
+    store.write_replies([ReplyWrite(claim, Content("there"), ending)])
+    model.wait_call()
     model.send("fresh")
     model.finish()
     assert texts(second.join()) == "fresh"
     assert len(model.calls) == 3
-    assert model.calls[-1][:3] == [("user", "first"), ("model", "r1"), ("user", "elsewhere")]
-    assert model.calls[-1][-1] == ("user", "second")
+    assert model.calls[-1] == [
+        ("user", "first"),
+        ("model", "r1"),
+        ("user", "elsewhere"),
+        ("model", "there"),
+        ("user", "second"),
+    ]
 
 
 def test_a_user_over_the_rate_limit_gets_no_model_call_and_only_calls_are_counted(

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 Role = Literal["user", "assistant"]
 # A stored reply's status; `interrupted` is only ever reported: a `streaming` reply whose lease
-# lapsed, which anyone may take over.
-Status = Literal["streaming", "complete", "error", "stopped", "interrupted"]
+# lapsed, which anyone may take over. `queued`: stored while another reply in its step
+# generates, made when its turn comes.
+Status = Literal["queued", "streaming", "complete", "error", "stopped", "interrupted"]
 # The values every AI SDK client accepts in a `finish` chunk.
 FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error", "other"]
 # Why a reply failed: what the HTTP edge answers when it failed before any text.
@@ -28,8 +29,10 @@ ToolState = Literal[
 ]
 # How a turn claims its reply: both new, the user message edited, the reply generated again,
 # or a reply that is missing, failed or lapsed answered again; or a reply that waited for the
-# team's approval carried on.
-Mode = Literal["new", "edit", "regenerate", "resume", "continue"]
+# team's approval carried on. A message sent while its step is busy is stored with a reply
+# that waits (`queue`; `queue` again adopts a waiting reply whose instance died), and that reply
+# is claimed when its turn comes (`start`).
+Mode = Literal["new", "edit", "regenerate", "resume", "continue", "queue", "start"]
 
 # --- Values -------------------------------------------------------------------------------
 
@@ -145,7 +148,8 @@ class Message:
     model: str | None = None
     # Which generation wrote a reply: the optimistic lock for regenerate, edit and takeover.
     generation: str | None = None
-    # A `streaming` reply whose instance stopped renewing its lease: anyone may take it over.
+    # A `streaming` or `queued` reply whose instance stopped renewing its lease: anyone may
+    # take it over.
     lapsed: bool = False
     # When the store last wrote it (its own clock): proves a follower saw the reply move.
     version: object = None
@@ -268,6 +272,14 @@ class KeepAlive:
     pass
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """The reply waits for the step's earlier replies: `ahead` of them are not settled yet."""
+
+    message_id: str
+    ahead: int
+
+
 Event = (
     Started
     | TextDelta
@@ -279,6 +291,7 @@ Event = (
     | Finished
     | Failed
     | KeepAlive
+    | Waiting
 )
 
 

@@ -20,11 +20,13 @@ from .domain import (
     TextDelta,
     ToolDone,
     ToolStarted,
+    Waiting,
     layout,
     metadata,
 )
 from .errors import StoreUnavailable
 from .ports import Conversations
+from .queue import ahead_of
 
 # Take a lapsed reply over: its new generation's events, or None when another request won.
 TakeOver = Callable[[Message], Iterator[Event] | None]
@@ -47,6 +49,7 @@ def follow(
     """
     sent, thought, started, alive = "", "", False, False
     relayed = Relayed()
+    waits = -1  # how many replies it was last told wait ahead of it
     while True:
         if reply.lapsed and not started:
             events = take_over(reply)
@@ -57,6 +60,14 @@ def follow(
             take_over(reply)
             yield Failed(CUT_TEXT)
             return
+        elif reply.status == "queued":  # waiting its turn on another instance
+            try:
+                ahead = ahead_of(store.pending(*key), reply.id)
+            except StoreUnavailable:
+                ahead = None  # told again at the next look
+            if ahead is not None and len(ahead) != waits:
+                waits = len(ahead)
+                yield Waiting(reply.id, waits)
         elif reply.status != "streaming" and not started:
             yield from replay(reply)
             return

@@ -68,7 +68,7 @@ def settled_part(messages: list[Message], covered: int) -> tuple[list[Message], 
     number a summary of them covers (what comes after is read again next time)."""
     part: list[Message] = []
     for message in messages:
-        if message.status == "streaming":
+        if message.status in ("streaming", "queued"):
             if part and part[-1].id == message.reply_to:
                 part.pop()  # its question waits for its answer
             break

@@ -34,6 +34,16 @@ class Conversation(Protocol):
     """One step's history as one look at its session found it, oldest first."""
 
     @property
+    def session_id(self) -> str: ...
+
+    @property
+    def step_id(self) -> str: ...
+
+    @property
+    def uid(self) -> str:
+        """Whose look it is: the caller's."""
+
+    @property
     def session_exists(self) -> bool: ...
 
     @property
@@ -121,8 +131,9 @@ class Conversations(Protocol):
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None: ...
 
-    def streaming(self, session_id: str, step_id: str) -> list[Message]:
-        """The step's replies being generated now (or whose instance died: `lapsed`)."""
+    def pending(self, session_id: str, step_id: str) -> list[Message]:
+        """The step's replies being generated now or waiting their turn (or whose instance
+        died: `lapsed`), oldest first."""
 
     def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool: ...
 

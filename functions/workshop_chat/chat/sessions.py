@@ -77,10 +77,17 @@ class Sessions:
         On the generating instance it comes from memory; elsewhere it follows the checkpoints.
         """
         conversation = self._open(session_id, step_id, uid)
+        events = self._latest(conversation)
+        if events is None or conversation.role == "owner":
+            return events
+        return self.turns.member_stream(events, session_id, uid)
+
+    def _latest(self, conversation: Conversation) -> Iterator[Event] | None:
+        session_id, step_id, uid = conversation.session_id, conversation.step_id, conversation.uid
         local = self.turns.local(session_id, step_id)
         if local:
             return local[-1].listen(self.turns.settings.keepalive_seconds)
-        live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
+        live = [m for m in self.store.pending(session_id, step_id) if not m.lapsed]
         if not live:
             return None
         reply = live[-1]
@@ -94,16 +101,19 @@ class Sessions:
         return self.turns.follow((session_id, step_id), conversation, message, reply)
 
     def stop(self, session_id: str, step_id: str, uid: str) -> int:
-        """Stop the step's replies in flight, here or, through their documents, elsewhere."""
+        """Stop the step's replies in flight and those waiting their turn, here or, through
+        their documents, elsewhere. The messages stay."""
         must_write(self._open(session_id, step_id, uid).role)
         local = self.turns.local(session_id, step_id, claimed=False)
-        if local:
-            stopped = [reply for reply in local if reply.stop()]
-            for reply in stopped:  # answer once it is stored as stopped (or failed to be)
-                reply.wait_closed(self.turns.settings.follow_seconds * 5 + 5)
-            return len(stopped)
-        live = [m for m in self.store.streaming(session_id, step_id) if not m.lapsed]
-        return sum(self.store.request_stop(session_id, step_id, m.id) for m in live)
+        stopped = [reply for reply in local if reply.stop()]
+        for reply in stopped:  # answer once it is stored as stopped (or failed to be)
+            reply.wait_closed(self.turns.settings.follow_seconds * 5 + 5)
+        here = {reply.id for reply in local}
+        live = [m for m in self.store.pending(session_id, step_id) if not m.lapsed]
+        elsewhere = [m for m in live if m.id not in here]
+        return len(stopped) + sum(
+            self.store.request_stop(session_id, step_id, m.id) for m in elsewhere
+        )
 
     def overview(self, session_id: str, uid: str) -> tuple[SessionView, list[StepSummary]]:
         """The session (its team and the caller's role in it), and its steps in workshop
@@ -126,7 +136,7 @@ class Sessions:
         for reply in local:
             reply.stop()
         for step_id in self.sessions.step_ids(session_id):
-            for message in self.store.streaming(session_id, step_id):
+            for message in self.store.pending(session_id, step_id):
                 if not message.lapsed:
                     self.store.request_stop(session_id, step_id, message.id)
         for reply in local:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import Forbidden, InvalidRequest
+from .domain import Event, Failed
+from .errors import Forbidden, InvalidRequest, StoreUnavailable
 
 Role = Literal["owner", "member", "viewer"]
 Joined = Literal["member", "viewer"]  # what an invite makes its holder
@@ -91,3 +92,31 @@ def must_write(role: Role | None) -> None:
 def must_own(role: Role | None) -> None:
     if role is not None and role != "owner":
         raise Forbidden("forbidden", "only the session's owner may do that")
+
+
+LEFT_TEXT = "You are no longer in this session."
+
+
+def while_member(
+    events: Iterator[Event], still_in: Callable[[], bool], every: float, clock: Callable[[], float]
+) -> Iterator[Event]:
+    """`events` for as long as their listener is in the team, looked up at most every `every`
+    seconds (a stream pings at least every keep-alive): once they are not, it ends, and
+    closing it lets go of the reply, which carries on."""
+    checked = clock()
+    try:
+        for event in events:
+            if clock() - checked >= every:
+                checked = clock()
+                try:
+                    gone = not still_in()
+                except StoreUnavailable:
+                    gone = False  # not known to be gone: looked up again next time
+                if gone:
+                    yield Failed(LEFT_TEXT, cause="replaced")
+                    return
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

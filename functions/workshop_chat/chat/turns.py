@@ -23,20 +23,22 @@ from .checkpoints import Checkpointer
 from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
     REPLACED_TEXT,
-    Approval,
     Author,
     Ending,
     Event,
     Failed,
     FileRef,
+    KeepAlive,
     Message,
     Mode,
     NewFile,
     Turn,
     UserMessage,
+    Waiting,
     reply_id_for,
 )
 from .errors import (
+    ChatError,
     Conflict,
     Forbidden,
     InvalidRequest,
@@ -49,13 +51,15 @@ from .follow import follow, replay
 from .generation import Carry, Limits, Request, drive
 from .outcomes import Workshop
 from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
+from .queue import Ports, Waiter, busy
 from .reply import Reply
-from .team import must_write
+from .team import must_write, while_member
 from .tools import Toolbox, board_context
 
 log = logging.getLogger("workshop_chat.chat.turns")
 
 _SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
+_STEP_BUSY_RETRY = 10  # seconds: about one reply's time
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,12 @@ class Settings:
     rate_limit_per_minute: int
     session_rate_limit_per_minute: int
     keepalive_seconds: float
-    # How often a follower looks at a reply generated on another instance.
+    # How often a follower looks at a reply generated on another instance (and a waiting
+    # reply at the replies ahead of it).
     follow_seconds: float
     limits: Limits
+    max_queued: int = 4  # replies waiting in a step behind the one generating
+    lease_seconds: float = 8.0
 
 
 def check_access(conversation: Conversation, write: bool = False) -> None:
@@ -138,6 +145,7 @@ class Turns:
     ) -> None:
         self.attachments = stores.attachments
         self.board = stores.board
+        self.sessions = stores.sessions
         self.store = stores.conversations
         self.model = model
         self.workshop = workshop
@@ -145,6 +153,7 @@ class Turns:
         self.settings = settings
         self.clock = clock
         self._active: dict[tuple[str, str, str], Reply] = {}
+        self._waiting: dict[tuple[str, str, str], Waiter] = {}
         self._lock = threading.Lock()
 
     # The entry points ------------------------------------------------------------------
@@ -166,7 +175,9 @@ class Turns:
                     author = Author(uid, name or conversation.names.get(uid, ""))
                     events = self._decide(turn, conversation, trace, uploaded, author)
                 if events is not None:
-                    return events
+                    if conversation.role == "owner":
+                        return events  # an owner is never removed
+                    return self.member_stream(events, turn.session_id, uid)
                 # Lost a race to a twin or to a newer turn: look again at what is stored.
         except NotFound:
             # The session went (or was never the caller's) while the files were uploaded: a
@@ -196,10 +207,24 @@ class Turns:
         """Relay a reply generated elsewhere; take it over if its instance died."""
 
         def take_over(seen: Message) -> Iterator[Event] | None:
+            if seen.status == "queued":  # its instance died while it waited
+                waiter = self._adopt(key, conversation, seen)
+                return None if waiter is None else self._listen(key, conversation, user, waiter)
             return self._generate(key, conversation, user, "resume", None, seen)
 
         every = self.settings.follow_seconds
         return follow(self.store, key, reply, take_over, self.model.name, every)
+
+    def member_stream(self, events: Iterator[Event], session_id: str, uid: str) -> Iterator[Event]:
+        """A member's or viewer's stream ends soon after they leave or are removed; what is
+        generated goes on, and is stored, for the rest of the team."""
+
+        def still_in() -> bool:
+            return self.sessions.view(session_id).role_of(uid) is not None
+
+        # About five follower looks: a second's worth of a reply's checkpoints, or five.
+        every = self.settings.follow_seconds * 5
+        return while_member(events, still_in, every, self.clock)
 
     def spend_minute(self, uid: str) -> None:
         """The user's refused requests used their minute up on this instance: their turns wait
@@ -233,7 +258,17 @@ class Turns:
         user = replace(turn.user, author=author)
         key = (turn.session_id, turn.step_id)
         if turn.approval is not None:
-            return self._carry_on(key, conversation, turn.approval, trace)
+            if self.board is None:
+                raise Conflict(
+                    "approval_not_pending", "that reply is not waiting for these answers"
+                )
+            user, carry = carried(conversation, approval := turn.approval)
+            later = self._later(turn, author, trace, conversation, approval.reply_id)
+            if later is not None:
+                return later
+            return self._generate(
+                key, conversation, user, "continue", trace, carry.reply, carry=carry
+            )
         if turn.trigger == "regenerate-message":
             # Without messageId the client regenerates the reply to its last user message.
             target = conversation.get(turn.target_id or reply_id_for(user.id))
@@ -246,10 +281,15 @@ class Turns:
             if stored_user is None or stored_user.role != "user":
                 raise NotFound("message_not_found", "the message to answer is not stored")
             user = UserMessage(stored_user.id, stored_user.text, stored_user.files)
+            later = self._later(turn, author, trace, conversation, reply_id_for(user.id))
+            if later is not None:
+                return later
             return self._generate(key, conversation, user, "regenerate", trace)
         existing = conversation.get(user.id)
         if existing is None:
             new = turn.new_files
+            if busy(conversation.messages) or any(_orphaned(m) for m in conversation.messages):
+                return self._enqueue(key, conversation, user, new, uploaded, trace)
             return self._generate(key, conversation, user, "new", trace, None, new, uploaded)
         if existing.role != "user":
             raise Conflict("id_in_use", "that message id belongs to another message")
@@ -261,25 +301,14 @@ class Turns:
             mine = existing.author.uid == author.uid if existing.author else None
             if mine is False or (mine is None and conversation.role != "owner"):
                 raise Forbidden("forbidden", "you may edit only your own messages")
+            later = self._later(turn, author, trace, conversation, reply_id_for(user.id))
+            if later is not None:
+                return later
             new = turn.new_files
             return self._generate(key, conversation, user, "edit", trace, None, new, uploaded)
         # A re-send: the stored message, with the files it already names.
         user = UserMessage(existing.id, existing.text, existing.files)
         return self._resend(key, conversation, user, trace)
-
-    def _carry_on(
-        self,
-        key: tuple[str, str],
-        conversation: Conversation,
-        approval: Approval,
-        trace: str | None,
-    ) -> Iterator[Event] | None:
-        """The team answered a reply's approval requests (`approvals.carried` checks them):
-        the same reply carries on."""
-        if self.board is None:
-            raise Conflict("approval_not_pending", "that reply is not waiting for these answers")
-        user, carry = carried(conversation, approval)
-        return self._generate(key, conversation, user, "continue", trace, carry.reply, carry=carry)
 
     def _resend(
         self,
@@ -292,9 +321,14 @@ class Turns:
         reply_id = reply_id_for(user.id)
         with self._lock:
             active = self._active.get((*key, reply_id))
+            waiter = self._waiting.get((*key, reply_id))
         if active is not None:
             return self._join(active)
+        if waiter is not None and not waiter.done:
+            return self._listen(key, conversation, user, waiter)
         reply = self.store.reply(key[0], key[1], reply_id)
+        if reply is not None and reply.status == "queued":
+            return self.follow(key, conversation, user, reply)
         if reply is None or reply.status in ("error", "stopped") or reply.lapsed:
             # Nothing usable, or its instance died: answering it again is the retry.
             return self._generate(key, conversation, user, "resume", trace, reply)
@@ -328,7 +362,7 @@ class Turns:
         them are noted in `uploaded`."""
         reply_id = reply_id_for(user.id)
         slot = (*key, reply_id)
-        if mode not in ("resume", "continue"):
+        if mode not in ("resume", "continue", "start"):
             seen_reply = conversation.get(reply_id)
         reply = Reply(reply_id, self.model.name, lambda r: self._settled(slot, r))
         if carry is not None:
@@ -345,9 +379,10 @@ class Turns:
             return self._join(joined)
         upload_later = False
         try:
-            check_quota(
-                conversation, self.clock(), self.settings.session_rate_limit_per_minute
-            )  # before anything is uploaded or asked
+            if mode != "start":  # a waiting reply was counted when it was stored
+                check_quota(
+                    conversation, self.clock(), self.settings.session_rate_limit_per_minute
+                )  # before anything is uploaded or asked
             if new:
                 # Uploaded before the claim's commit names them: before the model is asked on
                 # Vertex AI, which reads them; else while the model starts on its inline copy.
@@ -378,16 +413,27 @@ class Turns:
         budget = self.workshop.thinking_budget(key[1])
         toolbox = self._toolbox(key, reply_id)
         request = Request(system, contents, budget, parts, calls, toolbox, carry)
-        reply.task = aio.spawn(
-            drive(reply, self.model, request, self.settings.limits, where, trace)
-        )
+
+        def ask() -> None:
+            reply.task = aio.spawn(
+                drive(reply, self.model, request, self.settings.limits, where, trace)
+            )
+
+        # A team's turns can race for the step: a call made beside a claim that then finds
+        # the step busy would be cancelled, and a cancelled call is paid for. So a team's
+        # turn, and a reply whose turn came, claim first and ask after; a turn of one asks
+        # first and wins the claim's round trip.
+        ask_first = mode != "start" and not named(conversation)
+        if ask_first:
+            ask()
         try:
             if upload_later:
                 self._upload(new, user.files, uploaded)
             # The claim goes once the model request has left: built in the loop thread, it
             # would otherwise share the interpreter with the claim's encoding. A model that
             # answers at once still waits for the claim before any text is relayed.
-            reply.sent.wait(_SEND_WAIT)
+            if ask_first:
+                reply.sent.wait(_SEND_WAIT)
             claim = self._claim(conversation, user, reply, mode, seen_reply, asked)
         except BaseException:
             reply.abandon()  # the model call is cancelled, and nothing was written
@@ -395,6 +441,8 @@ class Turns:
         if claim is None:
             reply.abandon()
             return None
+        if not ask_first:
+            ask()
         self._start(slot, reply, claim, superseded)
         return reply.listen(self.settings.keepalive_seconds)
 
@@ -437,6 +485,148 @@ class Turns:
                 return None  # a turn landed first: this one is asked again, with it in context
         return None
 
+    # Turns in order (`queue.py`) -------------------------------------------------------
+
+    def _enqueue(
+        self,
+        key: tuple[str, str],
+        conversation: Conversation,
+        user: UserMessage,
+        new: tuple[NewFile, ...],
+        uploaded: list[str],
+        trace: str | None,
+    ) -> Iterator[Event] | None:
+        """The step is busy: the message is stored now, in arrival order, with a reply that
+        waits its turn here. Nothing is asked of the model until then."""
+        waiting = [m for m in busy(conversation.messages) if m.status == "queued"]
+        if len(waiting) >= self.settings.max_queued:
+            raise RateLimited(
+                "step_busy", "too many messages wait in this step; wait a moment", _STEP_BUSY_RETRY
+            )
+        check_quota(conversation, self.clock(), self.settings.session_rate_limit_per_minute)
+        for other in conversation.messages:
+            if _orphaned(other):
+                self._adopt(key, conversation, other)
+        if new:  # named by the stored message: uploaded first
+            user = replace(user, files=self._attachments().name(key, user.id, new))
+            self._upload(new, user.files, uploaded)
+        reply_id = reply_id_for(user.id)
+        # After every reply it waits for, whatever this instance's clock says: the order the
+        # history shows is the order of the turns.
+        last = max((m.created_at for m in conversation.messages), default=0.0)
+        now = max(self.clock(), last + 0.002)
+        claim = self.store.begin(conversation, user, reply_id, "queue", now, None)
+        if claim is None or isinstance(claim, Moved):
+            return None  # a twin won, or the step moved: decided again on what is stored now
+        ahead = len(busy(conversation.messages))
+        waiter = self._hold(key, reply_id, claim, conversation.uid, trace, ahead)
+        return self._listen(key, conversation, user, waiter)
+
+    def _hold(
+        self,
+        key: tuple[str, str],
+        reply_id: str,
+        claim: Claim,
+        uid: str,
+        trace: str | None,
+        ahead: int,
+    ) -> Waiter:
+        """This process keeps the waiting reply's lease and starts it when its turn comes."""
+
+        def adopt(seen: Message) -> None:
+            self._adopt(key, self.store.open(key[0], key[1], uid), seen)
+
+        def start(seen: Message) -> Reply | None:
+            return self._start_waited(key, uid, seen, trace)
+
+        ports = Ports(self.store, self.checkpointer.store, adopt, start)
+        every = self.settings.follow_seconds
+        waiter = Waiter(key, reply_id, claim, ports, every, self.settings.lease_seconds)
+        with self._lock:
+            self._waiting = {k: w for k, w in self._waiting.items() if not w.done}
+            self._waiting[(*key, reply_id)] = waiter
+        waiter.begin(ahead)
+        return waiter
+
+    def _adopt(
+        self, key: tuple[str, str], conversation: Conversation, seen: Message
+    ) -> Waiter | None:
+        """A waiting reply whose instance died: this process waits for it instead."""
+        asked = conversation.get(seen.reply_to or "")
+        if asked is None:
+            return None
+        user = UserMessage(asked.id, asked.text, asked.files, asked.author)
+        claim = self.store.begin(conversation, user, seen.id, "queue", self.clock(), seen)
+        if claim is None or isinstance(claim, Moved):
+            return None  # adopted by another process first
+        return self._hold(key, seen.id, claim, conversation.uid, None, 0)
+
+    def _start_waited(
+        self, key: tuple[str, str], uid: str, seen: Message, trace: str | None
+    ) -> Reply | None:
+        """Its turn came: claimed and generated with everything stored before it. A sender
+        who has left the session since gets no reply (`queue.Waiter` stops it)."""
+        conversation = self.store.open(key[0], key[1], uid)
+        check_access(conversation, write=True)
+        asked = conversation.get(seen.reply_to or "")
+        if asked is None:
+            return None
+        user = UserMessage(asked.id, asked.text, asked.files, asked.author)
+        if self._generate(key, conversation, user, "start", trace, seen) is None:
+            return None
+        with self._lock:
+            return self._active.get((*key, seen.id))
+
+    def _listen(
+        self, key: tuple[str, str], conversation: Conversation, user: UserMessage, waiter: Waiter
+    ) -> Iterator[Event]:
+        def follow(stored: Message) -> Iterator[Event]:
+            return self.follow(key, conversation, user, stored)
+
+        return waiter.listen(self.settings.keepalive_seconds, follow)
+
+    def _later(
+        self,
+        turn: Turn,
+        author: Author,
+        trace: str | None,
+        conversation: Conversation,
+        reply_id: str,
+    ) -> Iterator[Event] | None:
+        """A regenerate, an edit or an approval's answer while other replies in the step
+        generate or wait: the request waits until they settle (nothing is stored meanwhile,
+        so a sender who goes takes the request with them), then the turn is decided again.
+        None: the step is free."""
+        ahead = len(busy(conversation.messages, but=reply_id))
+        if not ahead:
+            return None
+        return self._wait_then_run(turn, author, trace, reply_id, ahead)
+
+    def _wait_then_run(
+        self, turn: Turn, author: Author, trace: str | None, reply_id: str, ahead: int
+    ) -> Iterator[Event]:
+        key = (turn.session_id, turn.step_id)
+        yield Waiting(reply_id, ahead)
+        pinged = self.clock()
+        while ahead:
+            time.sleep(self.settings.follow_seconds)
+            try:
+                now_ahead = len(busy(self.store.pending(*key), but=reply_id))
+            except StoreUnavailable:
+                now_ahead = ahead
+            if now_ahead != ahead and now_ahead:
+                yield Waiting(reply_id, now_ahead)
+            elif self.clock() - pinged >= self.settings.keepalive_seconds:
+                pinged = self.clock()
+                yield KeepAlive()
+            ahead = now_ahead
+        try:
+            events = self.run(turn, author.uid, trace, author.name)
+        except ChatError as error:
+            yield Failed(error.message)
+            return
+        yield from events
+
     def _upload(
         self, new: tuple[NewFile, ...], named: tuple[FileRef, ...], uploaded: list[str] | None
     ) -> None:
@@ -457,6 +647,11 @@ class Turns:
             raise InvalidRequest("files_unsupported", "this deployment takes no files")
         return self.attachments
 
+    def waiting(self, session_id: str, step_id: str) -> list[Waiter]:
+        """This process's replies waiting their turn in the step."""
+        with self._lock:
+            return [w for (s, t, _), w in self._waiting.items() if (s, t) == (session_id, step_id)]
+
     def _settled(self, slot: tuple[str, str, str], reply: Reply) -> None:
         """The last step of a reply's end: this process forgets it, and its step's outcome is
         refreshed when the step's history grew."""
@@ -465,3 +660,8 @@ class Turns:
                 del self._active[slot]
         if reply.worth_summarizing:
             self.workshop.after_reply(slot[0], slot[1])
+
+
+def _orphaned(message: Message) -> bool:
+    """A reply stored to wait its turn whose instance died: the next turn adopts it."""
+    return message.status == "queued" and message.lapsed

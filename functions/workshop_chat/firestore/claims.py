@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from ..chat.domain import Message, Mode, Quota, UserMessage
+from ..chat.domain import Message, Mode, Quota, Status, UserMessage
 from ..chat.errors import StoreUnavailable
 from ..chat.ports import Moved
 from ..chat.team import WRITERS
@@ -35,10 +35,12 @@ class Claims:
         self.look = look
 
     def new(
-        self, c: Conversation, user: UserMessage, reply_id: str, now: float
+        self, c: Conversation, user: UserMessage, reply_id: str, now: float, queued: bool = False
     ) -> Claim | Moved | None:
         """One atomic batch under a precondition on the head as read: a racing duplicate fails
-        its creates, and any other write to the session since the look fails the head's."""
+        its creates, and any other write to the session since the look fails the head's, so
+        whether the step was busy is decided on the head every turn read. `queued`: the reply
+        waits its turn."""
         access = self.access
         key = (c.session_id, c.step_id)
         head = c.head
@@ -85,7 +87,10 @@ class Claims:
         batch.create(messages.document(user.id), documents.new_user(user, now, seq - 1))
         reply_at = now + _REPLY_OFFSET
         lease = access.lease_seconds
-        reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq)
+        status: Status = "queued" if queued else "streaming"
+        reply = documents.new_reply(
+            user.id, reply_id, reply_at, generation, lease, seq, status=status
+        )
         batch.create(messages.document(reply_id), reply)
         reply_index = 3 if step is None else 2
         if c.quota is not None:
@@ -122,7 +127,7 @@ class Claims:
                 reply_id,
                 "assistant",
                 "",
-                "streaming",
+                status,
                 reply_at,
                 reply_at,
                 user.id,
@@ -152,8 +157,10 @@ class Claims:
         now: float,
         seen: Message | None,
     ) -> Claim | Moved | None:
-        """Edit, regenerate, resume or continue: a transaction, so only one of racing requests
-        wins."""
+        """Edit, regenerate, resume, continue, a waiting reply adopted (queue) or started: a
+        transaction, so only one of racing requests wins. A waiting reply was counted, and
+        its sender admitted, when it was stored: adopting or starting it counts nothing and
+        deletes nothing."""
         access = self.access
         key = (c.session_id, c.step_id)
         messages = access.messages(*key)
@@ -169,6 +176,7 @@ class Claims:
         generation = uuid.uuid4().hex
         # Taking over a lapsed reply: only if nobody wrote it since it was seen lapsed.
         unchanged_since = seen.version if seen is not None and seen.lapsed else None
+        waited = mode in ("queue", "start")
         later = messages.where(
             filter=firestore.FieldFilter("createdAt", ">", documents.ts(anchor.created_at))
         )
@@ -180,14 +188,14 @@ class Claims:
                 refs.append(access.rate(c.uid))
             snaps = {s.reference.path: s for s in tx.get_all(refs)}
             counted: Quota | None = None
-            if c.quota is not None:
+            if c.quota is not None and not waited:
                 counted = documents.quota(snaps[access.rate(c.uid).path], c.quota.per_minute)
                 if counted.wait(now) is not None:
                     return "limited"  # a racing turn took the last one since the look
             head = documents.head(snaps[session_ref.path])
             if (
                 not head.exists
-                or head.role_of(c.uid) not in WRITERS
+                or (head.role_of(c.uid) not in WRITERS and not waited)
                 or head.deleting
                 or head.incarnation != c.head.incarnation
             ):
@@ -198,7 +206,9 @@ class Claims:
                 return None
             if unchanged_since is not None and snap.update_time != unchanged_since:
                 return None
-            doomed = tuple(d.id for d in tx.get(later) if d.id != reply_id)
+            if mode == "start" and (snap.to_dict() or {}).get("stopRequested"):
+                return None  # stopped while it waited: its waiter learns so and ends it
+            doomed = () if waited else tuple(d.id for d in tx.get(later) if d.id != reply_id)
             step = head.steps.get(c.step_id, StepHead())
             seq = step.seq + (2 if mode == "edit" else 1)
             at = documents.ts(now)
@@ -211,9 +221,12 @@ class Claims:
             lease = access.lease_seconds
             stored = (snap.to_dict() or {}) if snap.exists else {}
             # A takeover or an answer goes on with the content's epoch; the rest begin anew.
-            kept = mode in ("resume", "continue") and stored.get("epoch")
+            kept = mode in ("resume", "continue", "queue", "start") and stored.get("epoch")
             epoch = str(kept) if kept else generation
-            reply = documents.new_reply(user.id, reply_id, reply_at, generation, lease, seq, epoch)
+            status = "queued" if mode == "queue" else "streaming"
+            reply = documents.new_reply(
+                user.id, reply_id, reply_at, generation, lease, seq, epoch, status
+            )
             if mode == "continue":  # carried on: what it holds stays until it is written again
                 reply["parts"] = stored.get("parts") or []
             tx.set(reply_ref, reply)
@@ -224,8 +237,9 @@ class Claims:
                 access.step_field(c.step_id, "messages"): firestore.Increment(grown),
                 access.step_field(c.step_id, "updatedAt"): at,
                 access.step_field(c.step_id, "recent"): step.recent_after(*taken),
-                "turns": documents.turns_fields(head.turns.after_turn(now)),
             }
+            if not waited:
+                head_fields["turns"] = documents.turns_fields(head.turns.after_turn(now))
             if doomed:
                 head_fields[access.step_field(c.step_id, "cuts")] = step.cuts + 1
                 cut_after = documents.ts(anchor.created_at)

@@ -183,16 +183,18 @@ class FirestoreStore:
     ) -> Claim | Moved | None:
         """Store the user message and claim the reply.
 
-        `mode` is new (both created), edit (user updated, later messages deleted),
-        regenerate (later messages deleted), resume (reply missing, failed or lapsed) or
-        continue (the reply, kept, carries on after the team's approval).
+        `mode` is new (both created), queue (both created, the reply waiting its turn; with
+        `seen_reply`, a waiting reply adopted), start (a waiting reply's turn came), edit (user
+        updated, later messages deleted), regenerate (later messages deleted), resume (reply
+        missing, failed or lapsed) or continue (the reply, kept, carries on after the team's
+        approval).
         None: a racing request won. Moved: the session changed since `conversation` was read
         (a new turn only), with what is stored now.
         """
         assert isinstance(conversation, Conversation)  # this adapter's own look
         claims = Claims(self.access, self.open)
-        if mode == "new":
-            return claims.new(conversation, user, reply_id, now)
+        if mode == "new" or (mode == "queue" and seen_reply is None):
+            return claims.new(conversation, user, reply_id, now, queued=mode == "queue")
         return claims.again(conversation, user, reply_id, mode, now, seen_reply)
 
     def spend_minute(self, uid: str, now: float, per_minute: int) -> None:
@@ -207,11 +209,12 @@ class FirestoreStore:
 
     # Replies in flight ------------------------------------------------------------------
 
-    def streaming(self, session_id: str, step_id: str) -> list[Message]:
-        """The step's replies being generated now (or whose instance died: `lapsed`)."""
+    def pending(self, session_id: str, step_id: str) -> list[Message]:
+        """The step's replies being generated now or waiting their turn (or whose instance
+        died: `lapsed`), oldest first."""
         access = self.access
         query = access.messages(session_id, step_id).where(
-            filter=firestore.FieldFilter("status", "==", "streaming")
+            filter=firestore.FieldFilter("status", "in", ["streaming", "queued"])
         )
         try:
             docs = list(query.stream(retry=access.retry, timeout=access.timeout))

@@ -28,8 +28,8 @@ class Copy:
 
     @property
     def unfinished(self) -> list[str]:
-        """Replies this copy holds as streaming: their text may have moved since."""
-        return [m.id for m in self.messages if m.status == "streaming"]
+        """Replies this copy holds as streaming or waiting: they may have moved since."""
+        return [m.id for m in self.messages if m.status in ("streaming", "queued")]
 
     def size(self) -> int:
         return sum(len(m.text) + len(m.reasoning) + 200 for m in self.messages)

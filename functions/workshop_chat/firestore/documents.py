@@ -292,7 +292,7 @@ def message(snap: Any, lease_seconds: float) -> Message:
     data = snap.to_dict() or {}
     status = data.get("status", "complete")
     lapsed = False
-    if status == "streaming" and snap.read_time and snap.update_time:
+    if status in ("streaming", "queued") and snap.read_time and snap.update_time:
         # Server times on both sides: no instance's clock decides whether a lease lapsed.
         age = (snap.read_time - snap.update_time).total_seconds()
         lapsed = age > lease_seconds
@@ -349,14 +349,16 @@ def new_reply(
     lease_seconds: float,
     seq: int,
     epoch: str = "",
+    status: str = "streaming",
 ) -> dict[str, Any]:
-    """A claimed reply before its first text: streaming, under a lease."""
+    """A claimed reply before its first text: streaming (or waiting its turn), under a
+    lease."""
     return {
         "id": reply_id,
         "seq": seq,
         "role": "assistant",
         "parts": [],
-        "status": "streaming",
+        "status": status,
         "replyTo": user_id,
         "generation": generation,
         "epoch": epoch or generation,

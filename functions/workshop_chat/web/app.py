@@ -29,6 +29,7 @@ from ..chat.domain import (
     ReasoningDelta,
     Source,
     TextDelta,
+    Waiting,
     iso_time,
 )
 from ..chat.errors import (
@@ -406,13 +407,14 @@ def _reject_constant(name: str) -> Any:
 
 
 def _first_text(events: Iterator[Event]) -> tuple[list[Event], Iterator[Event]]:
-    """Read up to the first text or the end; keep-alives before that carry nothing."""
+    """Read up to the first text, the end, or word that the reply waits its turn (the stream
+    starts then, so the wait is answered 200); keep-alives before that carry nothing."""
     head: list[Event] = []
     for event in events:
         if isinstance(event, KeepAlive):
             continue
         head.append(event)
-        if isinstance(event, (*_CONTENT, Finished, Failed)):
+        if isinstance(event, (*_CONTENT, Finished, Failed, Waiting)):
             break
     return head, events
 

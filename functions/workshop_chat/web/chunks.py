@@ -181,6 +181,23 @@ class ToolOutputDenied(Chunk):
 
 
 @dataclass(frozen=True)
+class DataWaiting(Chunk):
+    """A transient data part (`onData` sees it; the message keeps none): the reply waits for
+    `ahead` earlier replies of its step, generated for teammates."""
+
+    type: ClassVar[str] = "data-waiting"
+    message_id: str
+    ahead: int
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "id": self.message_id,
+            "data": {"messageId": self.message_id, "ahead": self.ahead},
+            "transient": True,
+        }
+
+
+@dataclass(frozen=True)
 class Error(Chunk):
     """Puts the client's chat in its error state; `error_text` is always one of our own."""
 

@@ -19,6 +19,7 @@ from ..chat.domain import (
     ToolCall,
     ToolDone,
     ToolStarted,
+    Waiting,
 )
 from . import chunks
 
@@ -100,6 +101,8 @@ def encode_ui_stream(events: Iterable[Event]) -> Iterator[bytes]:
                 yield start.sse() + chunks.StartStep().sse()
         elif isinstance(event, KeepAlive):
             yield chunks.PING
+        elif isinstance(event, Waiting):
+            yield chunks.DataWaiting(event.message_id, event.ahead).sse()
         else:
             tail = close()
             if isinstance(event, Failed):
