@@ -64,6 +64,12 @@ Cost and abuse limits:
                           Firebase account can spend the daily token budget
   --anonymous-users A     allow or deny Firebase anonymous accounts -> ANONYMOUS_USERS
                           (default: allow when App Check is enforced, else deny)
+Telemetry:
+  --trace-ratio R         share of requests traced, 0 to 1 (default 0.1), unless the caller's
+                          trace is sampled already -> OTEL_TRACES_SAMPLER(_ARG). Spans go to
+                          Cloud Trace and metrics to Cloud Monitoring; the runtime account gets
+                          roles/cloudtrace.agent and roles/monitoring.metricWriter, nothing more
+  --no-telemetry          no spans, no metrics, and neither role
 Other:
   --dry-run               print every command, run none (needs no gcloud, no login)
   -h, --help              this help
@@ -110,6 +116,8 @@ FIRESTORE_LOCATION=""
 FILES_BUCKET_OPT="${FILES_BUCKET-}"
 VERTEX=0
 VERTEX_LOCATION=global
+TELEMETRY=1
+TRACE_RATIO=0.1
 SET_KEY=0
 DRY_RUN=0
 readonly TIMEOUT=3600s
@@ -148,6 +156,8 @@ while [[ $# -gt 0 ]]; do
     --firestore-location) need_value "$@"; FIRESTORE_LOCATION=$2; shift 2 ;;
     --files-bucket) need_value "$@"; FILES_BUCKET_OPT=$2; shift 2 ;;
     --vertex-location) need_value "$@"; VERTEX_LOCATION=$2; shift 2 ;;
+    --trace-ratio) need_value "$@"; TRACE_RATIO=$2; shift 2 ;;
+    --no-telemetry) TELEMETRY=0; shift ;;
     *) die "unknown option: $opt (see --help)" 2 ;;
   esac
 done
@@ -200,6 +210,7 @@ fi
 [[ $FIRESTORE_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--firestore-location '$FIRESTORE_LOCATION' is not a location" 2
 [[ $VERTEX_LOCATION =~ ^[a-z0-9-]+$ ]] || die "--vertex-location '$VERTEX_LOCATION' is not a location" 2
 [[ $MODEL =~ ^[A-Za-z0-9._/-]+$ ]] || die "--model '$MODEL' is not a model name" 2
+[[ $TRACE_RATIO =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || die "--trace-ratio must be a number from 0 to 1, not '$TRACE_RATIO'" 2
 if [[ -n $FILES_BUCKET_OPT && ! $FILES_BUCKET_OPT =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]]; then
   die "--files-bucket '$FILES_BUCKET_OPT' is not a bucket name (no gs://, lower case)" 2
 fi
@@ -351,6 +362,7 @@ apis=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com firestore.googleapis.com iam.googleapis.com
   storage.googleapis.com firebasestorage.googleapis.com)
 if ((VERTEX)); then apis+=(aiplatform.googleapis.com); else apis+=(secretmanager.googleapis.com); fi
+if ((TELEMETRY)); then apis+=(cloudtrace.googleapis.com monitoring.googleapis.com); fi
 run gcloud services enable "${apis[@]}" "${P[@]}"
 
 # 2. Service accounts: one the function runs as, one Cloud Build builds it with. Projects made
@@ -374,6 +386,11 @@ grant() { # grant MEMBER_EMAIL ROLE [CONDITION]
 # in Artifact Registry, and read access to the uploaded source in gcf-v2-sources-* only.
 grant "$RUNTIME_SA" roles/datastore.user
 if ((VERTEX)); then grant "$RUNTIME_SA" roles/aiplatform.user; fi
+# Telemetry: write spans and metric points, read none of them.
+if ((TELEMETRY)); then
+  grant "$RUNTIME_SA" roles/cloudtrace.agent
+  grant "$RUNTIME_SA" roles/monitoring.metricWriter
+fi
 for role in roles/logging.logWriter roles/artifactregistry.writer; do
   grant "$BUILD_SA" "$role"
 done
@@ -516,6 +533,12 @@ env_vars="GOOGLE_CLOUD_PROJECT=$PROJECT|GEMINI_MODEL=$MODEL|ALLOWED_ORIGINS=$ALL
 env_vars+="|AUTH_MODE=firebase|THREADS=$CONCURRENCY|WORKERS=$CPU|FILES_BUCKET=$FILES_BUCKET"
 env_vars+="|USER_DAILY_TOKENS=$USER_DAILY_TOKENS|DAILY_TOKENS=$DAILY_TOKENS"
 env_vars+="|APP_CHECK=$APP_CHECK|ANONYMOUS_USERS=$ANONYMOUS_USERS"
+if ((TELEMETRY)); then
+  env_vars+="|OTEL_TRACES_EXPORTER=gcp_trace|OTEL_METRICS_EXPORTER=gcp_monitoring"
+  env_vars+="|OTEL_TRACES_SAMPLER=parentbased_traceidratio|OTEL_TRACES_SAMPLER_ARG=$TRACE_RATIO"
+else
+  env_vars+="|OTEL_TRACES_EXPORTER=none|OTEL_METRICS_EXPORTER=none"
+fi
 if ((VERTEX)); then
   env_vars+="|GOOGLE_GENAI_USE_VERTEXAI=true|GOOGLE_CLOUD_LOCATION=$VERTEX_LOCATION"
   credentials=(--clear-secrets)

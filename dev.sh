@@ -6,6 +6,8 @@
 # demo page on $DEMO_PORT (5173). Ctrl-C stops it all, also with the output piped (| tee dev.log).
 #
 # A taken PORT or DEMO_PORT is refused before anything starts. Logs go to $RUN_DIR (.run/).
+# --traces draws each request's trace (OpenTelemetry spans) in the terminal as it ends; any
+# OTEL_* variable set here reaches the function as it is (an OTLP collector's, say).
 # Also read: GOOGLE_CLOUD_PROJECT, FILES_BUCKET, THREADS, ALLOWED_ORIGINS, and for App Check
 # VITE_APP_CHECK_SITE_KEY, VITE_APP_CHECK_DEBUG_TOKEN, VITE_FIREBASE_APP_ID, VITE_FIREBASE_API_KEY.
 set -euo pipefail
@@ -18,4 +20,4 @@ ensure_npm demo
 
 # The services start from stack/, as for the tests and the benchmark. exec: Ctrl-C then reaches
 # the process that stops them, and no shell is left between it and the terminal.
-exec .venv/bin/python -m stack dev
+exec .venv/bin/python -m stack dev "$@"

@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[list[str]]], Callable[
     ("load", report_phases.load_headline, report_phases.load_section),
     ("relay", report_phases.relay_headline, report_phases.relay_section),
     ("coldStart", report_phases.cold_headline, report_phases.cold_section),
+    ("telemetry", report_phases.telemetry_headline, report_phases.telemetry_section),
 ]
 
 

@@ -313,3 +313,38 @@ def memory_section(r: dict[str, Any]) -> str:
         "connection was closed while the body was sent.\n\n"
         + table(["flood", "idle MiB", "peak MiB", "answers", "seconds", "other reply whole"], rows)
     )
+
+
+def telemetry_headline(r: dict[str, Any]) -> list[list[str]]:
+    t = r["telemetry"]
+    return [
+        [
+            "tracing every request (OTLP spans and metrics) vs no OTEL_*: first text p50, "
+            "whole turn p50",
+            f"+{t['firstOverheadP50Ms']} ms, +{t['totalOverheadP50Ms']} ms",
+            "no tracing",
+            "-",
+            "-",
+        ]
+    ]
+
+
+def telemetry_section(r: dict[str, Any]) -> str:
+    t = r["telemetry"]
+    rows = [
+        [
+            side,
+            f"{t[side]['first']['p50']} / {t[side]['first']['p90']}",
+            f"{t[side]['total']['p50']} / {t[side]['total']['p90']}",
+        ]
+        for side in ("off", "on")
+    ]
+    return (
+        "### What tracing costs\n"
+        f"Two functions side by side (deploy.sh's WORKERS each), {t['turns']} turns each, "
+        "alternating: one with no OTEL_* setting (the SDK is not loaded), one tracing every "
+        "request (`OTEL_TRACES_SAMPLER=always_on`) and exporting spans and metrics over "
+        f"OTLP/HTTP to a local collector ({t['exports']} exports, {t['exportBytes']} bytes). "
+        "Times in ms, as the client sees them.\n\n"
+        + table(["OTEL", "first text p50 / p90", "whole turn p50 / p90"], rows)
+    )

@@ -28,7 +28,7 @@ from types import FrameType
 from typing import TextIO
 
 import stack
-from stack import Service
+from stack import Service, traces
 
 # File descriptors whose reader is gone: nothing more is printed there.
 _gone: set[int] = set()
@@ -98,8 +98,13 @@ def shown(path: Path) -> str:
 class Dev:
     """One ./dev.sh run: its settings, the services it started, and what it prints."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], traces: bool = False) -> None:
         self.env = env
+        # Each request's trace drawn in the terminal as it ends (`stack/traces.py`).
+        self.traces = traces
+        self._function_log: Path | None = None
+        self._read = 0  # how far the function's log has been read for spans
+        self._spans: dict[str, list[dict]] = {}
         self.port = int(env.get("PORT") or 8080)
         self.demo_port = int(env.get("DEMO_PORT") or 5173)
         self.project = env.get("GOOGLE_CLOUD_PROJECT") or stack.PROJECT
@@ -153,6 +158,10 @@ class Dev:
             # The demo signs in anonymously, and App Check is off locally unless configured.
             "ANONYMOUS_USERS": self.env.get("ANONYMOUS_USERS") or "allow",
         }
+        # OpenTelemetry as configured (an OTLP collector, say), or on the console for --traces.
+        function_env.update({k: v for k, v in self.env.items() if k.startswith("OTEL_")})
+        if self.traces:
+            function_env["OTEL_TRACES_EXPORTER"] = "console"
         if not self.firestore:
             service = stack.start_firestore_emulator(log=self.log("firestore"))
             self.firestore = service.url
@@ -182,7 +191,8 @@ class Dev:
         if self.auth:
             function_env["FIREBASE_AUTH_EMULATOR_HOST"] = self.auth
 
-        service = stack.start_function(function_env, self.port, log=self.log("function"))
+        self._function_log = self.log("function")
+        service = stack.start_function(function_env, self.port, log=self._function_log)
         self.started(service, f"function on {service.url}")
 
         # App Check (optional, off unless a site key is set) reads VITE_APP_CHECK_SITE_KEY,
@@ -234,11 +244,15 @@ class Dev:
             "",
             "Ctrl-C stops everything.",
         ]
+        if self.traces:
+            lines.append("Each request's trace is drawn here as it ends (spans: function log).")
         say("\n".join(lines))
 
     def watch(self) -> int:
         """Until a signal, or until a service exits: then the stack is no longer whole."""
         while True:
+            if self.traces:
+                self.draw_traces()
             for service in self.services:
                 if service.process.poll() is not None:
                     warn(
@@ -247,6 +261,24 @@ class Dev:
                     )
                     return 1
             time.sleep(0.5)
+
+    def draw_traces(self) -> None:
+        """The spans the function printed since the last look; a trace is drawn once its
+        request's server span has ended (its other spans end before it)."""
+        if self._function_log is None or not self._function_log.exists():
+            return
+        with self._function_log.open(encoding="utf-8", errors="replace") as log:
+            log.seek(self._read)
+            text = log.read()
+        complete = text[: text.rfind("\n") + 1]
+        self._read += len(complete.encode("utf-8", errors="replace"))
+        for span in traces.spans_in(complete.splitlines()):
+            trace_id = span["context"]["trace_id"]
+            self._spans.setdefault(trace_id, []).append(span)
+            if span["kind"] == "SpanKind.SERVER" or span.get("links"):
+                done = self._spans.pop(trace_id)
+                if not span["name"].endswith("/healthz"):  # readiness probes: nothing to see
+                    say(traces.waterfall(done))
 
     def stop(self) -> None:
         """Every service, then any group still running that this run started: a service whose
@@ -258,9 +290,9 @@ class Dev:
             stack.stop_group(pgid)
 
 
-def dev() -> int:
+def dev(show_traces: bool = False) -> int:
     try:
-        run = Dev(os.environ)
+        run = Dev(os.environ, show_traces)
     except ValueError:
         warn("PORT and DEMO_PORT must be port numbers")
         return 2
@@ -290,9 +322,22 @@ def dev() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description="The local stack.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="the whole stack in the foreground, as ./dev.sh runs it")
-    parser.parse_args(argv)
-    return dev()
+    dev_command = commands.add_parser(
+        "dev", help="the whole stack in the foreground, as ./dev.sh runs it"
+    )
+    dev_command.add_argument(
+        "--traces", action="store_true", help="draw each request's trace as it ends"
+    )
+    drawn = commands.add_parser("traces", help="draw the traces in a function log")
+    drawn.add_argument("log", nargs="?", default=str(stack.ROOT / ".run" / "function.log"))
+    args = parser.parse_args(argv)
+    if args.command == "traces":
+        with open(args.log, encoding="utf-8", errors="replace") as log:
+            found = traces.by_trace(traces.spans_in(log))
+        for spans in found.values():
+            say(traces.waterfall(spans) + "\n")
+        return 0 if found else 1
+    return dev(args.traces)
 
 
 if __name__ == "__main__":

@@ -681,6 +681,8 @@ def test_project_unset_in_dry_run(deploy: Callable[..., Result]) -> None:
         ("--files-bucket", "My_Files"),
         ("--files-bucket", "a"),
         ("--files-bucket", "files bucket"),
+        ("--trace-ratio", "1.5"),
+        ("--trace-ratio", "all"),
     ],
 )
 def test_bad_options_fail_before_any_call(
@@ -1116,3 +1118,37 @@ def test_gcloudignore_on_the_real_source() -> None:
     for name in uploaded:
         assert name in allowed or name.startswith("workshop_chat/"), name
         assert "__pycache__" not in name and not name.endswith(".pyc"), name
+
+
+def test_spans_and_metrics_go_to_google_cloud_with_write_only_roles(
+    deploy: Callable[..., Result],
+) -> None:
+    r = deploy(*BASE, "--trace-ratio", "0.25", **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert env["OTEL_TRACES_EXPORTER"] == "gcp_trace"
+    assert env["OTEL_METRICS_EXPORTER"] == "gcp_monitoring"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert not [k for k in env if "CAPTURE" in k], "no switch that records content"
+    runtime = {
+        role for member, role in project_roles(r) if member == f"serviceAccount:{RUNTIME_SA}"
+    }
+    assert {"roles/cloudtrace.agent", "roles/monitoring.metricWriter"} <= runtime
+    assert not [
+        role
+        for role in runtime
+        if role.endswith((".user", ".admin", ".viewer"))
+        and ("trace" in role or "monitoring" in role)
+    ]
+    (enable,) = r.gcloud("services", "enable")
+    assert "cloudtrace.googleapis.com" in enable and "monitoring.googleapis.com" in enable
+
+
+def test_no_telemetry_sends_nothing_and_grants_neither_role(deploy: Callable[..., Result]) -> None:
+    r = deploy(*BASE, "--no-telemetry", **EXISTING)
+    assert r.code == 0, r.output
+    env = env_vars(r.one("functions", "deploy"))
+    assert (env["OTEL_TRACES_EXPORTER"], env["OTEL_METRICS_EXPORTER"]) == ("none", "none")
+    roles = {role for _, role in project_roles(r)}
+    assert not roles & {"roles/cloudtrace.agent", "roles/monitoring.metricWriter"}

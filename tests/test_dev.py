@@ -38,11 +38,11 @@ class Piped:
     """`./dev.sh 2>&1 | tee dev.log` as a terminal's foreground job: a process group of its
     own, which a Ctrl-C signals whole (dev.sh and tee alike)."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: str = "") -> None:
         self.log = log
         self.run_dir = Path(env["RUN_DIR"])
         self.process = subprocess.Popen(
-            ["bash", "-c", f"./dev.sh 2>&1 | tee {log}"],
+            ["bash", "-c", f"./dev.sh {args} 2>&1 | tee {log}"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -141,12 +141,21 @@ def test_ctrl_c_through_tee_stops_everything_and_the_next_run_starts_clean(
     first.ctrl_c()
     assert_all_stopped(run_dir, ports)
 
-    # Again on the same ports, without the Auth emulator: it starts, answers, and stops.
-    second = Piped(dev_env(run_dir, port, demo_port, AUTH_MODE="none"), tmp_path / "dev2.log")
+    # Again on the same ports, without the Auth emulator and with each request's trace drawn:
+    # it starts, answers, and stops.
+    env = dev_env(run_dir, port, demo_port, AUTH_MODE="none")
+    second = Piped(env, tmp_path / "dev2.log", "--traces")
     runs.append(second)
     text = second.wait_ready()
     assert "TOKEN" not in text
     assert "data: [DONE]" in try_it(text)
+    deadline = time.monotonic() + 15
+    while "chat gemini" not in second.text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    drawn = second.text()[len(text) :]
+    assert "trace " in drawn and " POST /" in drawn, drawn
+    assert "firestore claim" in drawn and "claim won (new)" in drawn, drawn
+    assert "chat gemini-2.5-flash" in drawn and "first token" in drawn, drawn
     assert answers(f"http://127.0.0.1:{demo_port}/")
     second.ctrl_c()
     assert_all_stopped(run_dir, printed_ports(text) | {port, demo_port})

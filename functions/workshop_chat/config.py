@@ -26,6 +26,16 @@ SAFETY_THRESHOLDS = (
 AuthMode = Literal["firebase", "none"]
 AppCheckMode = Literal["off", "monitor", "enforce"]
 AnonymousUsers = Literal["allow", "deny"]
+TracesExporter = Literal["console", "otlp", "gcp_trace"]
+MetricsExporter = Literal["console", "otlp", "gcp_monitoring"]
+_TRACES_EXPORTERS: tuple[TracesExporter, ...] = ("console", "otlp", "gcp_trace")
+_METRICS_EXPORTERS: tuple[MetricsExporter, ...] = ("console", "otlp", "gcp_monitoring")
+# Instrumentation libraries' switches for recording prompts and replies in spans: this service
+# records no content, and a deployed one refuses to start with any of them on.
+_CONTENT_CAPTURE = (
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    "OTEL_INSTRUMENTATION_GOOGLE_GENAI_CAPTURE_MESSAGE_CONTENT",
+)
 
 
 class ConfigError(ValueError):
@@ -108,6 +118,11 @@ class Config:
     file_limits: FileLimits = field(default_factory=FileLimits)
     history_max_file_bytes: int = 12 * MIB
     uses_vertex: bool = False
+    # OpenTelemetry: where spans and metrics go (none: nothing is built). The SDK reads the
+    # rest of its OTEL_* variables (endpoint, sampler, export interval) itself.
+    traces_exporters: tuple[TracesExporter, ...] = ()
+    metrics_exporters: tuple[MetricsExporter, ...] = ()
+    service_name: str = "workshop-chat"
 
     @property
     def max_request_bytes_with_files(self) -> int:
@@ -230,7 +245,31 @@ def _read(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     values["files_bucket"] = (env.get("FILES_BUCKET") or "").strip() or (
         f"{project}.firebasestorage.app" if project else ""
     )
+    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() != "true":
+        values["traces_exporters"] = _exporters(
+            env, "OTEL_TRACES_EXPORTER", _TRACES_EXPORTERS, problems
+        )
+        values["metrics_exporters"] = _exporters(
+            env, "OTEL_METRICS_EXPORTER", _METRICS_EXPORTERS, problems
+        )
+    values["service_name"] = (env.get("OTEL_SERVICE_NAME") or "").strip() or _DEFAULTS[
+        "service_name"
+    ]
     return values
+
+
+def _exporters(
+    env: Mapping[str, str], variable: str, allowed: tuple[Any, ...], problems: list[str]
+) -> tuple[Any, ...]:
+    """A comma-separated list of exporter names; `none` (the default) is none of them."""
+    names = [n.strip().lower() for n in (env.get(variable) or "").split(",") if n.strip()]
+    found = []
+    for name in names:
+        if name in allowed:
+            found.append(name)
+        elif name != "none":
+            problems.append(f"{variable}={name} is not one of none, {', '.join(allowed)}")
+    return tuple(dict.fromkeys(found))
 
 
 # Where a local stack points the Google clients: never on a deployed function.
@@ -280,6 +319,12 @@ def _check(config: Config, env: Mapping[str, str]) -> list[str]:
         problems.append("MAX_INFLIGHT_BYTES must hold one request of the largest size")
     if config.file_limits.max_total_bytes > config.history_max_file_bytes:
         problems.append("HISTORY_MAX_FILE_BYTES must hold at least one message's files")
+    for name in _CONTENT_CAPTURE:
+        if config.deployed and (env.get(name) or "").strip().lower() not in ("", "false"):
+            problems.append(
+                f"{name} is set on a deployed function: no prompt or reply goes into a span "
+                "or a metric here; remove it"
+            )
     if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return problems

@@ -21,6 +21,7 @@ from .chat.prompts import PromptError, check_all, system_prompt
 from .chat.prompts import thinking_budget as prompt_thinking_budget
 from .chat.prompts import tools as prompt_tools
 from .chat.sessions import Sessions
+from .chat.telemetry import QUIET, Telemetry
 from .chat.turns import Settings, Stores, Turns
 from .config import Config, ConfigError
 from .web.app import Api
@@ -68,8 +69,15 @@ def build(
     )
     ledger = Ledger(db, config.user_daily_tokens, config.daily_tokens)
     access = FirestoreAccess(db, lease_seconds=config.lease_seconds, ledger=ledger)
-    checkpointer = Checkpointer(ReplyWriter(access), cadence(config))
-    summaries = Summaries(OutcomeStore(access), model.summarize, summary_cadence(config))
+    telemetry = telemetry_of(config)
+    checkpointer = Checkpointer(ReplyWriter(access), cadence(config), telemetry)
+    summaries = Summaries(
+        OutcomeStore(access),
+        model.summarize,
+        summary_cadence(config),
+        telemetry,
+        config.summary_model,
+    )
     workshop = Workshop(system_prompt, summaries, prompt_thinking_budget, prompt_tools)
     stores = Stores(
         FirestoreStore(access),
@@ -78,7 +86,7 @@ def build(
         ledger if ledger.on else None,
         BoardStore(access) if config.max_tool_rounds else None,
     )
-    turns = Turns(stores, model, workshop, checkpointer, settings(config))
+    turns = Turns(stores, model, workshop, checkpointer, settings(config), telemetry=telemetry)
     verifier: Verifier = (
         NoAuth()
         if config.auth_mode == "none"
@@ -105,6 +113,15 @@ def settings(config: Config) -> Settings:
             config.max_tool_rounds,
         ),
     )
+
+
+def telemetry_of(config: Config) -> Telemetry:
+    """OpenTelemetry when an exporter is configured; otherwise nothing is built or loaded."""
+    if not (config.traces_exporters or config.metrics_exporters):
+        return QUIET
+    from .cloud.telemetry import build as build_telemetry
+
+    return build_telemetry(config)
 
 
 def cadence(config: Config) -> Cadence:

@@ -123,3 +123,37 @@ def test_a_deployed_function_refuses_to_start_pointed_at_a_local_stand_in(name):
 )
 def test_anonymous_accounts_chat_only_where_app_check_is_enforced_unless_told(env, anonymous):
     assert Config.from_env({**MINIMAL, **env}).anonymous_users == anonymous
+
+
+def test_no_otel_setting_builds_no_telemetry_and_exporters_are_read_as_listed():
+    from workshop_chat.chat.telemetry import Quiet
+    from workshop_chat.service import telemetry_of
+
+    config = Config.from_env(MINIMAL)
+    assert (config.traces_exporters, config.metrics_exporters) == ((), ())
+    assert isinstance(telemetry_of(config), Quiet)
+    listed = Config.from_env(
+        {**MINIMAL, "OTEL_TRACES_EXPORTER": "Console, otlp", "OTEL_METRICS_EXPORTER": "none"}
+    )
+    assert (listed.traces_exporters, listed.metrics_exporters) == (("console", "otlp"), ())
+    off = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}
+    assert Config.from_env({**MINIMAL, **off}).traces_exporters == ()
+
+
+def test_an_unknown_exporter_stops_the_start():
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env(
+            {**MINIMAL, "OTEL_TRACES_EXPORTER": "jaeger", "OTEL_METRICS_EXPORTER": "gcp_trace"}
+        )
+    assert refused.value.problems == [
+        "OTEL_TRACES_EXPORTER=jaeger is not one of none, console, otlp, gcp_trace",
+        "OTEL_METRICS_EXPORTER=gcp_trace is not one of none, console, otlp, gcp_monitoring",
+    ]
+
+
+def test_a_deployed_function_refuses_to_record_prompts_in_spans():
+    capture = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+    assert Config.from_env({**MINIMAL, **capture}).deployed is False  # locally, it is moot
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({**MINIMAL, "K_SERVICE": "chat", **capture})
+    assert "no prompt or reply goes into a span" in refused.value.problems[0]

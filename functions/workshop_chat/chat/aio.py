@@ -10,6 +10,7 @@ and forks, and a thread does not survive a fork.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 from collections.abc import Coroutine
@@ -32,8 +33,36 @@ def loop() -> asyncio.AbstractEventLoop:
 
 
 def spawn(coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
-    """Run a coroutine as a task in the loop; the returned future cancels the task."""
-    return asyncio.run_coroutine_threadsafe(coroutine, loop())
+    """Run a coroutine as a task in the loop, in a copy of the caller's context (so what the
+    request thread has current, its trace's span, is current in the task); the returned
+    future cancels the task."""
+    running = loop()
+    context = contextvars.copy_context()
+    future: Future[Any] = Future()
+
+    def start() -> None:
+        if future.cancelled():
+            coroutine.close()
+            return
+        task = running.create_task(coroutine, context=context)
+        task.add_done_callback(lambda done: _settle(future, done))
+        future.add_done_callback(
+            lambda f: running.call_soon_threadsafe(task.cancel) if f.cancelled() else None
+        )
+
+    running.call_soon_threadsafe(start)
+    return future
+
+
+def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
 
 
 def run(coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:

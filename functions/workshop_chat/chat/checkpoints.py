@@ -15,11 +15,13 @@ import logging
 import os
 import threading
 import time
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 
 from .domain import Ending
 from .ports import ReplyStore, ReplyWrite, WriteOutcome
 from .reply import Reply
+from .telemetry import QUIET, Attributes, Span, Telemetry
 
 log = logging.getLogger("workshop_chat.chat.checkpoints")
 
@@ -54,9 +56,10 @@ _Due = tuple[_Live, int | None]
 
 
 class Checkpointer:
-    def __init__(self, store: ReplyStore, cadence: Cadence) -> None:
+    def __init__(self, store: ReplyStore, cadence: Cadence, telemetry: Telemetry = QUIET) -> None:
         self.store = store
         self.cadence = cadence
+        self.telemetry = telemetry
         # Renewals also carry stop requests made on other instances: at least once a second.
         self.renew_seconds = min(cadence.checkpoint_seconds, cadence.lease_seconds / 4)
         self._live: dict[int, _Live] = {}
@@ -125,7 +128,15 @@ class Checkpointer:
                 writes.append(self._write(entry.reply, None, renewal))
             if not writes:
                 return 0
-            outcomes = self.store.write_replies(writes)
+            with ExitStack() as spans:
+                # Each final write shows in its own reply's trace, though many share an RPC.
+                traced = [
+                    spans.enter_context(self._final_span(final.reply, len(writes)))
+                    for final in finals
+                ]
+                outcomes = self.store.write_replies(writes)
+                for span, outcome in zip(traced, outcomes, strict=False):
+                    span.set({"workshop_chat.outcome": outcome.value})
             self.batches += 1
             for final, outcome in zip(finals, outcomes, strict=False):
                 self._after_final(final, outcome)
@@ -134,6 +145,16 @@ class Checkpointer:
             ):
                 self._after_checkpoint(entry, progress, outcome, now)
             return len(checkpoints)
+
+    def _final_span(self, reply: Reply, batch: int) -> AbstractContextManager[Span]:
+        attributes: Attributes = {
+            "db.system.name": "firestore",
+            "db.operation.name": "final write",
+            "db.operation.batch.size": batch,
+            "workshop_chat.reply.id": reply.id,
+        }
+        name = "firestore final write"
+        return self.telemetry.span(name, attributes, kind="client", parent=reply.trace)
 
     @staticmethod
     def _write(reply: Reply, ending: Ending | None, renewal: bool = False) -> ReplyWrite:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .board import ToolSpec
 from .context import reply_contents
@@ -34,6 +35,7 @@ from .ports import (
     ModelToolCall,
 )
 from .reply import Reply
+from .telemetry import QUIET, ModelCall, Span, Telemetry
 from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.generation")
@@ -77,6 +79,7 @@ async def drive(
     limits: Limits,
     where: dict[str, str] | None = None,
     trace: str | None = None,
+    telemetry: Telemetry = QUIET,
 ) -> None:
     """Read the model into the reply, round after round while it calls tools, then decide its
     end. Runs as a task in the process loop.
@@ -113,7 +116,17 @@ async def drive(
                     tools=declared,
                     calls=rounds.calls,
                 )
-                step = await _read_round(reply, stream, limits, deadline, total, rounds, model)
+                step_id = (where or {}).get("stepId", "")
+                with _model_span(telemetry, model.name, step_id, reply.id) as span:
+                    asked = loop.time()
+                    try:
+                        step = await _read_round(
+                            reply, stream, limits, deadline, total, rounds, model, span
+                        )
+                    finally:
+                        _model_call(telemetry, rounds, model.name, step_id, loop.time() - asked)
+                    if step is not None:
+                        _model_ended(span, rounds, step[0])
                 if step is None:
                     return  # ended elsewhere (replaced, stopped): the reader stops here
                 ending, called = step
@@ -139,6 +152,9 @@ async def drive(
     finally:
         reply.sent.set()
     if reply.end(ending):
+        telemetry.reply_ended(
+            ending.model or model.name, (where or {}).get("stepId", ""), ending.status
+        )
         log.info(
             "turn finished",
             extra={
@@ -169,6 +185,8 @@ class _Rounds:
         self.contents = list(request.contents)
         self.calls: dict[int, tuple[ToolCall, ...]] = dict(request.calls or {})
         self.usage: dict[str, int] = {}
+        self.round_usage: dict[str, int] = {}  # the last round's
+        self.round_first_token: float | None = None  # seconds from asking, the last round's
         self.first_token: float | None = None
         self.count = 0
         self._said = 0  # the reply's text the contents already hold
@@ -179,6 +197,7 @@ class _Rounds:
         return toolbox.specs if allowed and toolbox is not None else ()
 
     def add_usage(self, usage: dict[str, int] | None) -> None:
+        self.round_usage = dict(usage or {})
         for key, value in (usage or {}).items():
             self.usage[key] = self.usage.get(key, 0) + value
 
@@ -206,10 +225,13 @@ async def _read_round(
     total: float,
     rounds: _Rounds,
     model: Model,
+    span: Span,
 ) -> tuple[Ending, list[ModelToolCall]] | None:
     """One model round into the reply: its end as the model gave it, and the calls it made;
     None once the reply ended elsewhere."""
     loop = asyncio.get_running_loop()
+    asked = loop.time()
+    rounds.round_usage, rounds.round_first_token = {}, None
     ending = Ending("complete", "stop", model=model.name)
     called: list[ModelToolCall] = []
     while True:
@@ -237,6 +259,9 @@ async def _read_round(
             continue
         if not item.text:
             continue
+        if rounds.round_first_token is None:
+            rounds.round_first_token = loop.time() - asked
+            span.event("first_token", {"workshop_chat.seconds": rounds.round_first_token})
         if rounds.first_token is None:
             rounds.first_token = loop.time()
         encoded = item.text.encode()
@@ -289,6 +314,48 @@ async def _run_tools(
             return None
         done.append(result)
     return tuple(done)
+
+
+def _model_span(telemetry: Telemetry, model: str, step_id: str, reply_id: str) -> Any:
+    """One model round, after the GenAI conventions: `chat <model>`."""
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "workshop_chat.step": step_id,
+        "workshop_chat.reply.id": reply_id,
+    }
+    return telemetry.span(f"chat {model}", attributes, kind="client")
+
+
+def _model_ended(span: Span, rounds: _Rounds, ending: Ending) -> None:
+    usage = rounds.round_usage
+    span.set(
+        {
+            "gen_ai.response.finish_reasons": (ending.finish_reason,),
+            "gen_ai.response.model": ending.model or "",
+            "gen_ai.usage.input_tokens": usage.get("inputTokens", 0),
+            "gen_ai.usage.output_tokens": usage.get("outputTokens", 0)
+            + usage.get("reasoningTokens", 0),
+        }
+    )
+
+
+def _model_call(
+    telemetry: Telemetry, rounds: _Rounds, model: str, step_id: str, seconds: float
+) -> None:
+    usage = rounds.round_usage
+    telemetry.model_call(
+        ModelCall(
+            "chat",
+            model,
+            step_id,
+            seconds,
+            usage.get("inputTokens", 0),
+            usage.get("outputTokens", 0) + usage.get("reasoningTokens", 0),
+            rounds.round_first_token,
+            None if usage else "incomplete",
+        )
+    )
 
 
 def _failed(

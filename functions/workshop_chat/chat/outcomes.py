@@ -22,6 +22,7 @@ from .blocks import data_block
 from .budget import tokens_of
 from .domain import Message, Outcome
 from .ports import Conversation, Summarize, SummaryStore
+from .telemetry import QUIET, ModelCall, Telemetry
 
 log = logging.getLogger("workshop_chat.chat.outcomes")
 
@@ -116,10 +117,16 @@ class Summaries:
         store: SummaryStore,
         summarize: Summarize,
         cadence: SummaryCadence,
+        telemetry: Telemetry = QUIET,
+        model: str = "",
     ) -> None:
         self.store = store
         self.summarize = summarize
         self.cadence = cadence
+        self.telemetry = telemetry
+        self.model = model  # as spans and metrics name it
+        # The trace of the latest reply in each step: its summary's span links to it.
+        self._causes: dict[tuple[str, str], object] = {}
         self.calls = 0  # summary calls made by this process (tests)
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # When each step's timer was first armed since its last summary: every reply re-arms
@@ -128,13 +135,15 @@ class Summaries:
         self._running: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def after_reply(self, session_id: str, step_id: str) -> None:
+    def after_reply(self, session_id: str, step_id: str, cause: object = None) -> None:
         key = (session_id, step_id)
         loop = aio.loop()
-        loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds)
+        loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds, cause)
 
-    def _arm(self, key: tuple[str, str], delay: float) -> None:
+    def _arm(self, key: tuple[str, str], delay: float, cause: object = None) -> None:
         """In the loop: (re)start the step's timer, never past its longest wait."""
+        if cause is not None:
+            self._causes[key] = cause
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
@@ -180,11 +189,42 @@ class Summaries:
         started = time.monotonic()
         instruction = _INSTRUCTION.format(chars=cadence.max_chars)
         self.calls += 1
-        try:
-            summary, usage = await self.summarize(instruction, prompt, cadence.max_chars)
-        except BaseException:
-            await asyncio.to_thread(self.store.save_summary, job, None)  # the lease goes
-            raise
+        attributes = {
+            "gen_ai.operation.name": "generate_content",
+            "gen_ai.request.model": self.model,
+        }
+        cause = self._causes.pop((session_id, step_id), None)
+        name = f"generate_content {self.model}"
+        # A trace of its own, linked to the reply that caused it: it runs seconds later.
+        with self.telemetry.span(name, attributes, kind="client", root=True, link=cause) as span:
+            try:
+                summary, usage = await self.summarize(instruction, prompt, cadence.max_chars)
+            except BaseException:
+                seconds = time.monotonic() - started
+                call = ModelCall(
+                    "generate_content", self.model, step_id, seconds, error_type="failed"
+                )
+                self.telemetry.model_call(call)
+                await asyncio.to_thread(self.store.save_summary, job, None)  # the lease goes
+                raise
+            usage = usage or {}
+            span.set(
+                {
+                    "gen_ai.usage.input_tokens": usage.get("inputTokens", 0),
+                    "gen_ai.usage.output_tokens": usage.get("outputTokens", 0),
+                    "workshop_chat.step": step_id,
+                }
+            )
+        self.telemetry.model_call(
+            ModelCall(
+                "generate_content",
+                self.model,
+                step_id,
+                time.monotonic() - started,
+                usage.get("inputTokens", 0),
+                usage.get("outputTokens", 0),
+            )
+        )
         summary = summary.strip()[: cadence.max_chars]
         await asyncio.to_thread(self.store.save_summary, job, summary or None, tokens_of(usage))
         if not summary:
@@ -268,9 +308,9 @@ class Workshop:
         found = earlier(step_id, conversation.outcomes, started)
         return notes_block(found, budget) if found and budget > 0 else None
 
-    def after_reply(self, session_id: str, step_id: str) -> None:
+    def after_reply(self, session_id: str, step_id: str, cause: object = None) -> None:
         if self.summaries is not None:
-            self.summaries.after_reply(session_id, step_id)
+            self.summaries.after_reply(session_id, step_id, cause)
 
 
 def _transcript(messages: list[Message]) -> list[dict[str, str]]:

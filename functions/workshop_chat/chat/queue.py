@@ -12,6 +12,7 @@ the next request to find the reply (a later turn, a follower, the reply behind i
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from .domain import REPLACED_TEXT, Content, Ending, Event, Failed, KeepAlive, Me
 from .errors import ChatError, StoreUnavailable
 from .ports import Claim, Conversations, ReplyStore, ReplyWrite, WriteOutcome
 from .reply import Reply
+from .telemetry import QUIET, Telemetry
 
 log = logging.getLogger("workshop_chat.chat.queue")
 
@@ -68,6 +70,7 @@ class Ports:
     writer: ReplyStore
     adopt: Callable[[Message], None]
     start: Callable[[Message], Reply | None]
+    telemetry: Telemetry = QUIET
 
 
 class Waiter:
@@ -94,8 +97,12 @@ class Waiter:
         self._cond = threading.Condition()
 
     def begin(self, ahead: int) -> None:
+        """Waits in a thread of its own, in the context of the request that stored it (its
+        trace goes on there)."""
         self.ahead = ahead
-        threading.Thread(target=self._run, name=f"queue {self.reply_id}", daemon=True).start()
+        context = contextvars.copy_context()
+        name = f"queue {self.reply_id}"
+        threading.Thread(target=context.run, args=(self._run,), name=name, daemon=True).start()
 
     def listen(
         self, keepalive: float, follow: Callable[[Message], Iterator[Event]]
@@ -137,7 +144,7 @@ class Waiter:
                 self._cond.notify_all()
 
     def _wait(self) -> Went:
-        renewed = time.monotonic()
+        began = renewed = time.monotonic()
         while True:
             time.sleep(self.every)
             try:
@@ -159,6 +166,7 @@ class Waiter:
                 except ChatError:  # its sender may no longer write in the session
                     return self._stop()
                 if reply is not None:
+                    self.ports.telemetry.waited(self.key[1], time.monotonic() - began)
                     return reply
             if not ahead or time.monotonic() - renewed >= self.renew_every:
                 renewed = time.monotonic()

@@ -82,6 +82,9 @@ class Reply:
         self.sent = threading.Event()
         self._writer: FinalWriter | None = None
         self.continued = False  # carries on a stored reply (`carry_on`)
+        # The trace of the request that began it (telemetry's handle): its final write and
+        # the summary it causes are told apart by it.
+        self.trace: object = None
 
     # The generation feeds it -----------------------------------------------------------
 

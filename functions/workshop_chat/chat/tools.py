@@ -29,6 +29,7 @@ from .domain import ToolCall
 from .errors import NotFound, StoreUnavailable
 from .outcomes import workshop_place
 from .ports import Board, Conversation
+from .telemetry import QUIET, Telemetry
 
 log = logging.getLogger("workshop_chat.chat.tools")
 
@@ -45,6 +46,7 @@ class Toolbox:
     reply_id: str
     clock: Callable[[], float]
     specs: tuple[ToolSpec, ...] = tuple(TOOLS.values())
+    telemetry: Telemetry = QUIET
 
     def run(self, call: ToolCall, epoch: str = "") -> ToolCall:
         """The call with its output, or its error. Blocking: the loop runs it in a thread.
@@ -68,6 +70,19 @@ class Toolbox:
         return self._attempt(call, epoch)
 
     def _attempt(self, call: ToolCall, epoch: str) -> ToolCall:
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.call_id,
+            "gen_ai.tool.type": "function",
+        }
+        with self.telemetry.span(f"execute_tool {call.name}", attributes) as span:
+            result = self._outcome(call, epoch)
+            if result.state == "output-error":
+                span.fail("tool_error")
+        return result
+
+    def _outcome(self, call: ToolCall, epoch: str) -> ToolCall:
         try:
             output = self._run(call, epoch)
         except BoardError as error:

@@ -54,6 +54,7 @@ from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Mo
 from .queue import Ports, Waiter, busy
 from .reply import Reply
 from .team import must_write, while_member
+from .telemetry import QUIET, Telemetry
 from .tools import Toolbox, board_context
 
 log = logging.getLogger("workshop_chat.chat.turns")
@@ -142,6 +143,7 @@ class Turns:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry = QUIET,
     ) -> None:
         self.attachments = stores.attachments
         self.board = stores.board
@@ -152,6 +154,7 @@ class Turns:
         self.checkpointer = checkpointer
         self.settings = settings
         self.clock = clock
+        self.telemetry = telemetry
         self._active: dict[tuple[str, str, str], Reply] = {}
         self._waiting: dict[tuple[str, str, str], Waiter] = {}
         self._lock = threading.Lock()
@@ -175,8 +178,8 @@ class Turns:
                     author = Author(uid, name or conversation.names.get(uid, ""))
                     events = self._decide(turn, conversation, trace, uploaded, author)
                 if events is not None:
-                    if conversation.role == "owner":
-                        return events  # an owner is never removed
+                    if conversation.role == "owner" or not conversation.session_exists:
+                        return events  # an owner (or the creator) is never removed
                     return self.member_stream(events, turn.session_id, uid)
                 # Lost a race to a twin or to a newer turn: look again at what is stored.
         except NotFound:
@@ -365,6 +368,7 @@ class Turns:
         if mode not in ("resume", "continue", "start"):
             seen_reply = conversation.get(reply_id)
         reply = Reply(reply_id, self.model.name, lambda r: self._settled(slot, r))
+        reply.trace = self.telemetry.current()
         if carry is not None:
             reply.carry_on(carry.reply)
         with self._lock:
@@ -415,8 +419,9 @@ class Turns:
         request = Request(system, contents, budget, parts, calls, toolbox, carry)
 
         def ask() -> None:
+            limits, telemetry = self.settings.limits, self.telemetry
             reply.task = aio.spawn(
-                drive(reply, self.model, request, self.settings.limits, where, trace)
+                drive(reply, self.model, request, limits, where, trace, telemetry)
             )
 
         # A team's turns can race for the step: a call made beside a claim that then finds
@@ -474,7 +479,7 @@ class Turns:
         (another step's turn, a summary landing), the call stands as long as what it was asked
         is still the whole conversation: the claim is made again on what is stored now."""
         for _ in range(4):
-            claim = self.store.begin(conversation, user, reply.id, mode, self.clock(), seen_reply)
+            claim = self._begin(conversation, user, reply.id, mode, self.clock(), seen_reply)
             if not isinstance(claim, Moved):
                 return claim
             conversation = claim.conversation
@@ -515,7 +520,7 @@ class Turns:
         # history shows is the order of the turns.
         last = max((m.created_at for m in conversation.messages), default=0.0)
         now = max(self.clock(), last + 0.002)
-        claim = self.store.begin(conversation, user, reply_id, "queue", now, None)
+        claim = self._begin(conversation, user, reply_id, "queue", now, None)
         if claim is None or isinstance(claim, Moved):
             return None  # a twin won, or the step moved: decided again on what is stored now
         ahead = len(busy(conversation.messages))
@@ -539,7 +544,7 @@ class Turns:
         def start(seen: Message) -> Reply | None:
             return self._start_waited(key, uid, seen, trace)
 
-        ports = Ports(self.store, self.checkpointer.store, adopt, start)
+        ports = Ports(self.store, self.checkpointer.store, adopt, start, self.telemetry)
         every = self.settings.follow_seconds
         waiter = Waiter(key, reply_id, claim, ports, every, self.settings.lease_seconds)
         with self._lock:
@@ -556,7 +561,7 @@ class Turns:
         if asked is None:
             return None
         user = UserMessage(asked.id, asked.text, asked.files, asked.author)
-        claim = self.store.begin(conversation, user, seen.id, "queue", self.clock(), seen)
+        claim = self._begin(conversation, user, seen.id, "queue", self.clock(), seen)
         if claim is None or isinstance(claim, Moved):
             return None  # adopted by another process first
         return self._hold(key, seen.id, claim, conversation.uid, None, 0)
@@ -627,6 +632,28 @@ class Turns:
             return
         yield from events
 
+    def _begin(
+        self,
+        conversation: Conversation,
+        user: UserMessage,
+        reply_id: str,
+        mode: Mode,
+        now: float,
+        seen: Message | None,
+    ) -> Claim | Moved | None:
+        """The claim's write, as its trace shows it."""
+        attributes = {
+            "db.system.name": "firestore",
+            "db.operation.name": "claim",
+            "workshop_chat.mode": mode,
+            "workshop_chat.reply.id": reply_id,
+        }
+        with self.telemetry.span("firestore claim", attributes, kind="client") as span:
+            claim = self.store.begin(conversation, user, reply_id, mode, now, seen)
+            won = "moved" if isinstance(claim, Moved) else "lost" if claim is None else "won"
+            span.set({"workshop_chat.claim": won})
+        return claim
+
     def _upload(
         self, new: tuple[NewFile, ...], named: tuple[FileRef, ...], uploaded: list[str] | None
     ) -> None:
@@ -640,7 +667,7 @@ class Turns:
             return None
         allowed = self.workshop.tool_names(key[1])
         specs = tuple(s for name, s in TOOLS.items() if allowed is None or name in allowed)
-        return Toolbox(self.board, key[0], key[1], reply_id, self.clock, specs)
+        return Toolbox(self.board, key[0], key[1], reply_id, self.clock, specs, self.telemetry)
 
     def _attachments(self) -> Attachments:
         if self.attachments is None:
@@ -659,7 +686,7 @@ class Turns:
             if self._active.get(slot) is reply:
                 del self._active[slot]
         if reply.worth_summarizing:
-            self.workshop.after_reply(slot[0], slot[1])
+            self.workshop.after_reply(slot[0], slot[1], reply.trace)
 
 
 def _orphaned(message: Message) -> bool:

@@ -110,6 +110,7 @@ class Api:
         self.sessions = sessions
         self.verifier = verifier
         self.app_check = app_check
+        self.telemetry = turns.telemetry
         self.admission = Admission(
             config.max_inflight_bytes,
             config.max_request_bytes_with_files,
@@ -132,7 +133,13 @@ class Api:
         }
 
     def __call__(self, request: Request) -> Response:
-        response = self._route(request)
+        served = self.telemetry.serve(request.method, request.headers)
+        request.environ[_TRACE_KEY] = served.trace_id
+        with served:
+            response = self._route(request)
+        route = request.environ.get(_ROUTE_KEY)
+        # The span ends with the body: a stream's, seconds after this returns.
+        response.call_on_close(lambda: served.finish(response.status_code, route))
         self._cors(request, response)
         if not response.is_streamed:
             # functions-framework reads whatever body is left after a response that is not
@@ -174,7 +181,9 @@ class Api:
         """The route's endpoint and arguments; None for no route (answered after App Check)."""
         adapter = _ROUTES.bind("", path_info=request.path)
         try:
-            endpoint, args = adapter.match(request.path, method=request.method)
+            rule, args = adapter.match(request.path, method=request.method, return_rule=True)
+            endpoint = rule.endpoint
+            request.environ[_ROUTE_KEY] = rule.rule
         except NoSuchMethod as exc:
             allowed = sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})
             raise MethodNotAllowed("method_not_allowed", f"use {' or '.join(allowed)}") from None
@@ -222,8 +231,7 @@ class Api:
             file_limits=cfg.file_limits,
         )
         del body
-        trace = trace_from_headers(request.headers, cfg.project)
-        return self.turns.run(turn, uid, trace, name)
+        return self.turns.run(turn, uid, log_trace(request, cfg.project), name)
 
     def _file(
         self, request: Request, uid: str, session_id: str, step_id: str, message_id: str, n: int
@@ -400,6 +408,19 @@ def _public_base(request: Request) -> str:
     if scheme not in ("http", "https"):
         scheme = request.scheme
     return f"{scheme}://{request.host}{request.script_root}"
+
+
+_ROUTE_KEY = "workshop_chat.route"  # the matched route's template, for the server span
+_TRACE_KEY = "workshop_chat.trace"  # the trace id of the request's span, when traced
+
+
+def log_trace(request: Request, project: str) -> str | None:
+    """The trace log lines name: the caller's, else the one this request's span began."""
+    found = trace_from_headers(request.headers, project)
+    traced = request.environ.get(_TRACE_KEY)
+    if found is None and traced and project:
+        return f"projects/{project}/traces/{traced}"
+    return found
 
 
 def _reject_constant(name: str) -> Any:
