@@ -116,7 +116,7 @@ def genai_client(standin_service: support.Service) -> genai.Client:
 @pytest.fixture
 def make_app(
     db: Any, genai_client: genai.Client, standin: Standin, storage_client: Any
-) -> Callable[..., Flask]:
+) -> Iterator[Callable[..., Flask]]:
     """A Flask app that hands every path to the handler, as functions-framework does.
 
     Fresh Firestore data and a reset stand-in for every test.
@@ -124,9 +124,12 @@ def make_app(
     from workshop_chat.config import Config
     from workshop_chat.service import build
 
+    built = []
+
     def make(**env: str) -> Flask:
         config = Config.from_env({**support.BASE_ENV, **env})
         api = build(config, db=db, genai_client=genai_client, storage_client=storage_client)
+        built.append(api)
         app = Flask("workshop-chat-test")
         app.api = api  # type: ignore[attr-defined]
 
@@ -140,7 +143,11 @@ def make_app(
         app.add_url_rule("/<path:path>", "path", route, methods=methods)
         return app
 
-    return make
+    yield make
+    for api in built:  # a summary due later would write into the next test's empty store
+        summaries = api.turns.generations.workshop.summaries
+        if summaries is not None:
+            summaries.close()
 
 
 @pytest.fixture

@@ -256,7 +256,7 @@ def test_the_window_opens_again_after_a_minute(make_app, db):
     app = make_app(RATE_LIMIT_PER_MINUTE="1")
     client = app.test_client()
     now = [1_800_000_000.0]
-    app.api.turns.clock = lambda: now[0]
+    app.api.turns.generations.clock = lambda: now[0]
     assert post(client, "m1").status_code == 200
     now[0] += 30
     limited = post(client, "m2")

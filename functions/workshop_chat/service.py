@@ -16,13 +16,14 @@ from typing import Any
 from .chat.attachments import Attachments, FileSettings
 from .chat.checkpoints import Cadence, Checkpointer
 from .chat.generation import Limits
+from .chat.generations import Generations, Settings, Stores
 from .chat.outcomes import Summaries, SummaryCadence, Workshop
 from .chat.prompts import PromptError, check_all, system_prompt
 from .chat.prompts import thinking_budget as prompt_thinking_budget
 from .chat.prompts import tools as prompt_tools
 from .chat.sessions import Sessions
 from .chat.telemetry import QUIET, Telemetry
-from .chat.turns import Settings, Stores, Turns
+from .chat.turns import Turns
 from .config import Config, ConfigError
 from .web.app import Api
 from .web.auth import AppCheck, FirebaseAuth, NoAuth, Verifier
@@ -86,7 +87,10 @@ def build(
         ledger if ledger.on else None,
         BoardStore(access) if config.max_tool_rounds else None,
     )
-    turns = Turns(stores, model, workshop, checkpointer, settings(config), telemetry=telemetry)
+    generations = Generations(
+        stores, model, workshop, checkpointer, settings(config), telemetry=telemetry
+    )
+    turns = Turns(generations, stores.sessions)
     verifier: Verifier = (
         NoAuth()
         if config.auth_mode == "none"

@@ -13,9 +13,10 @@ from tests.fakes import MemoryBoard, MemoryStore, ScriptedModel
 from tests.unit.support import DEFAULTS
 from workshop_chat.chat.checkpoints import Cadence, Checkpointer
 from workshop_chat.chat.generation import Limits
+from workshop_chat.chat.generations import Generations, Stores
 from workshop_chat.chat.outcomes import Workshop
 from workshop_chat.chat.sessions import Sessions
-from workshop_chat.chat.turns import Stores, Turns
+from workshop_chat.chat.turns import Turns
 from workshop_chat.service import settings as settings_of
 
 
@@ -43,7 +44,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel, board: MemoryBoard) -> C
         settings = replace(settings_of(DEFAULTS), **options)
         if limits is not None:
             settings = replace(settings, limits=limits)
-        return Turns(
+        generations = Generations(
             Stores(store, store, board=board),  # one fake: conversations and sessions
             model,
             Workshop(lambda step: f"prompt for {step}"),
@@ -51,6 +52,7 @@ def make_chat(store: MemoryStore, model: ScriptedModel, board: MemoryBoard) -> C
             settings,
             clock=lambda: store.now,
         )
+        return Turns(generations, store)
 
     return make
 

@@ -23,7 +23,7 @@ def start(chat, model, text: str = "Hello"):
 
 
 def reply_of(chat) -> Reply:
-    (reply,) = chat._active.values()
+    (reply,) = chat.local("s1", claimed=False)
     return reply
 
 

@@ -108,7 +108,7 @@ def test_a_stop_during_a_tool_round_ends_the_reply_where_it_is(chat, ops, store,
     listener = Listener(chat, turn())
     model.wait_call()
     model.send("Adding. ", ADD, ModelDone("stop"))
-    (reply,) = chat._active.values()
+    (reply,) = chat.local("s1", claimed=False)
     while not any(isinstance(e, ToolStarted) for e in reply._events):
         threading.Event().wait(0.01)
     assert ops.stop("s1", "define", "alice") == 1

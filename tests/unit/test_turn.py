@@ -35,7 +35,7 @@ def test_a_turn_streams_and_the_store_holds_exactly_what_was_sent(chat, store, m
     reply = store.doc("s1", "define", "m1~reply")
     assert (reply.text, reply.status, reply.finish_reason) == ("Hello", "complete", "stop")
     assert model.calls == [[("user", "Hello")]]
-    assert chat.active_count() == 0
+    assert chat.local("s1", claimed=False) == []
 
 
 def test_the_model_is_asked_before_the_claim_commits_and_text_waits_for_it(chat, store, model):
@@ -102,7 +102,7 @@ def test_storage_failing_at_the_claim_cancels_the_model_call(chat, store, model)
     with pytest.raises(StoreUnavailable):
         listener.join()
     assert model.wait_closed(1) == 1
-    assert chat.active_count() == 0
+    assert chat.local("s1", claimed=False) == []
 
 
 def test_a_resend_of_a_settled_reply_replays_it_without_a_model_call(chat, store, model):

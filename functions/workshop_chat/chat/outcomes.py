@@ -140,6 +140,19 @@ class Summaries:
         loop = aio.loop()
         loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds, cause)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """No summary from now on, and the ones running finished (a test's next one starts
+        from an empty store; a process that ends waits for them)."""
+
+        async def settle() -> None:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=timeout)
+
+        aio.run(settle(), timeout + 1)
+
     def _arm(self, key: tuple[str, str], delay: float, cause: object = None) -> None:
         """In the loop: (re)start the step's timer, never past its longest wait."""
         if cause is not None:

@@ -62,9 +62,9 @@ def busy(messages: list[Message], but: str = "") -> list[Message]:
 
 @dataclass(frozen=True)
 class Ports:
-    """What a waiting reply does through its `Turns`: read the step's pending replies, renew
-    or end its claim, adopt a reply ahead whose instance died, start itself (the `Reply`, or
-    None when the claim was not made), and read its stored state."""
+    """What a waiting reply does through its `line.Line`: read the step's pending replies,
+    renew or end its claim, adopt a reply ahead whose instance died, start itself (the
+    `Reply`, or None when the claim was not made), and read its stored state."""
 
     store: Conversations
     writer: ReplyStore
@@ -154,20 +154,22 @@ class Waiter:
             ahead = ahead_of(pending, self.reply_id)
             if ahead is None:
                 return self._stored()  # started or ended elsewhere, or deleted
-            for other in ahead:
-                if other.status == "queued" and other.lapsed:
-                    self.ports.adopt(other)
-            if ahead:
-                self._tell(len(ahead))
-            else:
-                mine = next(m for m in pending if m.id == self.reply_id)
-                try:
-                    reply = self.ports.start(mine)
-                except ChatError:  # its sender may no longer write in the session
-                    return self._stop()
-                if reply is not None:
-                    self.ports.telemetry.waited(self.key[1], time.monotonic() - began)
-                    return reply
+            try:
+                for other in ahead:
+                    if other.status == "queued" and other.lapsed:
+                        self.ports.adopt(other)
+                reply = None
+                if ahead:
+                    self._tell(len(ahead))
+                else:
+                    reply = self.ports.start(next(m for m in pending if m.id == self.reply_id))
+            except ChatError:  # its sender may no longer write in the session
+                return self._stop()
+            except StoreUnavailable:
+                continue  # looked at again next time
+            if reply is not None:
+                self.ports.telemetry.waited(self.key[1], time.monotonic() - began)
+                return reply
             if not ahead or time.monotonic() - renewed >= self.renew_every:
                 renewed = time.monotonic()
                 outcome = self.ports.writer.write_replies([ReplyWrite(self.claim, None)])[0]

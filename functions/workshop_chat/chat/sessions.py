@@ -16,6 +16,7 @@ from .board import BoardItem, Change, in_workshop_order
 from .budget import Spend, utc_day
 from .domain import Event, FileRef, Message, UserMessage
 from .errors import Conflict, InvalidRequest, NotFound
+from .generations import Stores, check_access
 from .outcomes import workshop_place
 from .ports import Board, Conversation, SessionView, StepSummary
 from .team import (
@@ -29,7 +30,7 @@ from .team import (
     must_write,
     new_code,
 )
-from .turns import Stores, Turns, check_access
+from .turns import Turns
 
 
 @dataclass(frozen=True)
