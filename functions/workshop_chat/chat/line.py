@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from .domain import (
     Author,
@@ -26,12 +25,15 @@ from .domain import (
     reply_id_for,
 )
 from .errors import ChatError, RateLimited, StoreUnavailable
+from .generations import Generations, check_access, check_quota
 from .ports import Claim, Conversation, Moved
 from .queue import Ports, Waiter, busy
 from .reply import Reply
 
-if TYPE_CHECKING:
-    from .turns import Turns
+# Relay a reply of the step's from the store (`Turns.follow`), and decide a turn again once
+# its wait is over (`Turns.run`).
+Follow = Callable[[tuple[str, str], Conversation, UserMessage, Message], Iterator[Event]]
+Rerun = Callable[[Turn, str, str | None, str], Iterator[Event]]
 
 STEP_BUSY_RETRY = 10  # seconds: about one reply's time
 
@@ -44,8 +46,10 @@ def orphaned(message: Message) -> bool:
 class Line:
     """The waiting replies this process keeps, for its `Turns`."""
 
-    def __init__(self, turns: Turns) -> None:
-        self.turns = turns
+    def __init__(self, generations: Generations, follow: Follow, rerun: Rerun) -> None:
+        self.generations = generations
+        self.follow = follow
+        self.rerun = rerun
         self._waiting: dict[tuple[str, str, str], Waiter] = {}
         self._lock = threading.Lock()
 
@@ -66,24 +70,24 @@ class Line:
     ) -> Iterator[Event] | None:
         """The step is busy: the message is stored now, in arrival order, with a reply that
         waits its turn here. Nothing is asked of the model until then."""
-        turns = self.turns
+        gens = self.generations
         waiting = [m for m in busy(conversation.messages) if m.status == "queued"]
-        if len(waiting) >= turns.settings.max_queued:
+        if len(waiting) >= gens.settings.max_queued:
             raise RateLimited(
                 "step_busy", "too many messages wait in this step; wait a moment", STEP_BUSY_RETRY
             )
-        turns.check_quota(conversation)
+        check_quota(conversation, gens.clock(), gens.settings.session_rate_limit_per_minute)
         for other in conversation.messages:
             if orphaned(other):
                 self.adopt(key, conversation, other)
         if new:  # named by the stored message: uploaded first
-            user = replace(user, files=turns.generations.store_files(key, user.id, new, uploaded))
+            user = replace(user, files=gens.store_files(key, user.id, new, uploaded))
         reply_id = reply_id_for(user.id)
         # After every reply it waits for, whatever this instance's clock says: the order the
         # history shows is the order of the turns.
         last = max((m.created_at for m in conversation.messages), default=0.0)
-        now = max(turns.clock(), last + 0.002)
-        claim = turns.generations.begin(conversation, user, reply_id, "queue", now, None)
+        now = max(gens.clock(), last + 0.002)
+        claim = gens.begin(conversation, user, reply_id, "queue", now, None)
         if claim is None or isinstance(claim, Moved):
             return None  # a twin won, or the step moved: decided again on what is stored now
         ahead = len(busy(conversation.messages))
@@ -98,8 +102,8 @@ class Line:
         if asked is None:
             return None
         user = UserMessage(asked.id, asked.text, asked.files, asked.author)
-        turns = self.turns
-        claim = turns.generations.begin(conversation, user, seen.id, "queue", turns.clock(), seen)
+        gens = self.generations
+        claim = gens.begin(conversation, user, seen.id, "queue", gens.clock(), seen)
         if claim is None or isinstance(claim, Moved):
             return None  # adopted by another process first
         return self._hold(key, seen.id, claim, conversation.uid, None, 0)
@@ -108,9 +112,9 @@ class Line:
         self, key: tuple[str, str], conversation: Conversation, user: UserMessage, waiter: Waiter
     ) -> Iterator[Event]:
         def follow(stored: Message) -> Iterator[Event]:
-            return self.turns.follow(key, conversation, user, stored)
+            return self.follow(key, conversation, user, stored)
 
-        return waiter.listen(self.turns.settings.keepalive_seconds, follow)
+        return waiter.listen(self.generations.settings.keepalive_seconds, follow)
 
     def later(
         self,
@@ -141,19 +145,17 @@ class Line:
         ahead: int,
     ) -> Waiter:
         """This process keeps the waiting reply's lease and starts it when its turn comes."""
-        turns = self.turns
+        gens = self.generations
 
         def adopt(seen: Message) -> None:
-            self.adopt(key, turns.store.open(key[0], key[1], uid), seen)
+            self.adopt(key, gens.store.open(key[0], key[1], uid), seen)
 
         def start(seen: Message) -> Reply | None:
             return self._start(key, uid, seen, trace)
 
-        ports = Ports(turns.store, turns.checkpointer.store, adopt, start, turns.telemetry)
-        settings = turns.settings
-        waiter = Waiter(
-            key, reply_id, claim, ports, settings.follow_seconds, settings.lease_seconds
-        )
+        ports = Ports(gens.store, gens.checkpointer.store, adopt, start, gens.telemetry)
+        every, lease = gens.settings.follow_seconds, gens.settings.lease_seconds
+        waiter = Waiter(key, reply_id, claim, ports, every, lease)
         with self._lock:
             self._waiting = {k: w for k, w in self._waiting.items() if not w.done}
             self._waiting[(*key, reply_id)] = waiter
@@ -165,28 +167,28 @@ class Line:
     ) -> Reply | None:
         """Its turn came: claimed and generated with everything stored before it. A sender
         who has left the session since gets no reply (`queue.Waiter` stops it)."""
-        turns = self.turns
-        conversation = turns.store.open(key[0], key[1], uid)
-        turns.check_writer(conversation)
+        gens = self.generations
+        conversation = gens.store.open(key[0], key[1], uid)
+        check_access(conversation, write=True)
         asked = conversation.get(seen.reply_to or "")
         if asked is None:
             return None
         user = UserMessage(asked.id, asked.text, asked.files, asked.author)
-        if turns.generations.generate(key, conversation, user, "start", trace, seen) is None:
+        if gens.generate(key, conversation, user, "start", trace, seen) is None:
             return None
-        return turns.generations.active((*key, seen.id))
+        return gens.active((*key, seen.id))
 
     def _wait_then_run(
         self, turn: Turn, author: Author, trace: str | None, reply_id: str, ahead: int
     ) -> Iterator[Event]:
-        turns, settings = self.turns, self.turns.settings
+        store, settings = self.generations.store, self.generations.settings
         key = (turn.session_id, turn.step_id)
         yield Waiting(reply_id, ahead)
         pinged = time.monotonic()
         while ahead:
             time.sleep(settings.follow_seconds)
             try:
-                now_ahead = len(busy(turns.store.pending(*key), but=reply_id))
+                now_ahead = len(busy(store.pending(*key), but=reply_id))
             except StoreUnavailable:
                 now_ahead = ahead
             if now_ahead != ahead and now_ahead:
@@ -196,7 +198,7 @@ class Line:
                 yield KeepAlive()
             ahead = now_ahead
         try:
-            events = turns.run(turn, author.uid, trace, author.name)
+            events = self.rerun(turn, author.uid, trace, author.name)
         except ChatError as error:
             yield Failed(error.message)
             return

@@ -31,7 +31,7 @@ from .errors import (
     Unavailable,
 )
 from .follow import follow, replay
-from .generations import Generations, check_access, check_quota
+from .generations import Generations, check_access
 from .line import Line, orphaned
 from .ports import Conversation, Sessions
 from .queue import busy
@@ -56,7 +56,7 @@ class Turns:
         self.checkpointer = generations.checkpointer
         self.settings = generations.settings
         self.telemetry = generations.telemetry
-        self.line = Line(self)
+        self.line = Line(generations, self.follow, self.run)
 
     def clock(self) -> float:
         """Now, as this process's replies tell the time (tests set theirs)."""
@@ -127,12 +127,6 @@ class Turns:
         # About five follower looks: a second's worth of a reply's checkpoints, or five.
         every = self.settings.follow_seconds * 5
         return while_member(events, still_in, every, self.clock)
-
-    def check_quota(self, conversation: Conversation) -> None:
-        check_quota(conversation, self.clock(), self.settings.session_rate_limit_per_minute)
-
-    def check_writer(self, conversation: Conversation) -> None:
-        check_access(conversation, write=True)
 
     def spend_minute(self, uid: str) -> None:
         """The user's refused requests used their minute up on this instance: their turns wait
