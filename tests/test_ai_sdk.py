@@ -149,3 +149,41 @@ def test_the_ai_sdk_chat_answers_an_approval_and_the_same_reply_carries_on(
         for p in reply["parts"]
     ]
     assert client_side == stored["parts"]
+
+
+@pytest.mark.parametrize("package", ["ai", "ai-v5"])
+def test_the_ai_sdk_reads_a_reply_that_waited_its_turn(live_function, db, standin, package):
+    """Its stream opens with a transient data-waiting part, which a strict 5.0 reader takes
+    too; the message it builds keeps none of it and is what the store holds."""
+    import threading
+
+    import requests
+
+    first = {"id": "w1", "role": "user", "parts": [{"type": "text", "text": "slow"}]}
+    slow = {**first, "parts": [{"type": "text", "text": "slow [[standin chunks=20 delay_ms=60]]"}]}
+    body = {"id": "chat-1", "sessionId": "sw", "stepId": "ideate", "messages": [slow]}
+    ahead = threading.Thread(
+        target=lambda: requests.post(live_function.url + "/", json=body, timeout=30).content
+    )
+    ahead.start()
+    support.wait_for(lambda: db.document("sessions/sw/steps/ideate/messages/w1~reply").get().exists)
+    user = {"id": "w2", "role": "user", "parts": [{"type": "text", "text": "Next"}]}
+    states = read_with_ai_sdk(
+        package, live_function.url + "/", sessionId="sw", stepId="ideate", messages=[user]
+    )
+    ahead.join(30)
+    assert states[-1] == {"done": True}
+    final = states[-2]
+    assert final["id"] == "w2~reply"
+    assert [p["type"] for p in final["parts"]] == ["step-start", "text"]
+    assert final["parts"][1]["text"] == "Echo: Next"
+    stored = db.document("sessions/sw/steps/ideate/messages/w2~reply").get().to_dict()
+    assert stored["status"] == "complete" and stored["parts"] == [
+        {"type": "text", "text": "Echo: Next"}
+    ]
+    # It was asked after the slow reply settled, with it in context.
+    contents = standin.model_requests()[-1]["body"]["contents"]
+    assert [c["parts"][0]["text"] for c in contents][-3:-1] == [
+        "slow [[standin chunks=20 delay_ms=60]]",
+        "Echo: slow",
+    ]
