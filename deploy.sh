@@ -67,8 +67,9 @@ Cost and abuse limits:
 Telemetry:
   --trace-ratio R         share of requests traced, 0 to 1 (default 0.1), unless the caller's
                           trace is sampled already -> OTEL_TRACES_SAMPLER(_ARG). Spans go to
-                          Cloud Trace and metrics to Cloud Monitoring; the runtime account gets
-                          roles/cloudtrace.agent and roles/monitoring.metricWriter, nothing more
+                          Cloud Trace (through the Telemetry API) and metrics to Cloud
+                          Monitoring; the runtime account gets roles/telemetry.tracesWriter and
+                          roles/monitoring.metricWriter, nothing more
   --no-telemetry          no spans, no metrics, and neither role
 Other:
   --dry-run               print every command, run none (needs no gcloud, no login)
@@ -362,7 +363,9 @@ apis=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
   artifactregistry.googleapis.com firestore.googleapis.com iam.googleapis.com
   storage.googleapis.com firebasestorage.googleapis.com)
 if ((VERTEX)); then apis+=(aiplatform.googleapis.com); else apis+=(secretmanager.googleapis.com); fi
-if ((TELEMETRY)); then apis+=(cloudtrace.googleapis.com monitoring.googleapis.com); fi
+if ((TELEMETRY)); then
+  apis+=(telemetry.googleapis.com cloudtrace.googleapis.com monitoring.googleapis.com)
+fi
 run gcloud services enable "${apis[@]}" "${P[@]}"
 
 # 2. Service accounts: one the function runs as, one Cloud Build builds it with. Projects made
@@ -388,7 +391,7 @@ grant "$RUNTIME_SA" roles/datastore.user
 if ((VERTEX)); then grant "$RUNTIME_SA" roles/aiplatform.user; fi
 # Telemetry: write spans and metric points, read none of them.
 if ((TELEMETRY)); then
-  grant "$RUNTIME_SA" roles/cloudtrace.agent
+  grant "$RUNTIME_SA" roles/telemetry.tracesWriter
   grant "$RUNTIME_SA" roles/monitoring.metricWriter
 fi
 for role in roles/logging.logWriter roles/artifactregistry.writer; do

@@ -1134,7 +1134,7 @@ def test_spans_and_metrics_go_to_google_cloud_with_write_only_roles(
     runtime = {
         role for member, role in project_roles(r) if member == f"serviceAccount:{RUNTIME_SA}"
     }
-    assert {"roles/cloudtrace.agent", "roles/monitoring.metricWriter"} <= runtime
+    assert {"roles/telemetry.tracesWriter", "roles/monitoring.metricWriter"} <= runtime
     assert not [
         role
         for role in runtime
@@ -1142,7 +1142,7 @@ def test_spans_and_metrics_go_to_google_cloud_with_write_only_roles(
         and ("trace" in role or "monitoring" in role)
     ]
     (enable,) = r.gcloud("services", "enable")
-    assert "cloudtrace.googleapis.com" in enable and "monitoring.googleapis.com" in enable
+    assert {"telemetry.googleapis.com", "monitoring.googleapis.com"} <= set(enable)
 
 
 def test_no_telemetry_sends_nothing_and_grants_neither_role(deploy: Callable[..., Result]) -> None:
@@ -1151,4 +1151,4 @@ def test_no_telemetry_sends_nothing_and_grants_neither_role(deploy: Callable[...
     env = env_vars(r.one("functions", "deploy"))
     assert (env["OTEL_TRACES_EXPORTER"], env["OTEL_METRICS_EXPORTER"]) == ("none", "none")
     roles = {role for _, role in project_roles(r)}
-    assert not roles & {"roles/cloudtrace.agent", "roles/monitoring.metricWriter"}
+    assert not roles & {"roles/telemetry.tracesWriter", "roles/monitoring.metricWriter"}

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import standin_control
 from ..client import FUNCTION_TEXT, chat_body, request_bytes, stream
 from ..context import STEP, Run, log, port_of
 from ..stats import percentile
@@ -65,6 +66,8 @@ class Collector:
 
 
 async def _telemetry(ctx: Run, plan: Plan) -> None:
+    # The production phase's replies: about 850 characters in three chunks, at once.
+    standin_control.configure(ctx.standin_url, chunks=3, words=150)
     collector = Collector()
     await collector.start()
     traced_env = {

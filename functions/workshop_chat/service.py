@@ -125,7 +125,14 @@ def telemetry_of(config: Config) -> Telemetry:
         return QUIET
     from .cloud.telemetry import build as build_telemetry
 
-    return build_telemetry(config)
+    try:
+        return build_telemetry(config)
+    except Exception as error:  # noqa: BLE001 - no credentials, say: the chat still runs
+        log.error(
+            "telemetry could not start; running without it",
+            extra={"fields": {"errorType": type(error).__name__}},
+        )
+        return QUIET
 
 
 def cadence(config: Config) -> Cadence:

@@ -157,3 +157,15 @@ def test_a_deployed_function_refuses_to_record_prompts_in_spans():
     with pytest.raises(ConfigError) as refused:
         Config.from_env({**MINIMAL, "K_SERVICE": "chat", **capture})
     assert "no prompt or reply goes into a span" in refused.value.problems[0]
+
+
+def test_telemetry_that_cannot_start_leaves_the_chat_running(caplog):
+    from workshop_chat.chat.telemetry import Quiet
+    from workshop_chat.service import telemetry_of
+
+    # No Google credentials on this machine: Cloud Trace's exporter cannot be built.
+    env = {**MINIMAL, "OTEL_TRACES_EXPORTER": "gcp_trace", "GOOGLE_APPLICATION_CREDENTIALS": ""}
+    assert isinstance(telemetry_of(Config.from_env(env)), Quiet)
+    assert [r.getMessage() for r in caplog.records] == [
+        "telemetry could not start; running without it"
+    ]

@@ -83,3 +83,35 @@ def test_every_label_any_metric_takes_is_a_bounded_one():
     otel.waited("s", 1.0)
     labels = {key for points in recorded(reader).values() for p in points for key in p.attributes}
     assert labels == BOUNDED
+
+
+def test_cloud_trace_is_reached_as_otlp_through_the_telemetry_api(monkeypatch):
+    """Cloud Trace's own exporter is deprecated: spans go as OTLP/HTTP to the Telemetry API,
+    with the instance's credentials, under the project their resource names."""
+    import google.auth
+    from google.oauth2.credentials import Credentials
+
+    from workshop_chat.cloud import telemetry as otel
+    from workshop_chat.config import Config
+
+    asked = []
+
+    def default(scopes=None):
+        asked.append(scopes)
+        return Credentials("token"), "elsewhere"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    config = Config.from_env(
+        {
+            "GOOGLE_CLOUD_PROJECT": "demo-x",
+            "GEMINI_API_KEY": "k",
+            "OTEL_TRACES_EXPORTER": "gcp_trace",
+        }
+    )
+    built = otel.build(config)
+    (processor,) = built.tracer_provider._active_span_processor._span_processors
+    exporter = processor._batch_processor._exporter
+    assert exporter._endpoint == "https://telemetry.googleapis.com/v1/traces"
+    assert asked == [["https://www.googleapis.com/auth/trace.append"]]
+    assert built.tracer_provider.resource.attributes["gcp.project_id"] == "demo-x"
+    built.shutdown()

@@ -210,16 +210,19 @@ class Turns:
             )
         # A re-send: the stored message, with the files it already names.
         user = UserMessage(existing.id, existing.text, existing.files)
-        return self._resend(key, conversation, user, trace)
+        return self._resend(turn, conversation, user, trace, author)
 
     def _resend(
         self,
-        key: tuple[str, str],
+        turn: Turn,
         conversation: Conversation,
         user: UserMessage,
         trace: str | None,
+        author: Author,
     ) -> Iterator[Event] | None:
-        """A re-sent message never starts a second generation of a live reply."""
+        """A re-sent message never starts a second generation of a live reply; answering a
+        failed one again waits its turn like a regenerate."""
+        key = (turn.session_id, turn.step_id)
         reply_id = reply_id_for(user.id)
         active = self.generations.active((*key, reply_id))
         if active is not None:
@@ -232,6 +235,9 @@ class Turns:
             return self.follow(key, conversation, user, reply)
         if reply is None or reply.status in ("error", "stopped") or reply.lapsed:
             # Nothing usable, or its instance died: answering it again is the retry.
+            later = self.line.later(turn, author, trace, conversation, reply_id)
+            if later is not None:
+                return later
             return self.generations.generate(key, conversation, user, "resume", trace, reply)
         if reply.status == "streaming":
             return self.follow(key, conversation, user, reply)

@@ -34,6 +34,8 @@ from ..chat.telemetry import Attributes, Headers, Kind, ModelCall, Span
 from ..config import Config
 
 _KINDS = {"internal": SpanKind.INTERNAL, "client": SpanKind.CLIENT, "server": SpanKind.SERVER}
+_TELEMETRY_API = "https://telemetry.googleapis.com/v1/traces"
+_TRACE_SCOPE = "https://www.googleapis.com/auth/trace.append"
 _CLOUD_TRACE = re.compile(r"([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=(\d))?")
 # Seconds: the GenAI conventions' advised buckets for operation durations.
 _DURATION_BUCKETS = (
@@ -46,6 +48,16 @@ def build(config: Config) -> OpenTelemetry:
     """The providers and exporters the configuration asks for (`Config.traces_exporters`,
     `metrics_exporters`): imported only then, so a function without them loads none of it."""
     resource = Resource.create({"service.name": config.service_name})
+    if {"gcp_trace", "gcp_monitoring"} & {*config.traces_exporters, *config.metrics_exporters}:
+        # The Telemetry API files spans under the project their resource names.
+        resource = resource.merge(Resource.create({"gcp.project_id": config.project}))
+        # Which Cloud Run instance it is, from the metadata server: each instance's points are
+        # a series of their own, as Cloud Monitoring requires.
+        from opentelemetry.resourcedetector.gcp_resource_detector import (
+            GoogleCloudResourceDetector,
+        )
+
+        resource = resource.merge(GoogleCloudResourceDetector(raise_on_error=False).detect())
     tracer_provider = TracerProvider(resource=resource)
     for name in config.traces_exporters:
         # The console shows each span as it ends; the others send batches in the background.
@@ -68,9 +80,20 @@ def _span_exporter(name: str) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
-    from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+    return _telemetry_api()
 
-    return CloudTraceSpanExporter()  # type: ignore[no-untyped-call]
+
+def _telemetry_api() -> SpanExporter:
+    """Cloud Trace, as Google now asks: OTLP/HTTP to the Telemetry API, with the instance's
+    own credentials (the runtime account's roles/telemetry.tracesWriter); Cloud Trace's own
+    exporter is deprecated."""
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    credentials, _ = google.auth.default(scopes=[_TRACE_SCOPE])
+    session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    return OTLPSpanExporter(endpoint=_TELEMETRY_API, session=session)
 
 
 def _one_line(span: ReadableSpan) -> str:
@@ -88,7 +111,9 @@ def _metric_exporter(name: str) -> MetricExporter:
         return OTLPMetricExporter()
     from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
 
-    return CloudMonitoringMetricsExporter()
+    # Two instances never write one series: each point carries its exporter's own id too.
+    exporter: MetricExporter = CloudMonitoringMetricsExporter(add_unique_identifier=True)
+    return exporter
 
 
 class _Span:
