@@ -4,11 +4,13 @@ writing `support.start_function`), a build of the demo page, and polling."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "firestore_emulator_command",
     "free_port",
     "function_env",
+    "instances",
     "reset_firestore",
     "reset_storage",
     "sse_chunks",
@@ -186,3 +189,14 @@ class Post:
         self._thread.join(30)
         assert not self._thread.is_alive()
         return self.chunks
+
+
+@contextlib.contextmanager
+def instances(env: dict[str, str], count: int = 2) -> Iterator[list[Service]]:
+    """The production setup: `count` instances of the function, stopped at the end."""
+    started = [start_function(env) for _ in range(count)]
+    try:
+        yield started
+    finally:
+        for service in started:
+            service.stop()

@@ -28,10 +28,8 @@ def instances(emulator, standin_service) -> Iterator[list[support.Service]]:
         SUMMARY_DELAY_SECONDS="1.5",
         HISTORY_MAX_CHARS="4000",
     )
-    started = [support.start_function(env) for _ in range(2)]
-    yield started
-    for service in started:
-        service.stop()
+    with support.instances(env) as started:
+        yield started
 
 
 def post(service: support.Service, body: dict) -> list:

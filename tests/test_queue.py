@@ -28,10 +28,8 @@ def instances(emulator, standin_service) -> Iterator[list[support.Service]]:
         CHECKPOINT_SECONDS="0.2",
         MAX_QUEUED_PER_STEP="2",
     )
-    started = [support.start_function(env) for _ in range(2)]
-    yield started
-    for service in started:
-        service.stop()
+    with support.instances(env) as started:
+        yield started
 
 
 def as_(uid: str) -> dict[str, str]:

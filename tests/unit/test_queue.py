@@ -193,3 +193,21 @@ def test_a_members_stream_ends_once_they_are_out_and_not_before():
     )
     assert isinstance(out[-1], Failed) and out[-1].error_text == LEFT_TEXT
     assert len(out) == 6 and not member
+
+
+def test_a_re_send_on_another_instance_follows_the_wait_and_then_the_reply(make_chat, store, model):
+    here, elsewhere = make_chat(), make_chat()  # two processes, one store
+    first = Listener(here, turn("first", "m1"))
+    model.wait_call()
+    store.now += 1
+    second = Listener(here, turn("second", "m2"))
+    store.wait_for(lambda: store.doc("s1", "define", "m2~reply"))
+    again = Listener(elsewhere, turn("second", "m2"))
+    store.wait_for(lambda: again.events)
+    assert again.events[0] == Waiting("m2~reply", 1)
+    model.send("one")
+    model.finish()
+    answer(model, "two")
+    first.join(), second.join()
+    assert texts(again.join()) == "two"
+    assert len(model.calls) == 2  # the follower asked nothing

@@ -49,7 +49,7 @@ def follow(
     """
     sent, thought, started, alive = "", "", False, False
     relayed = Relayed()
-    waits = -1  # how many replies it was last told wait ahead of it
+    waits = -1  # how many replies it was told wait ahead of it (-1: not told yet)
     while True:
         if reply.lapsed and not started:
             events = take_over(reply)
@@ -61,13 +61,14 @@ def follow(
             yield Failed(CUT_TEXT)
             return
         elif reply.status == "queued":  # waiting its turn on another instance
-            try:
-                ahead = ahead_of(store.pending(*key), reply.id)
-            except StoreUnavailable:
-                ahead = None  # told again at the next look
-            if ahead is not None and len(ahead) != waits:
-                waits = len(ahead)
-                yield Waiting(reply.id, waits)
+            if waits < 0:  # said once: the line is read again only by the one who waits
+                try:
+                    ahead = ahead_of(store.pending(*key), reply.id)
+                except StoreUnavailable:
+                    ahead = None  # told at the next look
+                if ahead is not None:
+                    waits = len(ahead)
+                    yield Waiting(reply.id, waits)
         elif reply.status != "streaming" and not started:
             yield from replay(reply)
             return
