@@ -18,7 +18,7 @@ from typing import Any
 from workshop_chat.chat import aio
 from workshop_chat.chat.board import MAX_BOARD_ITEMS, BoardError, BoardItem, Change
 from workshop_chat.chat.budget import Spend, tokens_of, utc_day
-from workshop_chat.chat.domain import Content, Message, Mode, Outcome, Quota, UserMessage
+from workshop_chat.chat.domain import UNSETTLED, Content, Message, Mode, Outcome, Quota, UserMessage
 from workshop_chat.chat.errors import NotFound, StoreUnavailable
 from workshop_chat.chat.ports import ModelDone, ModelText, Moved, ReplyWrite, Role, WriteOutcome
 
@@ -94,7 +94,7 @@ class MemoryStore:
 
     def _read(self, key: tuple[str, str], message: Message) -> Message:
         version, written = self.versions[(*key, message.id)]
-        unsettled = message.status in ("streaming", "queued")
+        unsettled = message.status in UNSETTLED
         lapsed = unsettled and self.now - written > self.lease_seconds
         return replace(message, version=version, lapsed=lapsed)
 
@@ -235,7 +235,7 @@ class MemoryStore:
         with self._lock:
             step = self.messages.get((session_id, step_id), {})
             found = [self._read((session_id, step_id), m) for m in step.values()]
-        unsettled = (m for m in found if m.status in ("streaming", "queued"))
+        unsettled = (m for m in found if m.status in UNSETTLED)
         return sorted(unsettled, key=lambda m: m.created_at)
 
     def request_stop(self, session_id: str, step_id: str, reply_id: str) -> bool:

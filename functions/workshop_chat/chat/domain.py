@@ -18,6 +18,8 @@ Role = Literal["user", "assistant"]
 # lapsed, which anyone may take over. `queued`: stored while another reply in its step
 # generates, made when its turn comes.
 Status = Literal["queued", "streaming", "complete", "error", "stopped", "interrupted"]
+# A reply not settled yet: generating, or waiting its turn. Each has a lease, and may lapse.
+UNSETTLED: tuple[Status, ...] = ("queued", "streaming")
 # The values every AI SDK client accepts in a `finish` chunk.
 FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error", "other"]
 # Why a reply failed: what the HTTP edge answers when it failed before any text.

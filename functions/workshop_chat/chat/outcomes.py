@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import aio
 from .blocks import data_block
 from .budget import tokens_of
-from .domain import Message, Outcome
+from .domain import UNSETTLED, Message, Outcome
 from .ports import Conversation, Summarize, SummaryStore
 from .telemetry import QUIET, ModelCall, Telemetry
 
@@ -69,7 +69,7 @@ def settled_part(messages: list[Message], covered: int) -> tuple[list[Message], 
     number a summary of them covers (what comes after is read again next time)."""
     part: list[Message] = []
     for message in messages:
-        if message.status in ("streaming", "queued"):
+        if message.status in UNSETTLED:
             if part and part[-1].id == message.reply_to:
                 part.pop()  # its question waits for its answer
             break

@@ -19,7 +19,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .domain import REPLACED_TEXT, Content, Ending, Event, Failed, KeepAlive, Message, Waiting
+from .domain import (
+    REPLACED_TEXT,
+    UNSETTLED,
+    Content,
+    Ending,
+    Event,
+    Failed,
+    KeepAlive,
+    Message,
+    Waiting,
+)
 from .errors import ChatError, StoreUnavailable
 from .ports import Claim, Conversations, ReplyStore, ReplyWrite, WriteOutcome
 from .reply import Reply
@@ -53,10 +63,7 @@ def busy(messages: list[Message], but: str = "") -> list[Message]:
     return [
         m
         for m in messages
-        if m.role == "assistant"
-        and m.id != but
-        and m.status in ("queued", "streaming")
-        and not m.lapsed
+        if m.role == "assistant" and m.id != but and m.status in UNSETTLED and not m.lapsed
     ]
 
 

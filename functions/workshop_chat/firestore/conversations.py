@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from ..chat import ports
 from ..chat.budget import Spend
-from ..chat.domain import Message, Mode, Outcome, Quota, UserMessage
+from ..chat.domain import UNSETTLED, Message, Mode, Outcome, Quota, UserMessage
 from ..chat.errors import StoreUnavailable
 from ..chat.ports import Moved
 from ..chat.team import Role
@@ -214,7 +214,7 @@ class FirestoreStore:
         died: `lapsed`), oldest first."""
         access = self.access
         query = access.messages(session_id, step_id).where(
-            filter=firestore.FieldFilter("status", "in", ["streaming", "queued"])
+            filter=firestore.FieldFilter("status", "in", list(UNSETTLED))
         )
         try:
             docs = list(query.stream(retry=access.retry, timeout=access.timeout))

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..chat.domain import Message
+from ..chat.domain import UNSETTLED, Message
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Copy:
     @property
     def unfinished(self) -> list[str]:
         """Replies this copy holds as streaming or waiting: they may have moved since."""
-        return [m.id for m in self.messages if m.status in ("streaming", "queued")]
+        return [m.id for m in self.messages if m.status in UNSETTLED]
 
     def size(self) -> int:
         return sum(len(m.text) + len(m.reasoning) + 200 for m in self.messages)

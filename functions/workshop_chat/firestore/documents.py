@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..chat.domain import (
+    UNSETTLED,
     Author,
     Content,
     Ending,
@@ -292,7 +293,7 @@ def message(snap: Any, lease_seconds: float) -> Message:
     data = snap.to_dict() or {}
     status = data.get("status", "complete")
     lapsed = False
-    if status in ("streaming", "queued") and snap.read_time and snap.update_time:
+    if status in UNSETTLED and snap.read_time and snap.update_time:
         # Server times on both sides: no instance's clock decides whether a lease lapsed.
         age = (snap.read_time - snap.update_time).total_seconds()
         lapsed = age > lease_seconds
