@@ -35,7 +35,7 @@ from .ports import (
     ModelToolCall,
 )
 from .reply import Reply
-from .telemetry import QUIET, ModelCall, Span, Telemetry
+from .telemetry import QUIET, ModelCall, Span, Telemetry, tokens
 from .tools import Toolbox
 
 log = logging.getLogger("workshop_chat.chat.generation")
@@ -328,14 +328,13 @@ def _model_span(telemetry: Telemetry, model: str, step_id: str, reply_id: str) -
 
 
 def _model_ended(span: Span, rounds: _Rounds, ending: Ending) -> None:
-    usage = rounds.round_usage
+    given, said = tokens(rounds.round_usage)
     span.set(
         {
             "gen_ai.response.finish_reasons": (ending.finish_reason,),
             "gen_ai.response.model": ending.model or "",
-            "gen_ai.usage.input_tokens": usage.get("inputTokens", 0),
-            "gen_ai.usage.output_tokens": usage.get("outputTokens", 0)
-            + usage.get("reasoningTokens", 0),
+            "gen_ai.usage.input_tokens": given,
+            "gen_ai.usage.output_tokens": said,
         }
     )
 
@@ -344,18 +343,10 @@ def _model_call(
     telemetry: Telemetry, rounds: _Rounds, model: str, step_id: str, seconds: float
 ) -> None:
     usage = rounds.round_usage
-    telemetry.model_call(
-        ModelCall(
-            "chat",
-            model,
-            step_id,
-            seconds,
-            usage.get("inputTokens", 0),
-            usage.get("outputTokens", 0) + usage.get("reasoningTokens", 0),
-            rounds.round_first_token,
-            None if usage else "incomplete",
-        )
-    )
+    given, said = tokens(usage)
+    failed = None if usage else "incomplete"
+    call = ModelCall("chat", model, step_id, seconds, given, said, rounds.round_first_token, failed)
+    telemetry.model_call(call)
 
 
 def _failed(

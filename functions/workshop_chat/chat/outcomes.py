@@ -22,7 +22,7 @@ from .blocks import data_block
 from .budget import tokens_of
 from .domain import UNSETTLED, Message, Outcome
 from .ports import Conversation, Summarize, SummaryStore
-from .telemetry import QUIET, ModelCall, Telemetry
+from .telemetry import QUIET, ModelCall, Telemetry, tokens
 
 log = logging.getLogger("workshop_chat.chat.outcomes")
 
@@ -221,23 +221,17 @@ class Summaries:
                 await asyncio.to_thread(self.store.save_summary, job, None)  # the lease goes
                 raise
             usage = usage or {}
+            given, said = tokens(usage)
             span.set(
                 {
-                    "gen_ai.usage.input_tokens": usage.get("inputTokens", 0),
-                    "gen_ai.usage.output_tokens": usage.get("outputTokens", 0),
+                    "gen_ai.usage.input_tokens": given,
+                    "gen_ai.usage.output_tokens": said,
                     "workshop_chat.step": step_id,
                 }
             )
-        self.telemetry.model_call(
-            ModelCall(
-                "generate_content",
-                self.model,
-                step_id,
-                time.monotonic() - started,
-                usage.get("inputTokens", 0),
-                usage.get("outputTokens", 0),
-            )
-        )
+        seconds = time.monotonic() - started
+        call = ModelCall("generate_content", self.model, step_id, seconds, given, said)
+        self.telemetry.model_call(call)
         summary = summary.strip()[: cadence.max_chars]
         await asyncio.to_thread(self.store.save_summary, job, summary or None, tokens_of(usage))
         if not summary:

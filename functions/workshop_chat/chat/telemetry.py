@@ -67,6 +67,14 @@ class ModelCall:
     error_type: str | None = None
 
 
+def tokens(usage: Mapping[str, int] | None) -> tuple[int, int]:
+    """A call's input and output tokens as the GenAI conventions count them: the model's
+    thinking is output."""
+    found = usage or {}
+    output = found.get("outputTokens", 0) + found.get("reasoningTokens", 0)
+    return found.get("inputTokens", 0), output
+
+
 class Telemetry(Protocol):
     def span(
         self,
