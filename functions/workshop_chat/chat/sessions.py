@@ -79,9 +79,7 @@ class Sessions:
         """
         conversation = self._open(session_id, step_id, uid)
         events = self._latest(conversation)
-        if events is None or conversation.role == "owner":
-            return events
-        return self.turns.member_stream(events, session_id, uid)
+        return None if events is None else self.turns.member_stream(events, conversation)
 
     def _latest(self, conversation: Conversation) -> Iterator[Event] | None:
         session_id, step_id, uid = conversation.session_id, conversation.step_id, conversation.uid

@@ -81,9 +81,7 @@ class Turns:
                     author = Author(uid, name or conversation.names.get(uid, ""))
                     events = self._decide(turn, conversation, trace, uploaded, author)
                 if events is not None:
-                    if conversation.role == "owner" or not conversation.session_exists:
-                        return events  # an owner (or the creator) is never removed
-                    return self.member_stream(events, turn.session_id, uid)
+                    return self.member_stream(events, conversation)
                 # Lost a race to a twin or to a newer turn: look again at what is stored.
         except NotFound:
             # The session went (or was never the caller's) while the files were uploaded: a
@@ -117,9 +115,13 @@ class Turns:
         every = self.settings.follow_seconds
         return follow(self.store, key, reply, take_over, self.model.name, every)
 
-    def member_stream(self, events: Iterator[Event], session_id: str, uid: str) -> Iterator[Event]:
+    def member_stream(self, events: Iterator[Event], conversation: Conversation) -> Iterator[Event]:
         """A member's or viewer's stream ends soon after they leave or are removed; what is
-        generated goes on, and is stored, for the rest of the team."""
+        generated goes on, and is stored, for the rest of the team. An owner (or whoever
+        creates the session with this turn) is never removed: theirs is looked at never."""
+        if conversation.role == "owner" or not conversation.session_exists:
+            return events
+        session_id, uid = conversation.session_id, conversation.uid
 
         def still_in() -> bool:
             return self.sessions.view(session_id).role_of(uid) is not None
