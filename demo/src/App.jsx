@@ -289,6 +289,27 @@ export default function App() {
   );
 }
 
+/** While `enabled`, the step's stored history every second, handed to `onFresh` (the latest
+ *  one given: it may read the page's state). */
+function usePolledHistory(enabled, session, step, onFresh) {
+  const handler = useRef(onFresh);
+  handler.current = onFresh;
+  useEffect(() => {
+    if (!enabled) return;
+    const controller = new AbortController();
+    const timer = setInterval(() => {
+      fetchHistory(session, step, controller.signal).then(
+        (fresh) => fresh && handler.current(fresh),
+        () => {},
+      );
+    }, 1000);
+    return () => {
+      clearInterval(timer);
+      controller.abort();
+    };
+  }, [enabled, session, step]);
+}
+
 /** What a history shows: a change in it is worth showing. */
 function summaryOf(messages) {
   return JSON.stringify(
@@ -421,57 +442,31 @@ function ChatPanel({
   shown.current = messages;
   const replyEnded = useRef(onReplyEnd);
   replyEnded.current = onReplyEnd;
-  useEffect(() => {
-    if (!idle) return;
-    const controller = new AbortController();
-    const timer = setInterval(() => {
-      fetchHistory(session, step, controller.signal).then(
-        (fresh) => {
-          if (fresh && summaryOf(fresh) !== summaryOf(shown.current)) {
-            setMessages(fresh);
-            replyEnded.current(session, step);
-          }
-        },
-        () => {},
-      );
-    }, 1000);
-    return () => {
-      clearInterval(timer);
-      controller.abort();
-    };
-  }, [idle, session, step, setMessages]);
+  usePolledHistory(idle, session, step, (fresh) => {
+    if (summaryOf(fresh) !== summaryOf(shown.current)) {
+      setMessages(fresh);
+      replyEnded.current(session, step);
+    }
+  });
 
   // While our own request is open the team goes on: what came before our message (a
   // teammate's reply, while ours waits for it) is shown as it grows, and messages sent after
   // ours are listed below the chat until our reply is done.
   const [behind, setBehind] = useState([]);
   useEffect(() => {
-    if (!busy) {
-      setBehind([]);
-      return;
-    }
-    const controller = new AbortController();
-    const timer = setInterval(() => {
-      fetchHistory(session, step, controller.signal).then(
-        (fresh) => {
-          const mine = [...shown.current].reverse().find((m) => m.role === "user");
-          const at = fresh && mine ? fresh.findIndex((m) => m.id === mine.id) : -1;
-          if (at < 0) return;
-          const answer = fresh[at + 1]?.role === "assistant" ? at + 2 : at + 1;
-          setBehind(fresh.slice(answer));
-          const before = fresh.slice(0, at + 1);
-          const current = shown.current;
-          const writing = current.at(-1)?.role === "assistant";
-          if (!writing && summaryOf(before) !== summaryOf(current)) setMessages(before);
-        },
-        () => {},
-      );
-    }, 1000);
-    return () => {
-      clearInterval(timer);
-      controller.abort();
-    };
-  }, [busy, session, step, setMessages]);
+    if (!busy) setBehind([]);
+  }, [busy]);
+  usePolledHistory(busy, session, step, (fresh) => {
+    const mine = [...shown.current].reverse().find((m) => m.role === "user");
+    const at = mine ? fresh.findIndex((m) => m.id === mine.id) : -1;
+    if (at < 0) return;
+    const answer = fresh[at + 1]?.role === "assistant" ? at + 2 : at + 1;
+    setBehind(fresh.slice(answer));
+    const before = fresh.slice(0, at + 1);
+    const current = shown.current;
+    const writing = current.at(-1)?.role === "assistant";
+    if (!writing && summaryOf(before) !== summaryOf(current)) setMessages(before);
+  });
   const unsent = Boolean(input.trim()) || attachments.items.length > 0;
   // A photo of the wall may go alone, without text.
   const canSend = unsent && attachments.ready && !missing;
