@@ -141,8 +141,8 @@ class Summaries:
         loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds, cause)
 
     def close(self, timeout: float = 5.0) -> None:
-        """No summary from now on, and the ones running finished (a test's next one starts
-        from an empty store; a process that ends waits for them)."""
+        """No summary from now on, and the ones running finished: the tests close each app
+        they built, so that the next test starts from an empty store."""
 
         async def settle() -> None:
             for timer in self._timers.values():
