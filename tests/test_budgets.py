@@ -139,6 +139,32 @@ def test_one_users_finals_in_one_batch_are_stored_and_charged_once_each(db):
     assert spent(db, "alice") == 35
 
 
+def test_a_turn_reads_its_users_spend_once_per_refresh_and_its_own_charges_at_once(db):
+    """A process reads a user's spend beside the head at most once per `refresh_seconds`:
+    another instance's charges show within that, this process's own at once."""
+    from workshop_chat.firestore.access import FirestoreAccess
+    from workshop_chat.firestore.conversations import FirestoreStore
+    from workshop_chat.firestore.ledger import Ledger
+
+    here = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=0.5))
+    there = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=0.5))
+    store = FirestoreStore(here)
+    assert store.open("s1", "define", "bob", budget=True).spend.refusal(time.time()) is None
+    reads = here.reads
+    assert store.open("s1", "define", "bob", budget=True).spend.user == 0
+    assert here.reads - reads == 1  # the head alone: bob's spend was read just now
+    batch = db.batch()
+    there.ledger.charge(batch, {"bob": 150}, time.time())  # over on another instance
+    batch.commit()
+    assert store.open("s1", "define", "bob", budget=True).spend.user == 0  # not seen yet
+    wait_for(lambda: store.open("s1", "define", "bob", budget=True).spend.user == 150, 3)
+    assert store.open("s1", "define", "bob", budget=True).spend.refusal(time.time()) is not None
+    batch = db.batch()
+    here.ledger.charge(batch, {"bob": 5}, time.time())
+    batch.commit()
+    assert store.open("s1", "define", "bob", budget=True).spend.user == 155  # no read
+
+
 def test_refused_requests_that_use_up_a_minute_hold_the_users_turns_on_every_instance(
     budgeted, db, standin
 ):

@@ -95,7 +95,7 @@ class FirestoreStore:
         self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
     ) -> Conversation:
         """The session as it is now and the step's history: one read of the head (with the
-        caller's rate-limit state, their token spend today when `budget`, and the replies
+        caller's rate-limit state, their token spend today when `budget` and due, and the replies
         this process's copy holds unfinished), then, only when the step moved, the messages
         numbered after the copy, by id."""
         access = self.access
@@ -106,14 +106,17 @@ class FirestoreStore:
         if quota:
             refs.append(access.rate(uid))
         now = time.time()
-        spent = access.ledger.user_ref(uid, now) if budget and access.ledger.on else None
+        ledger = access.ledger
+        counted = budget and ledger.on
+        spent = ledger.user_ref(uid, now) if counted and ledger.due(uid, now) else None
         if spent is not None:
             refs.append(spent)
         unfinished = [access.messages(*key).document(m) for m in (copy.unfinished if copy else [])]
         found = access.get_all(refs + unfinished)
         head = documents.head(found[session_ref.path])
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
-        spend = access.ledger.spend(uid, found[spent.path], now) if spent is not None else None
+        user_snap = found[spent.path] if spent is not None else None
+        spend = ledger.spend(uid, user_snap, now) if counted else None
         looked = Conversation(session_id, step_id, uid, head, [], rate, spend)
         if head.exists and (head.role_of(uid) is None or head.deleting):
             # Not the caller's to read (the core says so): nothing more is read for them.

@@ -3,11 +3,13 @@
 `budgets/<day>/budgetUsers/<uid>` holds what one user spent that UTC day; the project's spend is
 spread over `budgets/<day>/budgetShards/<n>` so that 50 turns a second never queue on one document
 (Firestore sustains about one write a second per document). A turn reads its user's document
-with the session head, in the same round trip; the project's total is one aggregation query
-per process every `refresh_seconds`, in the background, so a turn never waits for it. Charges
-are increments added to a write that happens anyway (a reply's final write, a summary's
-save): no round trip of their own. The project's budget may thus be overrun by what the
-instances spend in one refresh interval; a user's only by the replies they have in flight.
+with the session head, in the same round trip, when this process last read it more than
+`refresh_seconds` ago; the project's total is one aggregation query per process every
+`refresh_seconds`, in the background, so a turn never waits for it. Charges are increments
+added to a write that happens anyway (a reply's final write, a summary's save): no round trip
+of their own, and this process's own show at once. Either budget may thus be overrun by what
+other instances spend in one refresh interval (for a user, at most the turns their per-minute
+limit lets through in it), plus the replies in flight.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .deadline import retry_within
 log = logging.getLogger("workshop_chat.firestore.ledger")
 
 SHARDS = 64  # > 50 turns a second at one write a second each
+_USERS_KEPT = 10_000  # users whose spend a process remembers: about a MiB
 
 
 class Ledger:
@@ -47,6 +50,9 @@ class Ledger:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._project: dict[str, int] = {}  # day -> total, as last summed
+        # (uid, day) -> (tokens, when read): a user's document as last read, plus this
+        # process's charges since. Bounded: the oldest go first.
+        self._users: dict[tuple[str, str], tuple[int, float]] = {}
         self._summed_at = -float("inf")
         self._refreshing = False
 
@@ -62,17 +68,28 @@ class Ledger:
     def user_ref(self, uid: str, now: float) -> Any:
         return self._day(utc_day(now)).collection("budgetUsers").document(uid)
 
+    def due(self, uid: str, now: float) -> bool:
+        """Whether a turn reads its user's document (else `spend` takes what was last read)."""
+        with self._lock:
+            known = self._users.get((uid, utc_day(now)))
+        return known is None or time.monotonic() - known[1] >= self.refresh_seconds
+
     def spend(self, uid: str, user_snap: Any, now: float) -> Spend:
-        """What the caller's document (read with the head) and the project's last total say."""
-        data = user_snap.to_dict() if user_snap is not None and user_snap.exists else None
+        """What the caller's document (read with the head; None: as last read, with this
+        process's charges since) and the project's last total say."""
         day = utc_day(now)
-        return Spend(
-            day,
-            int((data or {}).get("tokens") or 0),
-            self.project_total(day),
-            self.user_limit,
-            self.project_limit,
-        )
+        with self._lock:
+            if user_snap is not None:
+                data = user_snap.to_dict() if user_snap.exists else None
+                self._remember(uid, day, int((data or {}).get("tokens") or 0), time.monotonic())
+            tokens = self._users.get((uid, day), (0, 0.0))[0]
+        return Spend(day, tokens, self.project_total(day), self.user_limit, self.project_limit)
+
+    def _remember(self, uid: str, day: str, tokens: int, read_at: float) -> None:
+        self._users.pop((uid, day), None)
+        self._users[(uid, day)] = (tokens, read_at)
+        while len(self._users) > _USERS_KEPT:
+            del self._users[next(iter(self._users))]
 
     def read(self, uid: str, now: float) -> Spend:
         """The caller's spend on its own (the usage route). A store that does not answer is a
@@ -138,3 +155,7 @@ class Ledger:
         with self._lock:  # this process's own spend shows at once
             if day in self._project:
                 self._project[day] += total
+            for uid, tokens in spent.items():
+                known = self._users.get((uid, day))
+                if known is not None:
+                    self._users[(uid, day)] = (known[0] + tokens, known[1])
