@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from workshop_chat.chat.checkpoints import ReplyWrite
@@ -33,14 +31,6 @@ def begin_new(
 ):
     conversation = store.open("s1", "define", uid)
     return store.begin(conversation, UserMessage(mid, text), f"{mid}~reply", "new", now, None)
-
-
-def settle(access: FirestoreAccess) -> None:
-    """Let the queries still running beside earlier looks land in the count."""
-    seen = -1
-    while seen != access.reads:
-        seen = access.reads
-        time.sleep(0.1)
 
 
 def finish(store: FirestoreStore, claim, text: str = "Echo") -> str:
@@ -80,45 +70,18 @@ def test_a_twin_new_turn_loses_the_race_and_writes_nothing(store, db):
 
 def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
     assert finish(store, begin_new(store)) is WROTE
-    settle(store.access)
     store.access.reads = store.access.full_reads = 0
     conversation = store.open("s1", "define", "alice")
     assert [m.text for m in conversation.messages] == ["Hi", "Echo"]
-    # The head, and beside it the query for what changed: empty, billed as one read (the
-    # look does not wait for it: the head shows nothing moved).
-    settle(store.access)
-    assert (store.access.reads, store.access.full_reads) == (2, 0)
+    # The head alone: the step has not moved since this process's copy.
+    assert (store.access.reads, store.access.full_reads) == (1, 0)
     # Another instance takes a turn: this one's next look reads just those two messages.
     other = FirestoreStore(FirestoreAccess(db))
     assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") is WROTE
     store.access.reads = 0
     fresh = store.open("s1", "define", "alice")
     assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
-    assert (store.access.reads, store.access.full_reads) == (3, 0)  # the head, the two
-
-
-def test_a_query_that_ran_before_a_write_the_head_counts_is_made_good_by_id(store, db):
-    """The query beside the head is not a snapshot with it: when it missed the head's last
-    write, the look reads what changed by id, as the head names it."""
-    assert finish(store, begin_new(store)) is WROTE
-    store.open("s1", "define", "alice")
-    other = FirestoreStore(FirestoreAccess(db))
-    access = store.access
-    real = access.since_soon
-
-    def late(session_id, step_id, seq):
-        done = real(session_id, step_id, seq)
-        done.result()  # answered before the other instance's turn lands
-        assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") is WROTE
-        return done
-
-    access.since_soon = late
-    settle(access)
-    access.reads = 0
-    fresh = store.open("s1", "define", "alice")
-    assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
-    # The empty query, the head, then the two messages by id: never the whole step.
-    assert (access.reads, access.full_reads) == (4, 0)
+    assert (store.access.reads, store.access.full_reads) == (3, 0)  # the head, then by id
 
 
 def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):
@@ -174,11 +137,9 @@ def test_a_deleted_and_recreated_session_is_never_seen_through_an_old_copy(store
 def test_reads_per_turn_do_not_grow_with_history(store):
     for i in range(30):
         assert finish(store, begin_new(store, f"m{i}", f"u{i}", now=NOW + i), "ok") is WROTE
-    settle(store.access)
     store.access.reads = 0
     store.open("s1", "define", "alice")
-    settle(store.access)
-    assert store.access.reads == 2  # the head, and the query beside it that found nothing
+    assert store.access.reads == 1
 
 
 def test_another_user_gets_no_role_and_nothing_of_the_step(store):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workshop_chat.chat.domain import Message
-from workshop_chat.firestore.copies import Copy, HistoryCache, brought_up, covers
+from workshop_chat.firestore.copies import Copy, HistoryCache, brought_up
 from workshop_chat.firestore.documents import StepHead
 
 
@@ -31,19 +31,6 @@ def test_what_moved_is_read_by_id_while_the_head_remembers_it_and_by_number_beyo
     assert gappy.changed_since(6) == ["r"]
     stored = StepHead(recent=recent).recent_after((21, "x"))
     assert stored.split()[::2] == [str(n) for n in range(6, 22)] and stored.endswith("21 x")
-
-
-def test_a_query_beside_the_head_counts_only_when_it_saw_the_heads_last_write():
-    # The copy knew up to 4; the head says 6 was taken last (a turn: user 5, reply 6).
-    assert covers([msg("u3", 3.0, seq=5), msg("r3", 3.1, seq=6)], 4, 6)
-    # The query ran before that turn's write landed: it is no proof, look again by id.
-    assert not covers([], 4, 6)
-    assert not covers([msg("u3", 3.0, seq=5)], 4, 6)
-    # Nothing moved: an empty answer is the whole truth, and so is one from a later write.
-    assert covers([], 4, 4)
-    assert covers([msg("u4", 4.0, seq=5), msg("r4", 4.1, seq=6)], 4, 4)
-    # A regenerate renumbered the head's last reply after the head was read: no proof.
-    assert not covers([msg("r3", 3.1, seq=7)], 4, 6)
 
 
 def test_new_and_changed_messages_merge_in_creation_order():

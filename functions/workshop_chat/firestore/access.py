@@ -5,16 +5,15 @@ writes are made under.
 Layout: sessions/{sessionId}/steps/{stepId}/messages/{messageId}. The session document is the
 head of the session: its owner and incarnation, each step's write counter (`steps.<id>.seq`,
 with its message count and cuts), and the mirror of the steps' outcomes. A turn reads the head
-and, at the same time on another thread, what changed in the step since this process last
-looked (`seq` above its copy's). Its claim then writes the head under a precondition on the
-version it read, so nothing that moved in between goes unnoticed.
+and, beside it in the same round trip, what changed in the step since this process last looked
+(`seq` above its copy's). Its claim then writes the head under a precondition on the version it
+read, so nothing that moved in between goes unnoticed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +34,6 @@ log = logging.getLogger("workshop_chat.firestore")
 # Writes to a session's documents from this process go one at a time, each conditional on the
 # version the last one left. Striped, so memory stays flat.
 _STEP_LOCKS = tuple(threading.Lock() for _ in range(64))
-# Queries run beside a turn's head read; more turns at once than this wait their turn for one,
-# which costs them the overlap and nothing else.
-_LOOKAHEAD_THREADS = 16
 
 
 @dataclass
@@ -76,8 +72,6 @@ class FirestoreAccess:
         # minute of client-side retries.
         self.timeout = timeout
         self.histories = HistoryCache()
-        # Threads start on first use: never in gunicorn's master, which forks the workers.
-        self._lookahead = ThreadPoolExecutor(_LOOKAHEAD_THREADS, "firestore-lookahead")
         self.reads = 0  # documents read by this process (tests)
         self.full_reads = 0  # whole histories read by this process (tests, logs)
 
@@ -120,10 +114,6 @@ class FirestoreAccess:
             raise StoreUnavailable() from exc
         self.reads += len(snaps)
         return {snap.reference.path: snap for snap in snaps}
-
-    def since_soon(self, session_id: str, step_id: str, seq: int) -> Future[list[Message]]:
-        """`since`, begun now on another thread: its round trip overlaps the head's."""
-        return self._lookahead.submit(self.since, session_id, step_id, seq)
 
     def since(self, session_id: str, step_id: str, seq: int | None) -> list[Message]:
         """The step's messages numbered above `seq`; all of them, oldest first, for None."""

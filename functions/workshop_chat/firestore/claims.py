@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
@@ -140,10 +139,9 @@ class Claims:
         if head.legacy and head.exists:
             pass  # no copies of an old session's steps
         elif copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
-            access.histories.put(key, replace(copy, seq=seq, messages=copy.messages + new))
+            access.histories.put(key, Copy(incarnation, seq, copy.cuts, copy.messages + new))
         elif step is None:
-            readers = head.readers | {c.uid}  # a new session's creator owns it
-            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new), readers))
+            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
         ref = messages.document(reply_id)
         update_time = results[reply_index].update_time
         return Claim(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..chat.team import Role
 from . import documents
 from .access import Claim, FirestoreAccess
 from .claims import Claims
-from .copies import Copy, brought_up, covers
+from .copies import Copy, brought_up
 from .documents import Head, StepHead
 
 # The reply sorts right after its user message, whatever the clocks of other instances say.
@@ -95,17 +94,13 @@ class FirestoreStore:
     def open(
         self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
     ) -> Conversation:
-        """The session as it is now and the step's history, in one round trip: the head
-        (with the caller's rate-limit state, their token spend today when `budget` and due,
-        and the replies this process's copy holds unfinished) and, beside it, the messages
-        numbered after the copy. A second look, by id, only when that query ran before a
-        write the head already counts."""
+        """The session as it is now and the step's history: one read of the head (with the
+        caller's rate-limit state, their token spend today when `budget` and due, and the replies
+        this process's copy holds unfinished), then, only when the step moved, the messages
+        numbered after the copy, by id."""
         access = self.access
         key = (session_id, step_id)
         copy = access.histories.get(key)
-        # Asked before the head says the caller may read, but only on behalf of someone who
-        # could when the copy was made: nobody else makes this process read the step.
-        ahead = access.since_soon(*key, copy.seq) if copy and uid in copy.readers else None
         session_ref = access.session(session_id)
         refs = [session_ref]
         if quota:
@@ -130,7 +125,7 @@ class FirestoreStore:
             access.histories.drop(key)
             return looked
         snaps = [found[ref.path] for ref in unfinished]
-        looked.messages = self._merge(key, head, copy, snaps, ahead)
+        looked.messages = self._merge(key, head, copy, snaps)
         return looked
 
     def _merge(
@@ -139,10 +134,8 @@ class FirestoreStore:
         head: Head,
         copy: Copy | None,
         unfinished: list[Any],
-        ahead: Future[list[Message]] | None = None,
     ) -> list[Message]:
-        """This process's copy brought up to the head; read whole when it cannot be. `ahead`:
-        the messages numbered after the copy, asked for beside the head."""
+        """This process's copy brought up to the head; read whole when it cannot be."""
         access = self.access
         step = head.steps.get(key[1], StepHead())
         usable = (
@@ -154,19 +147,15 @@ class FirestoreStore:
         if not usable or copy is None:
             messages = access.since(*key, None)
             if not head.legacy:
-                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
+                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages))
                 access.histories.put(key, copy)
             return messages
         snaps = list(unfinished)
         new: list[Message] = []
         changed = step.changed_since(copy.seq)
-        # Waited for only when the step moved: otherwise it can bring nothing the head counts.
-        read = ahead.result() if ahead is not None and changed != [] else None
-        if read is not None and covers(read, copy.seq, step.seq):
-            new = [m for m in read if m.seq <= step.seq]  # as of the head: later ones wait
-        elif changed is None:  # more changed than the head remembers: ask by number
+        if changed is None:  # more changed than the head remembers: ask by number
             new = access.since(*key, copy.seq)
-        else:  # by id, as the head names them (none when nothing moved)
+        else:
             held = {s.id for s in snaps}
             ids = [i for i in dict.fromkeys(changed) if i not in held]
             if ids:
@@ -175,8 +164,7 @@ class FirestoreStore:
         gone = {snap.id for snap in snaps if not snap.exists}
         new += [documents.message(snap, access.lease_seconds) for snap in snaps if snap.exists]
         messages = brought_up(copy, new, gone, step.cuts, step.cut_after)
-        fresh = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
-        access.histories.put(key, fresh)
+        access.histories.put(key, Copy(head.incarnation, step.seq, step.cuts, tuple(messages)))
         return messages
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:

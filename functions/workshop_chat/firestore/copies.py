@@ -3,8 +3,8 @@
 A copy is valid as of a sequence number: every write that adds or replaces messages in a step
 takes the next numbers from the session document (`steps.<id>.seq`) in the same atomic write, so
 "what changed since I looked" is a query for `seq > n`. Replies being written (checkpoints,
-finals) keep their number; a copy re-reads the ones it holds unfinished. A turn validates its
-copy in one round trip: that query runs beside the head's read (`FirestoreStore.open`).
+finals) keep their number; a copy re-reads the ones it holds unfinished. `firestore_access` says
+how a turn validates a copy in one round trip.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ class Copy:
     seq: int  # every message numbered up to here is in `messages`
     cuts: int  # edits and regenerates that deleted messages, as of `seq`
     messages: tuple[Message, ...]
-    # Who could read the session when it was read: a look on their behalf asks for what
-    # changed beside the head, before the head says whether they still may.
-    readers: frozenset[str] = frozenset()
 
     @property
     def unfinished(self) -> list[str]:
@@ -36,13 +33,6 @@ class Copy:
 
     def size(self) -> int:
         return sum(len(m.text) + len(m.reasoning) + 200 for m in self.messages)
-
-
-def covers(read: list[Message], seq: int, head_seq: int) -> bool:
-    """Whether a query for the messages numbered after `seq` ran after every write the head
-    counts: the last write numbered its reply `head_seq`, and only a later write renumbers or
-    deletes that reply."""
-    return head_seq == seq or any(m.seq == head_seq for m in read)
 
 
 def brought_up(

@@ -81,12 +81,6 @@ class Head:
     def role_of(self, uid: str) -> Role | None:
         return role_in(self.owner, self.members.values(), uid) if self.exists else None
 
-    @property
-    def readers(self) -> frozenset[str]:
-        """Who may read the session: its owner and its team."""
-        owner = (self.owner,) if self.exists and self.owner else ()
-        return frozenset((*owner, *self.members))
-
 
 def head(snap: Any) -> Head:
     if not snap.exists:
