@@ -244,8 +244,8 @@ def test_the_rate_limit_holds_across_instances(make_app, db, standin):
         }
         assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert set(stored(db)) == {"m1", "m1~reply", "m2", "m2~reply", "m3", "m3~reply"}
-    # Three turns, three model calls: `one` brought its copy from before m2 up to date beside
-    # the head's read, before asking the model for m3.
+    # Three turns, three model calls: `one` brought its copy from before m2 up to date (the
+    # head names what changed) before asking the model for m3.
     assert len(standin.model_requests()) == 3
     limits = {d.id: d.to_dict() for d in db.collection("rateLimits").stream()}
     assert list(limits) == ["local-user"]
