@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from workshop_chat.chat.checkpoints import ReplyWrite
@@ -287,3 +289,29 @@ def test_a_session_stored_before_heads_counted_steps_keeps_its_whole_history(sto
         ("define", 4),
         ("ideate", 2),
     ]
+
+
+def test_processes_whose_summary_timers_fire_together_read_the_messages_once(store, db):
+    """Every worker that served a step arms a timer, and they all wait for the same quiet
+    moment: the one whose lease holds reads the messages; the others read two documents."""
+    from workshop_chat.firestore.outcomes import OutcomeStore
+
+    earlier = time.time() - 60  # quiet for a minute
+    for i in range(3):
+        claim = begin_new(store, f"m{i}", f"u{i}", now=earlier + i)
+        assert finish(store, claim, f"r{i}") is WROTE
+    first, second = OutcomeStore(FirestoreAccess(db)), OutcomeStore(FirestoreAccess(db))
+    real = second.access.get_all
+
+    def then_the_first(refs):
+        found = real(refs)
+        if any(ref.path == "sessions/s1/steps/define" for ref in refs):
+            # Both have read the step document: the first takes the lease and the messages.
+            job = first.summary_job("s1", "define", 10.0, 600.0)
+            assert job is not None and not isinstance(job, float)
+            assert [m.text for m in job.messages] == ["m0", "r0", "m1", "r1", "m2", "r2"]
+        return found
+
+    second.access.get_all = then_the_first
+    assert second.summary_job("s1", "define", 10.0, 600.0) == 10.0  # look again later
+    assert (second.access.reads, second.access.full_reads) == (2, 0)  # the head, the step

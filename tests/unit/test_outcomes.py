@@ -100,6 +100,37 @@ def test_a_burst_of_replies_makes_one_summary_call_and_a_busy_step_waits():
     assert len(calls) == 2 and store.saved == ["summary", "summary"]
 
 
+def test_a_process_that_keeps_finding_later_replies_than_its_own_looks_ever_less_often():
+    """The process of the step's last reply has its own timer: the others, four workers of
+    two instances say, must not each read the step every few seconds while it stays busy."""
+    store = FakeOutcomes()
+    looks = []
+
+    def busy(session_id, step_id, quiet, max_wait):
+        looks.append(time.monotonic())
+        return 0.01  # someone replied since: the step is quiet 10 ms from now, it says
+
+    store.summary_job = busy
+
+    async def summarize(system, prompt, max_chars):
+        raise AssertionError("a busy step is not summarized")
+
+    summaries = Summaries(store, summarize, cadence(quiet_seconds=0.1))
+    started = time.monotonic()
+    summaries.after_reply("s1", "define")
+    time.sleep(1.0)
+    # At 0.1 s, then 0.1, 0.2 and 0.4 s after each look: never every 10 ms.
+    gaps = [b - a for a, b in zip([started, *looks], looks, strict=False)]
+    assert len(gaps) == 4 and all(
+        abs(gap - expected) < 0.05 for gap, expected in zip(gaps, (0.1, 0.1, 0.2, 0.4), strict=True)
+    ), gaps
+    replied = time.monotonic()
+    summaries.after_reply("s1", "define")  # a reply of its own: back to the quiet time
+    time.sleep(0.2)
+    assert len(looks) == 5 and abs(looks[4] - replied - 0.1) < 0.05
+    summaries.close()
+
+
 def test_a_step_that_never_goes_quiet_is_still_summarized_after_the_longest_wait():
     store = FakeOutcomes()
     calls = []

@@ -110,6 +110,9 @@ class Summaries:
 
     Each process arms one timer per step when a reply settles there, and re-arms it on every
     later reply, so a burst makes one call; the store's lease makes it one across processes.
+    A process whose timer finds a later reply than its own (or a summary in flight) looks
+    again later each time: the process of the last reply has a timer of its own, so a step
+    with many writers is not polled by each of them every few seconds.
     """
 
     def __init__(
@@ -133,12 +136,17 @@ class Summaries:
         # it, and a step that never goes quiet is still summarized this long after.
         self._first: dict[tuple[str, str], float] = {}
         self._running: set[tuple[str, str]] = set()
+        # Looks in a row that found the step busy, by step: each waits twice the one before.
+        self._busy: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def after_reply(self, session_id: str, step_id: str, cause: object = None) -> None:
         key = (session_id, step_id)
-        loop = aio.loop()
-        loop.call_soon_threadsafe(self._arm, key, self.cadence.quiet_seconds, cause)
+        aio.loop().call_soon_threadsafe(self._replied, key, cause)
+
+    def _replied(self, key: tuple[str, str], cause: object) -> None:
+        self._busy.pop(key, None)  # this process's reply is now the step's latest
+        self._arm(key, self.cadence.quiet_seconds, cause)
 
     def close(self, timeout: float = 5.0) -> None:
         """No summary from now on, and the ones running finished: the tests close each app
@@ -193,9 +201,13 @@ class Summaries:
             cadence.quiet_seconds,
             cadence.max_wait_seconds,
         )
+        key = (session_id, step_id)
         if isinstance(job, float | int):
-            self._arm((session_id, step_id), float(job))
+            looks = self._busy[key] = self._busy.get(key, 0) + 1
+            later = cadence.quiet_seconds * 2 ** min(looks - 1, 16)  # the longest wait caps it
+            self._arm(key, max(float(job), later))
             return
+        self._busy.pop(key, None)
         if job is None:
             return
         prompt = summary_prompt(job.previous, job.messages, cadence.input_max_chars)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -37,7 +38,8 @@ class OutcomeStore:
         nothing to do.
 
         Whether there is anything, and whether the step is quiet, the head says (one read);
-        the step's messages are read only for a summary that will be made.
+        the step's messages are read only once the lease is taken, so processes whose timers
+        fire together read them once between them.
         """
         access = self.access
         session_ref, step_ref = access.session(session_id), access.step(session_id, step_id)
@@ -69,10 +71,6 @@ class OutcomeStore:
             covered = max(covered, int(data.get("summarizedSeq") or 0))
             if counters.seq <= covered:
                 return None
-        new = sorted(access.since(session_id, step_id, covered), key=lambda m: m.created_at)
-        part, through = settled_part(new, covered)
-        if not any(m.role == "assistant" and m.text.strip() for m in part):
-            return None
         option = access.db.write_option(last_update_time=step.update_time)
         try:
             lease = step_ref.update(
@@ -85,6 +83,11 @@ class OutcomeStore:
             return quiet  # someone else took it: look again after theirs
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
+        new = sorted(access.since(session_id, step_id, covered), key=lambda m: m.created_at)
+        part, through = settled_part(new, covered)
+        if not any(m.role == "assistant" and m.text.strip() for m in part):
+            self._give_back(step_ref, lease.update_time)
+            return None
         return SummaryJob(
             session_id,
             step_id,
@@ -96,6 +99,23 @@ class OutcomeStore:
             lease.update_time,
             head.owner or "",
         )
+
+    def _give_back(self, step_ref: Any, lease: Any) -> None:
+        """A lease taken for nothing (only errors, or empty stopped replies, since the last
+        summary) goes at once, unless someone wrote the step since."""
+        access = self.access
+        option = access.db.write_option(last_update_time=lease)
+        try:
+            step_ref.update(
+                {"summaryLease": firestore.DELETE_FIELD},
+                option=option,
+                retry=access.retry,
+                timeout=access.timeout,
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return
+        except gexc.GoogleAPIError as exc:
+            raise StoreUnavailable() from exc
 
     def save_summary(self, job: SummaryJob, summary: str | None, tokens: int = 0) -> None:
         """On the step (what the rules let the owner read) and mirrored on the head (what a
