@@ -95,9 +95,9 @@ class FirestoreStore:
         self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
     ) -> Conversation:
         """The session as it is now and the step's history: one read of the head (with the
-        caller's rate-limit state, their token spend today when `budget` and due, and the replies
-        this process's copy holds unfinished), then, only when the step moved, the messages
-        numbered after the copy, by id."""
+        caller's rate-limit state, their token spend today when `budget` and not read in
+        the last few seconds, and the replies this process's copy holds unfinished), then,
+        only when the step moved, the messages numbered after the copy, by id."""
         access = self.access
         key = (session_id, step_id)
         copy = access.histories.get(key)
