@@ -146,8 +146,8 @@ def test_a_turn_reads_its_users_spend_once_per_refresh_and_its_own_charges_at_on
     from workshop_chat.firestore.conversations import FirestoreStore
     from workshop_chat.firestore.ledger import Ledger
 
-    here = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=0.5))
-    there = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=0.5))
+    here = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=1.0))
+    there = FirestoreAccess(db, ledger=Ledger(db, 100, 0, refresh_seconds=1.0))
     store = FirestoreStore(here)
     assert store.open("s1", "define", "bob", budget=True).spend.refusal(time.time()) is None
     reads = here.reads
