@@ -27,7 +27,7 @@ from .domain import (
 from .errors import ChatError, RateLimited, StoreUnavailable
 from .generations import Generations, check_access, check_quota
 from .ports import Claim, Conversation, Moved
-from .queue import Ports, Waiter, busy
+from .queue import Ports, Waiter, busy, orphaned
 from .reply import Reply
 
 # Relay a reply of the step's from the store (`Turns.follow`), and decide a turn again once
@@ -36,11 +36,6 @@ Follow = Callable[[tuple[str, str], Conversation, UserMessage, Message], Iterato
 Rerun = Callable[[Turn, str, str | None, str], Iterator[Event]]
 
 STEP_BUSY_RETRY = 10  # seconds: about one reply's time
-
-
-def orphaned(message: Message) -> bool:
-    """A reply stored to wait its turn whose instance died: the next turn adopts it."""
-    return message.status == "queued" and message.lapsed
 
 
 class Line:

@@ -67,6 +67,11 @@ def busy(messages: list[Message], but: str = "") -> list[Message]:
     ]
 
 
+def orphaned(message: Message) -> bool:
+    """A reply stored to wait its turn whose instance died: the next turn adopts it."""
+    return message.status == "queued" and message.lapsed
+
+
 @dataclass(frozen=True)
 class Ports:
     """What a waiting reply does through its `line.Line`: read the step's pending replies,
@@ -163,7 +168,7 @@ class Waiter:
                 return self._stored()  # started or ended elsewhere, or deleted
             try:
                 for other in ahead:
-                    if other.status == "queued" and other.lapsed:
+                    if orphaned(other):
                         self.ports.adopt(other)
                 reply = None
                 if ahead:

@@ -32,9 +32,9 @@ from .errors import (
 )
 from .follow import follow, replay
 from .generations import Generations, check_access
-from .line import Line, orphaned
+from .line import Line
 from .ports import Conversation, Sessions
-from .queue import busy
+from .queue import busy, orphaned
 from .reply import Reply
 from .team import while_member
 
