@@ -86,7 +86,7 @@ class OutcomeStore:
         new = sorted(access.since(session_id, step_id, covered), key=lambda m: m.created_at)
         part, through = settled_part(new, covered)
         if not any(m.role == "assistant" and m.text.strip() for m in part):
-            self._give_back(step_ref, lease.update_time)
+            self._give_back(step_ref, lease.update_time, {})
             return None
         return SummaryJob(
             session_id,
@@ -100,18 +100,17 @@ class OutcomeStore:
             head.owner or "",
         )
 
-    def _give_back(self, step_ref: Any, lease: Any) -> None:
-        """A lease taken for nothing (only errors, or empty stopped replies, since the last
-        summary) goes at once, unless someone wrote the step since."""
+    def _give_back(self, step_ref: Any, lease: Any, charged: dict[str, int]) -> None:
+        """The lease goes (unless someone wrote the step since it was taken), with what the
+        call that held it cost: a lease taken for nothing (only errors, or empty stopped
+        replies, since the last summary), or a call that failed or said nothing."""
         access = self.access
+        batch = access.db.batch()
         option = access.db.write_option(last_update_time=lease)
+        batch.update(step_ref, {"summaryLease": firestore.DELETE_FIELD}, option=option)
+        access.ledger.charge(batch, charged, time.time())
         try:
-            step_ref.update(
-                {"summaryLease": firestore.DELETE_FIELD},
-                option=option,
-                retry=access.retry,
-                timeout=access.timeout,
-            )
+            batch.commit(retry=access.retry, timeout=access.timeout)
         except (gexc.FailedPrecondition, gexc.NotFound):
             return
         except gexc.GoogleAPIError as exc:
@@ -123,19 +122,11 @@ class OutcomeStore:
         None gives the lease back, so the next reply's summary need not wait for it. The
         call's `tokens` are charged to the session's owner in the same write."""
         access = self.access
-        lease = access.db.write_option(last_update_time=job.lease)
         step_ref = access.step(job.session_id, job.step_id)
         if summary is None:
-            batch = access.db.batch()
-            batch.update(step_ref, {"summaryLease": firestore.DELETE_FIELD}, option=lease)
-            access.ledger.charge(batch, {job.owner: tokens}, time.time())
-            try:
-                batch.commit(retry=access.retry, timeout=access.timeout)
-            except (gexc.FailedPrecondition, gexc.NotFound):
-                return
-            except gexc.GoogleAPIError as exc:
-                raise StoreUnavailable() from exc
+            self._give_back(step_ref, job.lease, {job.owner: tokens})
             return
+        lease = access.db.write_option(last_update_time=job.lease)
         now = datetime.now(UTC)
         mirror = {
             "summary": summary,
