@@ -66,8 +66,8 @@ class Line:
         """The step is busy: the message is stored now, in arrival order, with a reply that
         waits its turn here. Nothing is asked of the model until then."""
         gens = self.generations
-        waiting = [m for m in busy(conversation.messages) if m.status == "queued"]
-        if len(waiting) >= gens.settings.max_queued:
+        ahead = busy(conversation.messages)
+        if sum(m.status == "queued" for m in ahead) >= gens.settings.max_queued:
             raise RateLimited(
                 "step_busy", "too many messages wait in this step; wait a moment", STEP_BUSY_RETRY
             )
@@ -85,8 +85,7 @@ class Line:
         claim = gens.begin(conversation, user, reply_id, "queue", now, None)
         if claim is None or isinstance(claim, Moved):
             return None  # a twin won, or the step moved: decided again on what is stored now
-        ahead = len(busy(conversation.messages))
-        waiter = self._hold(key, reply_id, claim, conversation.uid, trace, ahead)
+        waiter = self._hold(key, reply_id, claim, conversation.uid, trace, len(ahead))
         return self.listen(key, conversation, user, waiter)
 
     def adopt(
