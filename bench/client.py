@@ -18,6 +18,7 @@ from typing import Any
 FUNCTION_TEXT = b'"type":"text-delta"'
 STANDIN_TEXT = b'"text":'
 ERROR_EVENT = b'"type":"error"'
+START_EVENT = b'"type":"start"'
 DONE_LINE = b"data: [DONE]"
 
 
@@ -41,6 +42,7 @@ class Stream:
     detail: str = ""  # the body of a refusal, or the error event, for the report
     collect: bool = False  # keep the text itself: a conversation's next turn needs the reply
     deltas: list[str] = field(default_factory=list)
+    message_id: str | None = None  # the reply's, from its `start` chunk (with `collect`)
 
     @property
     def reply(self) -> str:
@@ -94,6 +96,8 @@ class _Protocol(asyncio.Protocol):
                     s.deltas.append(_delta(line))
             elif line.startswith(DONE_LINE):
                 s.done = True
+            elif s.collect and START_EVENT in line:
+                s.message_id = _event(line).get("messageId")
             elif ERROR_EVENT in line:
                 s.error_event = True
                 s.detail = line.decode(errors="replace")[:300]
@@ -115,13 +119,18 @@ class _Protocol(asyncio.Protocol):
             self.finished.set_result(None)
 
 
-def _delta(line: bytes) -> str:
-    """The text of one UI message stream `text-delta` event ("" if it does not parse)."""
+def _event(line: bytes) -> dict[str, Any]:
+    """One UI message stream event ({} if it does not parse)."""
     try:
         event = json.loads(line[len(b"data: ") :])
     except ValueError:
-        return ""
-    delta = event.get("delta") if isinstance(event, dict) else None
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _delta(line: bytes) -> str:
+    """The text of one `text-delta` event ("" if it does not parse)."""
+    delta = _event(line).get("delta")
     return delta if isinstance(delta, str) else ""
 
 

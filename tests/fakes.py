@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -124,8 +124,15 @@ class MemoryStore:
             self.spent[(day, who)] = self.spent.get((day, who), 0) + tokens
 
     def open(
-        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+        self,
+        session_id: str,
+        step_id: str,
+        uid: str,
+        quota: int = 0,
+        budget: bool = False,
+        seen: Sequence[str] = (),
     ) -> Conversation:
+        """`seen` is a hint at what a copy lacks: this store keeps no copies."""
         self._check()
         spend = self.read(uid, self.now) if budget and any(self.limits) else None
         owner = self.owners.get(session_id)

@@ -86,6 +86,39 @@ def test_a_warm_look_reads_the_head_and_only_what_changed(store, db):
     assert (store.access.reads, store.access.full_reads) == (3, 0)  # the head, then by id
 
 
+def test_a_look_told_what_the_client_holds_reads_what_moved_beside_the_head(store, db):
+    assert finish(store, begin_new(store)) is WROTE
+    store.open("s1", "define", "alice")
+    other = FirestoreStore(FirestoreAccess(db))
+    assert finish(other, begin_new(other, "Again", "u2", now=NOW + 10), "Echo 2") is WROTE
+    round_trips: list[int] = []
+    get_all = store.access.get_all
+
+    def counted(refs):
+        round_trips.append(len(refs))
+        return get_all(refs)
+
+    store.access.get_all = counted  # type: ignore[method-assign]
+    store.access.reads = 0
+    # A stranger's hint is read for nothing.
+    stranger = store.open("s1", "define", "eve", seen=["u2", "u2~reply"])
+    assert (stranger.role, stranger.messages, round_trips, store.access.reads) == (None, [], [1], 1)
+    round_trips.clear()
+    store.access.reads = 0
+    # A client that saw the other instance's turn: one round trip, the head and those two.
+    # What it lists that did not move (or never existed) is read, but never taken.
+    seen = ["u1", "u1~reply", "forged", "u2", "u2~reply"]
+    fresh = store.open("s1", "define", "alice", seen=seen)
+    assert [m.text for m in fresh.messages] == ["Hi", "Echo", "Again", "Echo 2"]
+    assert (round_trips, store.access.reads, store.access.full_reads) == ([4], 4, 0)
+    # A client that knew less: what it missed is read by id after the head, as without a hint.
+    assert finish(other, begin_new(other, "Three", "u3", now=NOW + 20), "Echo 3") is WROTE
+    round_trips.clear()
+    later = store.open("s1", "define", "alice", seen=["u2~reply", "u3"])
+    assert [m.text for m in later.messages][-2:] == ["Three", "Echo 3"]
+    assert round_trips == [2, 1]
+
+
 def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):
     assert finish(store, begin_new(store)) is WROTE
     conversation = store.open("s1", "define", "alice")

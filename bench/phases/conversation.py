@@ -52,6 +52,7 @@ class Conversation:
     session: str  # ours, in Firestore
     theirs_session: str  # the predecessor's (it stores nothing; the id is only in the body)
     ours: list[tuple[str, str]] = field(default_factory=list)  # (user text, reply) per turn
+    ours_ids: list[str] = field(default_factory=list)  # their message ids, as useChat holds them
     theirs: list[tuple[str, str]] = field(default_factory=list)
 
     def ui_messages(self, text: str, turn_id: str) -> list[dict[str, Any]]:
@@ -101,6 +102,7 @@ class Sides:
 
     async def ours(self, port: int, conversation: Conversation, turn_id: str, text: str) -> Stream:
         body = chat_body(conversation.session, STEP, f"{turn_id}-u", text)
+        body["seen"] = conversation.ours_ids[-16:]  # as the README's transport sends them
         raw = request_bytes("127.0.0.1", port, "/", body, {TURN_HEADER: turn_id})
         return await send("127.0.0.1", port, raw, FUNCTION_TEXT, TIMEOUT_S, collect=True)
 

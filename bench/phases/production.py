@@ -228,6 +228,7 @@ class Production:
         await asyncio.sleep(self.plan.gap_s)
         direct = await self.sides.direct(conv.ours, text, "ours")
         conv.ours.append((text, s.reply))
+        conv.ours_ids += [i for i in (f"{turn_id}-u", s.message_id) if i]
         row["ours"] = {"sent": s.sent, "ttfc": s.ttfc, "replyChars": len(s.reply)}
         row["oursDirect"] = direct.ttfc
 

@@ -335,9 +335,17 @@ function ChatPanel({
         headers: authHeaders, // called per request, so the ID token is always fresh
         // The function reads only the last message, so only that one is sent: earlier ones may
         // still hold the data: URLs of files just sent, megabytes the function would refuse.
+        // Their ids (`seen`) let it read what a teammate added beside the session, at once.
         prepareSendMessagesRequest: ({ id, messages, body, headers, trigger, messageId }) => ({
           headers,
-          body: { ...body, id, message: lastMessage(messages, trigger), trigger, messageId },
+          body: {
+            ...body,
+            id,
+            message: lastMessage(messages, trigger),
+            trigger,
+            messageId,
+            seen: messages.slice(-17, -1).map((m) => m.id),
+          },
         }),
         // On mount (resume below) useChat asks the step's stream route for the reply in flight:
         // 204 when there is none, else the reply from its start under its stored id, so the

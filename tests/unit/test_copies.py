@@ -80,3 +80,14 @@ def test_our_own_final_settles_the_copy_without_a_read():
     assert settled is not None
     assert [(m.text, m.status) for m in settled.messages][1] == ("final", "complete")
     assert settled.unfinished == []
+
+
+def test_a_hint_reads_ahead_what_the_copy_lacks_for_those_who_could_read_the_step():
+    copy = Copy("inc", 4, 0, (msg("u1", 1.0), msg("r1", 1.1)), frozenset({"ann"}))
+    seen = ["u1", "r1", "u2", "r2", "u2"]
+    assert copy.ahead(seen, "ann") == ["u2", "r2"]
+    # A stranger's hint is read for nothing: the look reads the head alone for them.
+    assert copy.ahead(seen, "eve") == []
+    # No more than a head remembers: the oldest of a longer gap are left to the look.
+    gap = [f"m{i}" for i in range(40)]
+    assert copy.ahead(gap, "ann") == gap[-16:]

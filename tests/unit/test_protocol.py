@@ -36,7 +36,9 @@ def test_default_chat_transport_body_becomes_a_turn_from_the_last_message():
         body(messages=[user("old", "u0"), forged, user("new", "u1")], trigger="submit-message"),
         **LIMITS,
     )
-    assert turn == Turn("s1", "define", UserMessage("u1", "new"), "submit-message", None)
+    # Earlier messages are taken for nothing but their ids: a hint at what to read.
+    expected = Turn("s1", "define", UserMessage("u1", "new"), seen=("u0", "a1"))
+    assert turn == expected
 
 
 def test_send_last_message_form_is_accepted():
@@ -44,6 +46,27 @@ def test_send_last_message_form_is_accepted():
         {"id": "c", "sessionId": "s1", "stepId": "define", "message": user("yo")}, **LIMITS
     )
     assert turn.user == UserMessage("u1", "yo")
+    assert turn.seen == ()
+
+
+def test_seen_lists_what_the_client_holds_and_earlier_messages_stand_in_for_it():
+    last = {"id": "c", "sessionId": "s1", "stepId": "define", "message": user("yo")}
+    assert protocol.parse_turn({**last, "seen": ["u0", "u0~reply"]}, **LIMITS).seen == (
+        "u0",
+        "u0~reply",
+    )
+    many = [user("x", f"m{i}") for i in range(40)] + ["junk", {"id": "a/b"}, user("new", "u9")]
+    seen = protocol.parse_turn(body(messages=many), **LIMITS).seen
+    # The 16 messages before the new one, the malformed ones passed over.
+    assert seen == tuple(f"m{i}" for i in range(26, 40))
+
+
+@pytest.mark.parametrize(
+    "seen", ["u0", ["a/b"], [3], [f"m{i}" for i in range(protocol.SEEN_MAX + 1)]]
+)
+def test_a_malformed_seen_is_refused(seen):
+    with pytest.raises(InvalidRequest):
+        protocol.parse_turn(body(seen=seen), **LIMITS)
 
 
 def test_text_parts_are_joined_and_other_parts_ignored():

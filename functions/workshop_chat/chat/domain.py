@@ -132,6 +132,7 @@ class Turn:
     target_id: str | None = None
     new_files: tuple[NewFile, ...] = ()  # the files the request carries, not yet stored
     approval: Approval | None = None  # the request answers an approval: `user` is unused
+    seen: tuple[str, ...] = ()  # the ids of the messages the client holds before this one
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ that keep the same rules (`tests/fakes.py`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
@@ -111,11 +111,18 @@ class Moved:
 
 class Conversations(Protocol):
     def open(
-        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+        self,
+        session_id: str,
+        step_id: str,
+        uid: str,
+        quota: int = 0,
+        budget: bool = False,
+        seen: Sequence[str] = (),
     ) -> Conversation:
         """The session as it is now and the step's history (with the caller's rate-limit
         state, held to `quota` turns a minute, when set, and their token spend today when
-        `budget`). Someone else's session comes back with no role and no messages."""
+        `budget`). Someone else's session comes back with no role and no messages. `seen`:
+        the ids of messages the client says it holds, a hint at what may have changed."""
 
     def begin(
         self,

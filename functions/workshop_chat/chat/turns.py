@@ -75,7 +75,7 @@ class Turns:
             for _ in range(4):
                 with self.store.session_lock(turn.session_id):
                     conversation = self.store.open(
-                        turn.session_id, turn.step_id, uid, limit, budget=True
+                        turn.session_id, turn.step_id, uid, limit, budget=True, seen=turn.seen
                     )
                     check_access(conversation, write=True)
                     author = Author(uid, name or conversation.names.get(uid, ""))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
@@ -139,9 +140,10 @@ class Claims:
         if head.legacy and head.exists:
             pass  # no copies of an old session's steps
         elif copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
-            access.histories.put(key, Copy(incarnation, seq, copy.cuts, copy.messages + new))
+            access.histories.put(key, replace(copy, seq=seq, messages=copy.messages + new))
         elif step is None:
-            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new)))
+            readers = head.readers or frozenset({c.uid})
+            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new), readers))
         ref = messages.document(reply_id)
         update_time = results[reply_index].update_time
         return Claim(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -92,12 +93,19 @@ class FirestoreStore:
     # Reads ---------------------------------------------------------------------------
 
     def open(
-        self, session_id: str, step_id: str, uid: str, quota: int = 0, budget: bool = False
+        self,
+        session_id: str,
+        step_id: str,
+        uid: str,
+        quota: int = 0,
+        budget: bool = False,
+        seen: Sequence[str] = (),
     ) -> Conversation:
         """The session as it is now and the step's history: one read of the head (with the
         caller's rate-limit state, their token spend today when `budget` and not read in
-        the last few seconds, and the replies this process's copy holds unfinished), then,
-        only when the step moved, the messages numbered after the copy, by id."""
+        the last few seconds, the replies this process's copy holds unfinished, and the
+        messages the client has `seen` that the copy lacks), then, only when the step moved
+        further than that, the messages numbered after the copy, by id."""
         access = self.access
         key = (session_id, step_id)
         copy = access.histories.get(key)
@@ -111,21 +119,24 @@ class FirestoreStore:
         spent = ledger.user_ref(uid, now) if counted and ledger.due(uid, now) else None
         if spent is not None:
             refs.append(spent)
-        unfinished = [access.messages(*key).document(m) for m in (copy.unfinished if copy else [])]
-        found = access.get_all(refs + unfinished)
+        listed = [*copy.unfinished, *copy.ahead(seen, uid)] if copy else []
+        beside = [access.messages(*key).document(m) for m in listed]
+        found = access.get_all(refs + beside)
         head = documents.head(found[session_ref.path])
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
         user_snap = found[spent.path] if spent is not None else None
         spend = ledger.spend(uid, user_snap, now) if counted else None
         looked = Conversation(session_id, step_id, uid, head, [], rate, spend)
         if head.exists and (head.role_of(uid) is None or head.deleting):
-            # Not the caller's to read (the core says so): nothing more is read for them.
+            # Not the caller's to read (the core says so): nothing more is read for them,
+            # and their hints no more ahead of a look.
+            if copy is not None and uid in copy.readers:
+                access.histories.put(key, replace(copy, readers=copy.readers - {uid}))
             return looked
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
             return looked
-        snaps = [found[ref.path] for ref in unfinished]
-        looked.messages = self._merge(key, head, copy, snaps)
+        looked.messages = self._merge(key, head, copy, [found[ref.path] for ref in beside])
         return looked
 
     def _merge(
@@ -133,7 +144,7 @@ class FirestoreStore:
         key: tuple[str, str],
         head: Head,
         copy: Copy | None,
-        unfinished: list[Any],
+        read: list[Any],
     ) -> list[Message]:
         """This process's copy brought up to the head; read whole when it cannot be."""
         access = self.access
@@ -147,12 +158,14 @@ class FirestoreStore:
         if not usable or copy is None:
             messages = access.since(*key, None)
             if not head.legacy:
-                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages))
+                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
                 access.histories.put(key, copy)
             return messages
-        snaps = list(unfinished)
         new: list[Message] = []
         changed = step.changed_since(copy.seq)
+        # What was read ahead counts only where the head says it changed.
+        taken = set(copy.unfinished).union(changed or ())
+        snaps = [snap for snap in read if snap.id in taken]
         if changed is None:  # more changed than the head remembers: ask by number
             new = access.since(*key, copy.seq)
         else:
@@ -164,7 +177,8 @@ class FirestoreStore:
         gone = {snap.id for snap in snaps if not snap.exists}
         new += [documents.message(snap, access.lease_seconds) for snap in snaps if snap.exists]
         messages = brought_up(copy, new, gone, step.cuts, step.cut_after)
-        access.histories.put(key, Copy(head.incarnation, step.seq, step.cuts, tuple(messages)))
+        copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
+        access.histories.put(key, copy)
         return messages
 
     def reply(self, session_id: str, step_id: str, reply_id: str) -> Message | None:

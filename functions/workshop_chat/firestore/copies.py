@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..chat.domain import UNSETTLED, Message
+from .documents import RECENT
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,24 @@ class Copy:
     seq: int  # every message numbered up to here is in `messages`
     cuts: int  # edits and regenerates that deleted messages, as of `seq`
     messages: tuple[Message, ...]
+    # Who could read the step when it was looked at: only their hints are read ahead.
+    readers: frozenset[str] = frozenset()
 
     @property
     def unfinished(self) -> list[str]:
         """Replies this copy holds as streaming or waiting: they may have moved since."""
         return [m.id for m in self.messages if m.status in UNSETTLED]
+
+    def ahead(self, seen: Sequence[str], uid: str) -> list[str]:
+        """The messages a client says it holds that this copy lacks: read beside the head, they
+        spare the look its second round trip when the step moved. A hint, never trusted: only
+        what the head then lists as changed is taken, and a caller who could not read the step
+        when this process last looked makes no read of theirs."""
+        if uid not in self.readers:
+            return []
+        held = {m.id for m in self.messages}
+        # At most what a head remembers: more than that is asked for by number anyway.
+        return [i for i in dict.fromkeys(seen) if i not in held][-RECENT:]
 
     def size(self) -> int:
         return sum(len(m.text) + len(m.reasoning) + 200 for m in self.messages)

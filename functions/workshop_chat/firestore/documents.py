@@ -81,6 +81,12 @@ class Head:
     def role_of(self, uid: str) -> Role | None:
         return role_in(self.owner, self.members.values(), uid) if self.exists else None
 
+    @property
+    def readers(self) -> frozenset[str]:
+        if not self.exists:
+            return frozenset()
+        return frozenset(self.members) | ({self.owner} if self.owner else set())
+
 
 def head(snap: Any) -> Head:
     if not snap.exists:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..chat.attachments import FILE_PART_ROOM, FileLimits
 from ..chat.board import BoardItem
@@ -40,7 +40,7 @@ _ID = re.compile(r"[A-Za-z0-9_-]+(?:[.:~][A-Za-z0-9_-]+)*")
 _RESERVED = re.compile(r"__.*__")
 
 
-def valid_id(value: object, max_chars: int) -> bool:
+def valid_id(value: object, max_chars: int) -> TypeGuard[str]:
     """Firestore's document id rules, narrowed to a charset no client needs to escape."""
     return (
         isinstance(value, str)
@@ -56,7 +56,7 @@ def check_id(value: object, field: str, max_chars: int) -> str:
             "invalid_id",
             f"{field} must be 1-{max_chars} characters of A-Z a-z 0-9 _ - (with . : ~ inside)",
         )
-    return value  # type: ignore[return-value]
+    return value
 
 
 def parse_turn(
@@ -93,13 +93,15 @@ def parse_turn(
     message = last_message(body)
     if message is None:
         raise InvalidRequest("invalid_messages", "messages must be a non-empty array")
+    seen = parse_seen(body, max_id_chars)
     if (
         isinstance(message, dict)
         and message.get("role") == "assistant"
         and trigger == "submit-message"
     ):
         approval = parse_approval(message, max_id_chars)
-        return Turn(session_id, step_id, UserMessage(approval.reply_id, ""), approval=approval)
+        user = UserMessage(approval.reply_id, "")
+        return Turn(session_id, step_id, user, approval=approval, seen=seen)
     user = parse_user_message(
         message, max_id_chars=max_id_chars, max_chars=max_message_chars, max_parts=max_parts
     )
@@ -109,7 +111,26 @@ def parse_turn(
     if trigger == "submit-message" and not user.text.strip() and not files:
         # A photo of the wall may come alone; a regenerate answers the stored message.
         raise InvalidRequest("empty_message", "the message has no text and no file")
-    return Turn(session_id, step_id, user, trigger, target, files)
+    return Turn(session_id, step_id, user, trigger, target, files, seen=seen)
+
+
+SEEN_MAX = 16  # ids a request may list as seen: the last turns' worth
+
+
+def parse_seen(body: dict[str, Any], max_id_chars: int) -> tuple[str, ...]:
+    """The ids of the messages the client holds before the one it sends, newest last: `seen`
+    in the send-last-message form, else those of the earlier `messages`. Only a hint of what
+    to read beside the session (what it reads is the store's), so a malformed earlier message
+    is passed over; a malformed `seen` is refused, since a client wrote it on purpose."""
+    if "seen" in body:
+        seen = body["seen"]
+        if not isinstance(seen, list) or len(seen) > SEEN_MAX:
+            raise InvalidRequest("invalid_seen", f"seen must be an array of at most {SEEN_MAX} ids")
+        return tuple(check_id(i, "seen id", max_id_chars) for i in seen)
+    listed = body.get("messages")
+    earlier = listed[-SEEN_MAX - 1 : -1] if isinstance(listed, list) else []
+    ids = (m.get("id") for m in earlier if isinstance(m, dict))
+    return tuple(i for i in ids if valid_id(i, max_id_chars))
 
 
 MAX_REASON_CHARS = 1000
