@@ -26,6 +26,9 @@ def test_what_moved_is_read_by_id_while_the_head_remembers_it_and_by_number_beyo
     assert step.changed_since(17) == ["m18", "m19", "m20"]
     assert step.changed_since(4) == [f"m{n}" for n in range(5, 21)]
     assert step.changed_since(3) is None  # 4 was taken and has left `recent`: query
+    # ... for what `recent` has forgotten alone, when what it remembers was read by id.
+    assert step.remembered == (5, [f"m{n}" for n in range(5, 21)])
+    assert StepHead(seq=3).remembered == (4, [])
     # A regenerate takes one number, an edit two: gaps are fine.
     gappy = StepHead(seq=9, recent=((5, "u"), (6, "r"), (8, "r")))
     assert gappy.changed_since(6) == ["r"]

@@ -115,13 +115,18 @@ class FirestoreAccess:
         self.reads += len(snaps)
         return {snap.reference.path: snap for snap in snaps}
 
-    def since(self, session_id: str, step_id: str, seq: int | None) -> list[Message]:
-        """The step's messages numbered above `seq`; all of them, oldest first, for None."""
+    def since(
+        self, session_id: str, step_id: str, seq: int | None, below: int | None = None
+    ) -> list[Message]:
+        """The step's messages numbered above `seq` (and below `below`); all of them, oldest
+        first, for None."""
         messages = self.messages(session_id, step_id)
         if seq is None:
             query = messages.order_by("createdAt")
         else:
             query = messages.where(filter=FieldFilter("seq", ">", seq))
+            if below is not None:
+                query = query.where(filter=FieldFilter("seq", "<", below))
         try:
             docs = list(query.stream(retry=self.retry, timeout=self.timeout))
         except gexc.GoogleAPIError as exc:

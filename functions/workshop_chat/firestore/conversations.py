@@ -163,17 +163,21 @@ class FirestoreStore:
             return messages
         new: list[Message] = []
         changed = step.changed_since(copy.seq)
+        first, remembered = step.remembered
+        by_id = remembered if changed is None else changed
         # What was read ahead counts only where the head says it changed.
-        taken = set(copy.unfinished).union(changed or ())
+        taken = set(copy.unfinished).union(by_id)
         snaps = [snap for snap in read if snap.id in taken]
-        if changed is None:  # more changed than the head remembers: ask by number
+        held = {s.id for s in snaps}
+        ids = [i for i in dict.fromkeys(by_id) if i not in held]
+        if changed is None and ids:  # more changed than the head or the client knew
+            snaps = [snap for snap in snaps if snap.id in copy.unfinished]
             new = access.since(*key, copy.seq)
-        else:
-            held = {s.id for s in snaps}
-            ids = [i for i in dict.fromkeys(changed) if i not in held]
-            if ids:
-                refs = [access.messages(*key).document(i) for i in ids]
-                snaps += list(access.get_all(refs).values())
+        elif changed is None:  # the client knew what the head remembers: the rest by number
+            new = access.since(*key, copy.seq, below=first)
+        elif ids:
+            refs = [access.messages(*key).document(i) for i in ids]
+            snaps += list(access.get_all(refs).values())
         gone = {snap.id for snap in snaps if not snap.exists}
         new += [documents.message(snap, access.lease_seconds) for snap in snaps if snap.exists]
         messages = brought_up(copy, new, gone, step.cuts, step.cut_after)

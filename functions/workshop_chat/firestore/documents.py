@@ -49,6 +49,13 @@ class StepHead:
             return None
         return [message_id for number, message_id in self.recent if number > seq]
 
+    @property
+    def remembered(self) -> tuple[int, list[str]]:
+        """The first number `recent` remembers, and the ids of every message numbered since:
+        what a look beyond `recent` may still read by id, asking by number only below it."""
+        first = self.recent[0][0] if self.recent else self.seq + 1
+        return first, [message_id for _, message_id in self.recent]
+
     def recent_after(self, *taken: tuple[int, str]) -> str:
         """`recent` once these numbers are taken, as stored: one string of "<seq> <id>" pairs
         (ids hold no spaces), which costs a claim a tenth of what a list of maps did."""
