@@ -7,7 +7,7 @@ import time
 import pytest
 
 from workshop_chat.chat.checkpoints import ReplyWrite
-from workshop_chat.chat.domain import Content, Ending, Quota, UserMessage
+from workshop_chat.chat.domain import RECENT, Content, Ending, Quota, UserMessage
 from workshop_chat.chat.ports import Moved, WriteOutcome
 from workshop_chat.firestore.access import FirestoreAccess
 from workshop_chat.firestore.conversations import FirestoreStore
@@ -117,19 +117,21 @@ def test_a_look_told_what_the_client_holds_reads_what_moved_beside_the_head(stor
     later = store.open("s1", "define", "alice", seen=["u2~reply", "u3"])
     assert [m.text for m in later.messages][-2:] == ["Three", "Echo 3"]
     assert round_trips == [2, 1]
-    # Nine turns elsewhere: more than the head remembers (16 numbers). The client's last 16
+    # More turns elsewhere than the head remembers (RECENT numbers). The client's last RECENT
     # come with the head; only the two older ones are asked for by number, none read twice.
-    for i in range(4, 13):
+    turns = range(4, 5 + RECENT // 2)
+    for i in turns:
         claim = begin_new(other, f"T{i}", f"u{i}", now=NOW + 10 * i)
         assert finish(other, claim, f"E{i}") is WROTE
     round_trips.clear()
     store.access.reads = 0
-    ids = [m for i in range(4, 13) for m in (f"u{i}", f"u{i}~reply")]
-    gap = store.open("s1", "define", "alice", seen=ids[-16:])
-    assert [m.text for m in gap.messages][-18:] == [
-        t for i in range(4, 13) for t in (f"T{i}", f"E{i}")
+    ids = [m for i in turns for m in (f"u{i}", f"u{i}~reply")]
+    gap = store.open("s1", "define", "alice", seen=ids[-RECENT:])
+    assert [m.text for m in gap.messages][-len(ids) :] == [
+        t for i in turns for t in (f"T{i}", f"E{i}")
     ]
-    assert (round_trips, store.access.reads, store.access.full_reads) == ([17], 19, 0)
+    assert (round_trips, store.access.reads) == ([1 + RECENT], 3 + RECENT)
+    assert store.access.full_reads == 0
 
 
 def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):

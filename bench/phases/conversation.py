@@ -102,7 +102,7 @@ class Sides:
 
     async def ours(self, port: int, conversation: Conversation, turn_id: str, text: str) -> Stream:
         body = chat_body(conversation.session, STEP, f"{turn_id}-u", text)
-        body["seen"] = conversation.ours_ids[-16:]  # as the README's transport sends them
+        body["seen"] = conversation.ours_ids[-64:]  # as the README's transport sends them
         raw = request_bytes("127.0.0.1", port, "/", body, {TURN_HEADER: turn_id})
         return await send("127.0.0.1", port, raw, FUNCTION_TEXT, TIMEOUT_S, collect=True)
 

@@ -344,7 +344,7 @@ function ChatPanel({
             message: lastMessage(messages, trigger),
             trigger,
             messageId,
-            seen: messages.slice(-17, -1).map((m) => m.id),
+            seen: messages.slice(-65, -1).map((m) => m.id),
           },
         }),
         // On mount (resume below) useChat asks the step's stream route for the reply in flight:

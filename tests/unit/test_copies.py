@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workshop_chat.chat.domain import Message
+from workshop_chat.chat.domain import RECENT, Message
 from workshop_chat.firestore.copies import Copy, HistoryCache, brought_up
 from workshop_chat.firestore.documents import StepHead
 
@@ -21,19 +21,21 @@ def test_a_step_that_did_not_move_needs_nothing_read():
 
 
 def test_what_moved_is_read_by_id_while_the_head_remembers_it_and_by_number_beyond():
-    recent = tuple((n, f"m{n}") for n in range(5, 21))  # the last 16 numbers taken
-    step = StepHead(seq=20, recent=recent)
-    assert step.changed_since(17) == ["m18", "m19", "m20"]
-    assert step.changed_since(4) == [f"m{n}" for n in range(5, 21)]
+    last = 4 + RECENT
+    recent = tuple((n, f"m{n}") for n in range(5, last + 1))  # the last RECENT numbers taken
+    step = StepHead(seq=last, recent=recent)
+    assert step.changed_since(last - 3) == [f"m{n}" for n in range(last - 2, last + 1)]
+    assert step.changed_since(4) == [f"m{n}" for n in range(5, last + 1)]
     assert step.changed_since(3) is None  # 4 was taken and has left `recent`: query
     # ... for what `recent` has forgotten alone, when what it remembers was read by id.
-    assert step.remembered == (5, [f"m{n}" for n in range(5, 21)])
+    assert step.remembered == (5, [f"m{n}" for n in range(5, last + 1)])
     assert StepHead(seq=3).remembered == (4, [])
     # A regenerate takes one number, an edit two: gaps are fine.
     gappy = StepHead(seq=9, recent=((5, "u"), (6, "r"), (8, "r")))
     assert gappy.changed_since(6) == ["r"]
-    stored = StepHead(recent=recent).recent_after((21, "x"))
-    assert stored.split()[::2] == [str(n) for n in range(6, 22)] and stored.endswith("21 x")
+    stored = StepHead(recent=recent).recent_after((last + 1, "x"))
+    assert stored.split()[::2] == [str(n) for n in range(6, last + 2)]
+    assert stored.endswith(f"{last + 1} x")
 
 
 def test_new_and_changed_messages_merge_in_creation_order():
@@ -92,5 +94,5 @@ def test_a_hint_reads_ahead_what_the_copy_lacks_for_those_who_could_read_the_ste
     # A stranger's hint is read for nothing: the look reads the head alone for them.
     assert copy.ahead(seen, "eve") == []
     # No more than a head remembers: the oldest of a longer gap are left to the look.
-    gap = [f"m{i}" for i in range(40)]
-    assert copy.ahead(gap, "ann") == gap[-16:]
+    gap = [f"m{i}" for i in range(RECENT + 10)]
+    assert copy.ahead(gap, "ann") == gap[-RECENT:]

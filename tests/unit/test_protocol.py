@@ -55,10 +55,11 @@ def test_seen_lists_what_the_client_holds_and_earlier_messages_stand_in_for_it()
         "u0",
         "u0~reply",
     )
-    many = [user("x", f"m{i}") for i in range(40)] + ["junk", {"id": "a/b"}, user("new", "u9")]
-    seen = protocol.parse_turn(body(messages=many), **LIMITS).seen
-    # The 16 messages before the new one, the malformed ones passed over.
-    assert seen == tuple(f"m{i}" for i in range(26, 40))
+    count = protocol.SEEN_MAX + 20
+    many = [user("x", f"m{i}") for i in range(count)] + ["junk", {"id": "a/b"}]
+    seen = protocol.parse_turn(body(messages=[*many, user("new", "u9")]), **LIMITS).seen
+    # The SEEN_MAX messages before the new one, the malformed ones passed over.
+    assert seen == tuple(f"m{i}" for i in range(count - protocol.SEEN_MAX + 2, count))
 
 
 @pytest.mark.parametrize(

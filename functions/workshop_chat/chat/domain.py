@@ -20,6 +20,9 @@ Role = Literal["user", "assistant"]
 Status = Literal["queued", "streaming", "complete", "error", "stopped", "interrupted"]
 # A reply not settled yet: generating, or waiting its turn. Each has a lease, and may lapse.
 UNSETTLED: tuple[Status, ...] = ("queued", "streaming")
+# The messages a turn may name as seen, and a session head names as changed lately: a step
+# whose copy is further behind is asked for by number (a second round trip).
+RECENT = 64
 # The values every AI SDK client accepts in a `finish` chunk.
 FinishReason = Literal["stop", "length", "content-filter", "tool-calls", "error", "other"]
 # Why a reply failed: what the HTTP edge answers when it failed before any text.

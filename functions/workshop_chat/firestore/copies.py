@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..chat.domain import UNSETTLED, Message
-from .documents import RECENT
+from ..chat.domain import RECENT, UNSETTLED, Message
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..chat.domain import (
+    RECENT,
     UNSETTLED,
     Author,
     Content,
@@ -61,9 +62,6 @@ class StepHead:
         (ids hold no spaces), which costs a claim a tenth of what a list of maps did."""
         kept = [*self.recent, *taken][-RECENT:]
         return " ".join(f"{number} {message_id}" for number, message_id in kept)
-
-
-RECENT = 16
 
 
 @dataclass(frozen=True)

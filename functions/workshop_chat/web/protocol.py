@@ -15,6 +15,7 @@ from ..chat.attachments import FILE_PART_ROOM, FileLimits
 from ..chat.board import BoardItem
 from ..chat.budget import Spend, seconds_to_next_day
 from ..chat.domain import (
+    RECENT,
     Answer,
     Approval,
     Message,
@@ -114,7 +115,7 @@ def parse_turn(
     return Turn(session_id, step_id, user, trigger, target, files, seen=seen)
 
 
-SEEN_MAX = 16  # ids a request may list as seen: the last turns' worth
+SEEN_MAX = RECENT  # ids a request may list as seen: as many as a head remembers
 
 
 def parse_seen(body: dict[str, Any], max_id_chars: int) -> tuple[str, ...]:
