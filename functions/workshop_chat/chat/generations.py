@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from . import aio
+from .asking import Asked, Asking, named
 from .attachments import Attachments
-from .board import TOOLS
 from .checkpoints import Checkpointer
-from .context import ContentCalls, ContentFiles, Contents, model_contents
 from .domain import (
     REPLACED_TEXT,
     Ending,
@@ -29,13 +28,12 @@ from .domain import (
     reply_id_for,
 )
 from .errors import InvalidRequest, NotFound, RateLimited
-from .generation import Carry, Limits, Request, drive
+from .generation import Carry, Limits, drive
 from .outcomes import Workshop
 from .ports import Board, Budgets, Claim, Conversation, Conversations, Model, Moved, Sessions
 from .reply import Reply
 from .team import must_write
 from .telemetry import QUIET, Telemetry
-from .tools import Toolbox, board_context
 
 _SEND_WAIT = 0.05  # seconds: never longer than it takes to build a request
 
@@ -94,11 +92,6 @@ def check_quota(conversation: Conversation, now: float, session_limit: int = 0) 
         )
 
 
-def named(conversation: Conversation) -> bool:
-    """Whether the model is told who wrote each message: when the session has a team."""
-    return bool(conversation.names)
-
-
 def superseded_files(conversation: Conversation, user: UserMessage) -> tuple[str, ...]:
     """The edited message's objects it no longer names: they go once the edit is stored."""
     stored = conversation.get(user.id)
@@ -130,6 +123,14 @@ class Generations:
         self.settings = settings
         self.clock = clock
         self.telemetry = telemetry
+        self.asking = Asking(
+            workshop,
+            stores.board,
+            stores.attachments,
+            settings.history_max_chars,
+            clock,
+            telemetry,
+        )
         self._active: dict[tuple[str, str, str], Reply] = {}
         self._lock = threading.Lock()
 
@@ -220,27 +221,12 @@ class Generations:
                 if not upload_later:
                     self._upload(new, user.files, uploaded)
             superseded = superseded_files(conversation, user) if mode == "edit" else ()
-            asked = model_contents(
-                conversation.messages, user, self.settings.history_max_chars, named(conversation)
-            )
-            contents, files, calls = asked
-            # The step's own turns take precedence; earlier steps' outcomes get what is left,
-            # as data ahead of the conversation.
-            room = self.settings.history_max_chars - sum(len(text) for _, text in contents)
-            notes = self.workshop.notes(key[1], conversation, room)
-            board = board_context(self.board, key[0], conversation, room - len(notes or ""))
-            data = "\n\n".join(block for block in (notes, board) if block)
-            if data:  # in the first turn's text: Gemini wants turns to alternate
-                contents = [(contents[0][0], f"{data}\n\n{contents[0][1]}"), *contents[1:]]
-            parts = self.attachments.for_model(files) if self.attachments else {}
+            asked = self.asking.contents(conversation, user)
+            request = self.asking.request(key, conversation, asked, reply_id, carry)
         except BaseException:
             reply.abandon()
             raise
-        system = self.workshop.system(key[1])
         where = {"sessionId": key[0], "stepId": key[1]}
-        budget = self.workshop.thinking_budget(key[1])
-        toolbox = self._toolbox(key, reply_id)
-        request = Request(system, contents, budget, parts, calls, toolbox, carry)
 
         def ask() -> None:
             limits, telemetry = self.settings.limits, self.telemetry
@@ -297,7 +283,7 @@ class Generations:
         reply: Reply,
         mode: Mode,
         seen_reply: Message | None,
-        asked: tuple[Contents, ContentFiles, ContentCalls],
+        asked: Asked,
     ) -> Claim | None:
         """The claim's commit, beside the model call. When the session moved since it was read
         (another step's turn, a summary landing), the call stands as long as what it was asked
@@ -309,8 +295,7 @@ class Generations:
             conversation = claim.conversation
             check_access(conversation, write=True)
             check_quota(conversation, self.clock(), self.settings.session_rate_limit_per_minute)
-            max_chars = self.settings.history_max_chars
-            if model_contents(conversation.messages, user, max_chars, named(conversation)) != asked:
+            if self.asking.contents(conversation, user) != asked:
                 return None  # a turn landed first: this one is asked again, with it in context
         return None
 
@@ -342,14 +327,6 @@ class Generations:
         if uploaded is not None:  # before: an upload that fails half way has written some
             uploaded.extend(f.path for f in named)
         self.attachments_or_refuse().upload(new, named)
-
-    def _toolbox(self, key: tuple[str, str], reply_id: str) -> Toolbox | None:
-        """The board's tools, where the deployment keeps a board."""
-        if self.board is None:
-            return None
-        allowed = self.workshop.tool_names(key[1])
-        specs = tuple(s for name, s in TOOLS.items() if allowed is None or name in allowed)
-        return Toolbox(self.board, key[0], key[1], reply_id, self.clock, specs, self.telemetry)
 
     def attachments_or_refuse(self) -> Attachments:
         if self.attachments is None:
