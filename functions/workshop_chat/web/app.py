@@ -140,7 +140,7 @@ class Api:
         route = request.environ.get(_ROUTE_KEY)
         # The span ends with the body: a stream's, seconds after this returns.
         response.call_on_close(lambda: served.finish(response.status_code, route))
-        self._cors(request, response)
+        _cors(request, response, self.config.allowed_origins)
         if not response.is_streamed:
             # functions-framework reads whatever body is left after a response that is not
             # streamed, into memory: a refused 16 MiB body would be read after all. Nothing
@@ -218,7 +218,7 @@ class Api:
         """The body read, checked and decoded, and the turn claimed: all the work that holds
         the request's bytes in memory."""
         cfg = self.config
-        body, size = self._json_body(request, cfg.max_request_bytes_with_files)
+        body, size = _json_body(request, cfg.max_request_bytes_with_files)
         # A request may be larger than a text-only one only by the file parts it carries.
         limit = cfg.max_request_bytes + protocol.file_part_bytes(body)
         if size > limit:
@@ -265,13 +265,13 @@ class Api:
         if request.method == "DELETE":
             self.sessions.remove_item(session_id, uid, item_id)
             return json_response(200, {"id": item_id, "removed": True})
-        body, _ = self._json_body(request, self.config.max_request_bytes)
+        body, _ = _json_body(request, self.config.max_request_bytes)
         change = check_change(item_id, body)
         item = self.sessions.change_item(session_id, uid, change)
         return json_response(200, protocol.board_item(item))
 
     def _invites(self, request: Request, uid: str, session_id: str) -> Response:
-        body, _ = self._json_body(request, self.config.max_request_bytes)
+        body, _ = _json_body(request, self.config.max_request_bytes)
         role = check_role(body.get("role") if isinstance(body, dict) else None)
         code, invite = self.sessions.invite(session_id, uid, role, time.time())
         made = {"code": code, "role": invite.role, "expiresAt": iso_time(invite.expires_at)}
@@ -286,7 +286,7 @@ class Api:
         bodies do: codes cannot be tried in bulk."""
         with self.admission.admit(uid, request.content_length or 0):
             try:
-                body, _ = self._json_body(request, self.config.max_request_bytes)
+                body, _ = _json_body(request, self.config.max_request_bytes)
                 if not isinstance(body, dict):
                     raise InvalidRequest("invalid_body", "the body must be a JSON object")
                 code, name = check_code(body.get("code")), check_name(body.get("name"))
@@ -345,46 +345,45 @@ class Api:
         }
         return json_response(200, body)
 
-    def _json_body(self, request: Request, limit: int) -> tuple[Any, int]:
-        if request.mimetype != "application/json":
-            raise UnsupportedMedia("unsupported_media_type", "send Content-Type: application/json")
-        too_large = TooLarge("body_too_large", f"the body may be at most {limit} bytes")
-        # Not `request.max_content_length`: functions-framework drains the body after every
-        # non-streamed response with get_data(), which would then raise again and turn this
-        # 413 into a 500. Reading at most limit + 1 bytes bounds chunked bodies as well.
-        if (request.content_length or 0) > limit:
-            raise too_large
-        raw = _read_at_most(request.stream, limit + 1)
-        if len(raw) > limit:
-            raise too_large
-        try:
-            return json.loads(raw, parse_constant=_reject_constant), len(raw)
-        except (ValueError, RecursionError):
-            raise InvalidRequest("invalid_json", "the body is not valid JSON") from None
-
-    # CORS -----------------------------------------------------------------------------
-
-    def _cors(self, request: Request, response: Response) -> None:
-        origin = request.headers.get("Origin")
-        allowed = self.config.allowed_origins
-        if not origin or not (origin in allowed or "*" in allowed):
-            return
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
-        response.headers["Access-Control-Expose-Headers"] = (
-            "x-vercel-ai-ui-message-stream, Retry-After"
-        )
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, X-Firebase-AppCheck"
-            )
-            response.headers["Access-Control-Max-Age"] = "3600"
-
 
 _ID_NAMES = {"session_id": "sessionId", "step_id": "stepId", "message_id": "messageId"}
 # What a client is shown: once any of it is out, a failure can only be an in-stream error.
 _CONTENT = (TextDelta, ReasoningDelta, Source)
+
+
+def _json_body(request: Request, limit: int) -> tuple[Any, int]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMedia("unsupported_media_type", "send Content-Type: application/json")
+    too_large = TooLarge("body_too_large", f"the body may be at most {limit} bytes")
+    # Not `request.max_content_length`: functions-framework drains the body after every
+    # non-streamed response with get_data(), which would then raise again and turn this
+    # 413 into a 500. Reading at most limit + 1 bytes bounds chunked bodies as well.
+    if (request.content_length or 0) > limit:
+        raise too_large
+    raw = _read_at_most(request.stream, limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        return json.loads(raw, parse_constant=_reject_constant), len(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("invalid_json", "the body is not valid JSON") from None
+
+
+def _cors(request: Request, response: Response, allowed: tuple[str, ...]) -> None:
+    """Headers for the browser's check, for the configured origins only: a page served from
+    anywhere else may send requests, but its browser will not let it read the answers."""
+    origin = request.headers.get("Origin")
+    if not origin or not (origin in allowed or "*" in allowed):
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+    response.headers["Access-Control-Expose-Headers"] = "x-vercel-ai-ui-message-stream, Retry-After"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Authorization, Content-Type, X-Firebase-AppCheck"
+        )
+        response.headers["Access-Control-Max-Age"] = "3600"
 
 
 def _read_at_most(stream: Any, size: int) -> bytes:
