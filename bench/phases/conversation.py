@@ -1,8 +1,9 @@
 """Conversations built by real turns, and the three requests of a turn: through our function,
 through the predecessor's route, and straight to the stand-in.
 
-Our function is sent only the new message (it keeps the conversation in Firestore); the
-predecessor is sent the whole conversation, as useChat's DefaultChatTransport does for a route
+Our function is sent only the new message and the ids of the 64 before it (`seen`), as the
+README's transport sends them (it keeps the conversation in Firestore); the predecessor is
+sent the whole conversation, as useChat's DefaultChatTransport does for a route
 without storage. Each side's history is what that side answered, as its client received it,
 so the direct request that follows a turn carries the same `contents` the server sent.
 
