@@ -134,6 +134,35 @@ def test_a_look_told_what_the_client_holds_reads_what_moved_beside_the_head(stor
     assert store.access.full_reads == 0
 
 
+def test_a_look_beyond_what_the_head_remembers_sees_the_step_as_the_head_was_read(store, db):
+    assert finish(store, begin_new(store, "T0", "u0"), "E0") is WROTE
+    store.open("s1", "define", "alice")
+    other = FirestoreStore(FirestoreAccess(db))
+    turns = range(1, 2 + RECENT // 2)  # u1 is numbered below what the head then remembers
+    for i in turns:
+        assert finish(other, begin_new(other, f"T{i}", f"u{i}", now=NOW + i), f"E{i}") is WROTE
+    get_all = store.access.get_all
+
+    def raced(refs):
+        """The head is read; before the rest of the look, another instance regenerates u1's
+        reply, which takes a new number and deletes every message after it."""
+        found = get_all(refs)
+        store.access.get_all = get_all  # type: ignore[method-assign]
+        seen = other.open("s1", "define", "alice")
+        regen = other.begin(
+            seen, UserMessage("u1", "T1"), "u1~reply", "regenerate", NOW + 99, seen.get("u1~reply")
+        )
+        assert regen is not None and not isinstance(regen, Moved)
+        return found
+
+    store.access.get_all = raced  # type: ignore[method-assign]
+    ids = [m for i in turns for m in (f"u{i}", f"u{i}~reply")]
+    look = store.open("s1", "define", "alice", seen=ids[-RECENT:])
+    # One moment of the step: the one the head was read at, the reply to u1 in it.
+    assert [m.id for m in look.messages] == ["u0", "u0~reply", *ids]
+    assert store.access.full_reads == 0
+
+
 def test_a_claim_on_a_moved_session_writes_nothing_and_hands_back_what_is_stored(store, db):
     assert finish(store, begin_new(store)) is WROTE
     conversation = store.open("s1", "define", "alice")

@@ -87,7 +87,7 @@ def test_our_own_final_settles_the_copy_without_a_read():
     assert settled.unfinished == []
 
 
-def test_a_hint_reads_ahead_what_the_copy_lacks_for_those_who_could_read_the_step():
+def test_a_hint_reads_ahead_what_the_copy_lacks_for_those_who_could_write_in_the_step():
     copy = Copy("inc", 4, 0, (msg("u1", 1.0), msg("r1", 1.1)), frozenset({"ann"}))
     seen = ["u1", "r1", "u2", "r2", "u2"]
     assert copy.ahead(seen, "ann") == ["u2", "r2"]
@@ -96,3 +96,15 @@ def test_a_hint_reads_ahead_what_the_copy_lacks_for_those_who_could_read_the_ste
     # No more than a head remembers: the oldest of a longer gap are left to the look.
     gap = [f"m{i}" for i in range(RECENT + 10)]
     assert copy.ahead(gap, "ann") == gap[-RECENT:]
+
+
+def test_a_writer_a_look_refused_is_forgotten_in_the_copy_held_now():
+    cache = HistoryCache()
+    key = ("s", "t")
+    cache.put(key, Copy("inc", 2, 0, (msg("u1", 1.0),), frozenset({"ann", "bob"})))
+    # Another thread's look put a newer copy in meanwhile: the refusal changes that one.
+    cache.put(key, Copy("inc", 4, 0, (msg("u1", 1.0), msg("u2", 2.0)), frozenset({"ann", "bob"})))
+    cache.forget_writer(key, "bob")
+    held = cache.get(key)
+    assert held is not None and (held.seq, held.writers) == (4, frozenset({"ann"}))
+    assert held.ahead(["u3"], "bob") == []

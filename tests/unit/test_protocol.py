@@ -55,6 +55,10 @@ def test_seen_lists_what_the_client_holds_and_earlier_messages_stand_in_for_it()
         "u0",
         "u0~reply",
     )
+    # The longest user message id leaves room for its reply's id, which a later turn lists.
+    longest = "x" * (LIMITS["max_id_chars"] - len("~reply"))
+    assert protocol.parse_turn(body(messages=[user("a", longest)]), **LIMITS).user.id == longest
+    assert protocol.parse_turn({**last, "seen": [f"{longest}~reply"]}, **LIMITS).seen
     count = protocol.SEEN_MAX + 20
     many = [user("x", f"m{i}") for i in range(count)] + ["junk", {"id": "a/b"}]
     seen = protocol.parse_turn(body(messages=[*many, user("new", "u9")]), **LIMITS).seen
@@ -105,6 +109,8 @@ def test_text_parts_are_joined_and_other_parts_ignored():
         (body(messages=[{**user(), "role": "assistant"}]), "invalid_role"),
         (body(messages=[{**user(), "role": "system"}]), "invalid_role"),
         (body(messages=[{**user(), "id": "../x"}]), "invalid_id"),
+        # Its reply's id would be 129 characters: one no request could name.
+        (body(messages=[{**user(), "id": "x" * 123}]), "invalid_id"),
         (body(messages=[{**user(), "parts": []}]), "invalid_parts"),
         (body(messages=[{**user(), "parts": [{"text": "no type"}]}]), "invalid_parts"),
         (body(messages=[{**user(), "parts": [{"type": "text", "text": 3}]}]), "invalid_parts"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -116,10 +117,15 @@ class FirestoreAccess:
         return {snap.reference.path: snap for snap in snaps}
 
     def since(
-        self, session_id: str, step_id: str, seq: int | None, below: int | None = None
+        self,
+        session_id: str,
+        step_id: str,
+        seq: int | None,
+        below: int | None = None,
+        at: datetime | None = None,
     ) -> list[Message]:
-        """The step's messages numbered above `seq` (and below `below`); all of them, oldest
-        first, for None."""
+        """The step's messages numbered above `seq` (and below `below`), as they were `at` a
+        time; all of them, oldest first, for None."""
         messages = self.messages(session_id, step_id)
         if seq is None:
             query = messages.order_by("createdAt")
@@ -128,7 +134,9 @@ class FirestoreAccess:
             if below is not None:
                 query = query.where(filter=FieldFilter("seq", "<", below))
         try:
-            docs = list(query.stream(retry=self.retry, timeout=self.timeout))
+            # Whole microseconds: what Firestore takes as a read time within the last hour.
+            read_time = None if at is None else datetime.combine(at.date(), at.timetz())
+            docs = list(query.stream(retry=self.retry, timeout=self.timeout, read_time=read_time))
         except gexc.GoogleAPIError as exc:
             raise StoreUnavailable() from exc
         self.reads += max(1, len(docs))

@@ -142,8 +142,8 @@ class Claims:
         elif copy is not None and copy.seq == seq - 2 and copy.incarnation == incarnation:
             access.histories.put(key, replace(copy, seq=seq, messages=copy.messages + new))
         elif step is None:
-            readers = head.readers or frozenset({c.uid})
-            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new), readers))
+            writers = head.writers or frozenset({c.uid})
+            access.histories.put(key, Copy(incarnation, seq, 0, (*c.messages, *new), writers))
         ref = messages.document(reply_id)
         update_time = results[reply_index].update_time
         return Claim(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -130,13 +131,15 @@ class FirestoreStore:
         if head.exists and (head.role_of(uid) is None or head.deleting):
             # Not the caller's to read (the core says so): nothing more is read for them,
             # and their hints no more ahead of a look.
-            if copy is not None and uid in copy.readers:
-                access.histories.put(key, replace(copy, readers=copy.readers - {uid}))
+            access.histories.forget_writer(key, uid)
             return looked
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
             return looked
-        looked.messages = self._merge(key, head, copy, [found[ref.path] for ref in beside])
+        if uid not in head.writers:
+            access.histories.forget_writer(key, uid)  # a viewer now, say
+        snaps = [found[ref.path] for ref in beside]
+        looked.messages = self._merge(key, head, copy, snaps, found[session_ref.path].read_time)
         return looked
 
     def _merge(
@@ -145,8 +148,10 @@ class FirestoreStore:
         head: Head,
         copy: Copy | None,
         read: list[Any],
+        read_time: datetime,
     ) -> list[Message]:
-        """This process's copy brought up to the head; read whole when it cannot be."""
+        """This process's copy brought up to the head; read whole when it cannot be. `read`
+        and the head were read at `read_time`."""
         access = self.access
         step = head.steps.get(key[1], StepHead())
         usable = (
@@ -158,7 +163,7 @@ class FirestoreStore:
         if not usable or copy is None:
             messages = access.since(*key, None)
             if not head.legacy:
-                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
+                copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.writers)
                 access.histories.put(key, copy)
             return messages
         new: list[Message] = []
@@ -173,15 +178,16 @@ class FirestoreStore:
         if changed is None and ids:  # more changed than the head or the client knew
             snaps = [snap for snap in snaps if snap.id in copy.unfinished]
             new = access.since(*key, copy.seq)
-        elif changed is None:  # the client knew what the head remembers: the rest by number
-            new = access.since(*key, copy.seq, below=first)
+        elif changed is None:  # the client knew what the head remembers: the rest by number,
+            # as they were when the head was read (else a message renumbered since slips by)
+            new = access.since(*key, copy.seq, below=first, at=read_time)
         elif ids:
             refs = [access.messages(*key).document(i) for i in ids]
             snaps += list(access.get_all(refs).values())
         gone = {snap.id for snap in snaps if not snap.exists}
         new += [documents.message(snap, access.lease_seconds) for snap in snaps if snap.exists]
         messages = brought_up(copy, new, gone, step.cuts, step.cut_after)
-        copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.readers)
+        copy = Copy(head.incarnation, step.seq, step.cuts, tuple(messages), head.writers)
         access.histories.put(key, copy)
         return messages
 

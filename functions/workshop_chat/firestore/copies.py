@@ -26,8 +26,8 @@ class Copy:
     seq: int  # every message numbered up to here is in `messages`
     cuts: int  # edits and regenerates that deleted messages, as of `seq`
     messages: tuple[Message, ...]
-    # Who could read the step when it was looked at: only their hints are read ahead.
-    readers: frozenset[str] = frozenset()
+    # Who could write in the session when it was looked at: only their hints are read ahead.
+    writers: frozenset[str] = frozenset()
 
     @property
     def unfinished(self) -> list[str]:
@@ -37,9 +37,9 @@ class Copy:
     def ahead(self, seen: Sequence[str], uid: str) -> list[str]:
         """The messages a client says it holds that this copy lacks: read beside the head, they
         spare the look its second round trip when the step moved. A hint, never trusted: only
-        what the head then lists as changed is taken, and a caller who could not read the step
+        what the head then lists as changed is taken, and a caller who could not send a turn
         when this process last looked makes no read of theirs."""
-        if uid not in self.readers:
+        if uid not in self.writers:
             return []
         held = {m.id for m in self.messages}
         # At most what a head remembers: more than that is asked for by number anyway.
@@ -102,6 +102,14 @@ class HistoryCache:
                 return
             messages = tuple(replace(m, **stored) if m.id == reply_id else m for m in item.messages)
             self._items[key] = replace(item, messages=messages)
+
+    def forget_writer(self, key: tuple[str, str], uid: str) -> None:
+        """A look found `uid` may not write in the session any more: its hints go unread, in
+        whichever copy is held now (another thread may have put a newer one)."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and uid in item.writers:
+                self._items[key] = replace(item, writers=item.writers - {uid})
 
     def drop(self, key: tuple[str, str]) -> None:
         with self._lock:

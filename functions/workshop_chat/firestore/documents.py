@@ -24,7 +24,7 @@ from ..chat.domain import (
     ToolCall,
     UserMessage,
 )
-from ..chat.team import Member, Role, role_in
+from ..chat.team import WRITERS, Member, Role, role_in
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,12 @@ class Head:
         return role_in(self.owner, self.members.values(), uid) if self.exists else None
 
     @property
-    def readers(self) -> frozenset[str]:
+    def writers(self) -> frozenset[str]:
+        """Who may send a turn: the owner and the members who are not viewers."""
         if not self.exists:
             return frozenset()
-        return frozenset(self.members) | ({self.owner} if self.owner else set())
+        team = {uid for uid, m in self.members.items() if m.role in WRITERS}
+        return frozenset(team | ({self.owner} if self.owner else set()))
 
 
 def head(snap: Any) -> Head:

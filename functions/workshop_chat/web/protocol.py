@@ -30,6 +30,7 @@ from ..chat.domain import (
     UserMessage,
     iso_time,
     layout,
+    reply_id_for,
 )
 from ..chat.errors import InvalidRequest
 from ..chat.ports import SessionView, StepSummary
@@ -203,7 +204,9 @@ def parse_user_message(
         raise InvalidRequest("invalid_message", "the last message must be an object")
     if message.get("role") != "user":
         raise InvalidRequest("invalid_role", "the last message must have role user")
-    message_id = check_id(message.get("id"), "message id", max_id_chars)
+    # Its reply's id, `<id>~reply`, must be a valid id too: clients name it in requests.
+    room = max_id_chars - len(reply_id_for(""))
+    message_id = check_id(message.get("id"), "message id", room)
     parts = message.get("parts")
     if not isinstance(parts, list) or not parts:
         raise InvalidRequest("invalid_parts", "the message must have a non-empty parts array")
