@@ -123,7 +123,8 @@ class FirestoreStore:
         listed = [*copy.unfinished, *copy.ahead(seen, uid)] if copy else []
         beside = [access.messages(*key).document(m) for m in listed]
         found = access.get_all(refs + beside)
-        head = documents.head(found[session_ref.path])
+        head_snap = found[session_ref.path]
+        head = documents.head(head_snap)
         rate = documents.quota(found[access.rate(uid).path], quota) if quota else None
         user_snap = found[spent.path] if spent is not None else None
         spend = ledger.spend(uid, user_snap, now) if counted else None
@@ -136,10 +137,8 @@ class FirestoreStore:
         if not head.exists or (step_id not in head.steps and not head.legacy):
             access.histories.drop(key)
             return looked
-        if uid not in head.writers:
-            access.histories.forget_writer(key, uid)  # a viewer now, say
         snaps = [found[ref.path] for ref in beside]
-        looked.messages = self._merge(key, head, copy, snaps, found[session_ref.path].read_time)
+        looked.messages = self._merge(key, head, copy, snaps, head_snap.read_time)
         return looked
 
     def _merge(
@@ -170,13 +169,14 @@ class FirestoreStore:
         changed = step.changed_since(copy.seq)
         first, remembered = step.remembered
         by_id = remembered if changed is None else changed
+        unfinished = set(copy.unfinished)
         # What was read ahead counts only where the head says it changed.
-        taken = set(copy.unfinished).union(by_id)
+        taken = unfinished.union(by_id)
         snaps = [snap for snap in read if snap.id in taken]
         held = {s.id for s in snaps}
         ids = [i for i in dict.fromkeys(by_id) if i not in held]
         if changed is None and ids:  # more changed than the head or the client knew
-            snaps = [snap for snap in snaps if snap.id in copy.unfinished]
+            snaps = [snap for snap in snaps if snap.id in unfinished]
             new = access.since(*key, copy.seq)
         elif changed is None:  # the client knew what the head remembers: the rest by number,
             # as they were when the head was read (else a message renumbered since slips by)
